@@ -1,1 +1,10 @@
-//! treecast-media: pure media building blocks (no IO, no clock). See the module docs.
+//! treecast-media: the pure per-packet building blocks of a treecast node.
+//!
+//! Nothing here does IO, reads a clock or draws OS randomness: time comes in as a
+//! [`std::time::Duration`] since an arbitrary epoch, randomness from a seed. The webrtc shell in
+//! `treecast-node` calls these on the per-packet path, so the hot-path functions do not allocate
+//! (apart from the one buffer a rewritten packet needs).
+//!
+//! - [`rtp`]: parse RTP packets and rewrite them for a downstream leg.
+
+pub mod rtp;
