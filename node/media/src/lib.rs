@@ -6,5 +6,7 @@
 //! (apart from the one buffer a rewritten packet needs).
 //!
 //! - [`rtp`]: parse RTP packets and rewrite them for a downstream leg.
+//! - [`rtcp`]: split compound RTCP, read reports and feedback, build PLI/FIR/NACK.
 
+pub mod rtcp;
 pub mod rtp;
