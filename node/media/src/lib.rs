@@ -7,6 +7,8 @@
 //!
 //! - [`rtp`]: parse RTP packets and rewrite them for a downstream leg.
 //! - [`rtcp`]: split compound RTCP, read reports and feedback, build PLI/FIR/NACK.
+//! - [`keyframe`]: does an RTP payload start a keyframe (VP8, H.264)?
 
+pub mod keyframe;
 pub mod rtcp;
 pub mod rtp;
