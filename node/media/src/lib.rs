@@ -8,7 +8,9 @@
 //! - [`rtp`]: parse RTP packets and rewrite them for a downstream leg.
 //! - [`rtcp`]: split compound RTCP, read reports and feedback, build PLI/FIR/NACK.
 //! - [`keyframe`]: does an RTP payload start a keyframe (VP8, H.264)?
+//! - [`munger`]: sequence/timestamp continuity for children across parent changes.
 
 pub mod keyframe;
+pub mod munger;
 pub mod rtcp;
 pub mod rtp;
