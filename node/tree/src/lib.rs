@@ -18,18 +18,22 @@
 //! because gossiped state can be hostile or cyclic. See docs/tree.md for the reasons behind
 //! each rule.
 
+mod agent;
 mod apply;
 pub mod codec;
 mod id;
+mod message;
 mod placement;
 mod promotion;
 mod record;
 mod repair;
 mod view;
 
+pub use agent::{Agent, AgentConfig, Event, Input, Output};
 pub use apply::ApplyError;
 pub use codec::{DecodeError, MAX_RECORD_BYTES};
 pub use id::{InvalidStreamId, MAX_STREAM_ID_LEN, NodeId, StreamId, Time};
+pub use message::{Message, RejectReason};
 pub use placement::{Avoid, Candidate, Placement, place};
 pub use promotion::{Link, Placed, Promotion, plan_promotion, swap};
 pub use record::{
