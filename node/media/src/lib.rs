@@ -9,7 +9,9 @@
 //! - [`rtcp`]: split compound RTCP, read reports and feedback, build PLI/FIR/NACK.
 //! - [`keyframe`]: does an RTP payload start a keyframe (VP8, H.264)?
 //! - [`munger`]: sequence/timestamp continuity for children across parent changes.
+//! - [`cache`]: recent packets by outgoing sequence number, for answering NACKs.
 
+pub mod cache;
 pub mod keyframe;
 pub mod munger;
 pub mod rtcp;
