@@ -10,9 +10,11 @@
 //! - [`keyframe`]: does an RTP payload start a keyframe (VP8, H.264)?
 //! - [`munger`]: sequence/timestamp continuity for children across parent changes.
 //! - [`cache`]: recent packets by outgoing sequence number, for answering NACKs.
+//! - [`keyframe_requests`]: merge PLI/FIR from children into at most one upstream request per interval.
 
 pub mod cache;
 pub mod keyframe;
+pub mod keyframe_requests;
 pub mod munger;
 pub mod rtcp;
 pub mod rtp;
