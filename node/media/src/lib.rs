@@ -11,8 +11,10 @@
 //! - [`munger`]: sequence/timestamp continuity for children across parent changes.
 //! - [`cache`]: recent packets by outgoing sequence number, for answering NACKs.
 //! - [`keyframe_requests`]: merge PLI/FIR from children into at most one upstream request per interval.
+//! - [`child_queue`]: bounded per-child queue; a child that falls behind is dropped to the next keyframe.
 
 pub mod cache;
+pub mod child_queue;
 pub mod keyframe;
 pub mod keyframe_requests;
 pub mod munger;
