@@ -12,9 +12,11 @@
 //! - [`cache`]: recent packets by outgoing sequence number, for answering NACKs.
 //! - [`keyframe_requests`]: merge PLI/FIR from children into at most one upstream request per interval.
 //! - [`child_queue`]: bounded per-child queue; a child that falls behind is dropped to the next keyframe.
+//! - [`gop`]: optional fast start, the packets since the last keyframe for a new child.
 
 pub mod cache;
 pub mod child_queue;
+pub mod gop;
 pub mod keyframe;
 pub mod keyframe_requests;
 pub mod munger;
