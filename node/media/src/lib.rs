@@ -13,12 +13,16 @@
 //! - [`keyframe_requests`]: merge PLI/FIR from children into at most one upstream request per interval.
 //! - [`child_queue`]: bounded per-child queue; a child that falls behind is dropped to the next keyframe.
 //! - [`gop`]: optional fast start, the packets since the last keyframe for a new child.
+//! - [`impairment`]: seeded loss/delay/jitter/reordering model for tests.
+//! - [`rng`]: the seeded PRNG behind it.
 
 pub mod cache;
 pub mod child_queue;
 pub mod gop;
+pub mod impairment;
 pub mod keyframe;
 pub mod keyframe_requests;
 pub mod munger;
+pub mod rng;
 pub mod rtcp;
 pub mod rtp;
