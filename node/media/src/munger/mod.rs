@@ -1,8 +1,8 @@
 //! Sequence number and timestamp continuity for children when the upstream source changes.
 //!
 //! A node forwards one track to its children under one outgoing sequence/timestamp space. When
-//! the node's parent changes, the new parent's packets carry the same SSRC-less payload but
-//! unrelated numbers (a relay keeps its own numbering, or the root restarted). Children must see
+//! the node's parent changes, the new parent's packets carry the same media under unrelated
+//! numbers (every relay keeps its own numbering, or the root restarted). Children must see
 //! neither a gap nor a jump backwards, or their jitter buffers stall or drop everything. The
 //! munger (LiveKit's name for the idea) keeps an offset per source:
 //!
@@ -19,7 +19,9 @@
 //! that source and handled like a switch.
 //!
 //! The same mechanism, without the timestamp jump, serves a per-child instance after the child's
-//! queue dropped packets ([`Munger::resync`]): the child then sees no gap to NACK.
+//! queue dropped packets ([`Munger::resync`]): the child then sees no gap to NACK, and the
+//! child's NACKs map back to the track's numbering (and its cache) through
+//! [`Munger::incoming_seq`].
 
 use std::time::Duration;
 
