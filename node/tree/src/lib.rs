@@ -27,6 +27,7 @@ mod placement;
 mod promotion;
 mod record;
 mod repair;
+mod store;
 mod view;
 
 pub use agent::{Agent, AgentConfig, Event, Input, Output};

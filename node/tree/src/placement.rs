@@ -47,6 +47,9 @@ pub struct Avoid {
 pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placement {
     let mut candidates = Vec::with_capacity(limit.min(16));
     // Bounded scan: a hostile view could hold many nodes that look open but are not attached.
+    let mut forbidden = Vec::with_capacity(1 + avoid.subtrees.len());
+    forbidden.push(joiner);
+    forbidden.extend_from_slice(&avoid.subtrees);
     let scan_cap = limit.saturating_mul(64).max(256);
     for (scanned, key) in view.open_slots().enumerate() {
         if candidates.len() >= limit || scanned >= scan_cap {
@@ -56,14 +59,12 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
         if p == joiner || avoid.nodes.contains(&p) {
             continue;
         }
-        // The claimed depth must be the real one: the chain to the root is intact.
-        let Some(depth) = view.depth_of(p) else {
+        // The claimed depth must be the real one (the chain to the root is intact), and the
+        // chain must not pass through the joiner or a subtree to avoid: one walk checks both.
+        let Some(depth) = view.depth_avoiding(p, &forbidden) else {
             continue;
         };
         if depth != key.depth || depth >= MAX_DEPTH {
-            continue;
-        }
-        if view.in_subtree(p, joiner) || avoid.subtrees.iter().any(|&t| view.in_subtree(p, t)) {
             continue;
         }
         candidates.push(Candidate {
