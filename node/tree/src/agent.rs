@@ -42,7 +42,7 @@ use crate::placement::{Avoid, place};
 use crate::promotion::{plan_promotion, swap};
 use crate::record::{Children, DETACHED, LinkStats, MAX_DEPTH, Node, NodeRecord, Role};
 use crate::repair::{Repair, RepairTarget, plan_repair};
-use crate::view::View;
+use crate::view::{Merge, View};
 
 /// Settings of one agent. Defaults are documented on [`AgentConfig::new`].
 #[derive(Debug, Clone)]
@@ -220,6 +220,8 @@ pub struct Agent {
     next_tick: Time,
     plan: Option<Repair>,
     plan_stale: bool,
+    plan_made: Option<Time>,
+    next_promotion_check: Time,
     lost_children: Vec<NodeId>,
     replacing: Vec<PendingReplace>,
     last_promotion: Option<Time>,
@@ -229,6 +231,10 @@ pub struct Agent {
 
 /// How many candidates a join or repair ranks at once.
 const CANDIDATES: usize = 8;
+/// A repair plan is recomputed when the neighbourhood changes, and at least this often.
+const PLAN_MAX_AGE: Duration = Duration::from_secs(10);
+/// How often a node looks for a promotion (jittered).
+const PROMOTION_CHECK: Duration = Duration::from_secs(5);
 
 impl Agent {
     /// A new agent; publishes its first record at once.
@@ -261,6 +267,8 @@ impl Agent {
             next_refresh: first_refresh,
             plan: None,
             plan_stale: true,
+            plan_made: None,
+            next_promotion_check: now + PROMOTION_CHECK,
             lost_children: Vec::new(),
             replacing: Vec::new(),
             last_promotion: None,
@@ -339,7 +347,10 @@ impl Agent {
         if matches!(self.state, State::Left) {
             return None;
         }
-        let mut t = self.next_tick.min(self.next_refresh);
+        let mut t = self
+            .next_tick
+            .min(self.next_refresh)
+            .min(self.next_promotion_check);
         match self.state {
             State::Joining { deadline, .. } => t = t.min(deadline),
             State::Backoff { until, .. } => t = t.min(until),
@@ -358,6 +369,9 @@ impl Agent {
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick;
             self.expire();
+        }
+        if now >= self.next_promotion_check {
+            self.next_promotion_check = now + jitter(&mut self.rng, PROMOTION_CHECK);
             self.maybe_promote();
         }
         if now >= self.next_refresh {
@@ -380,7 +394,9 @@ impl Agent {
             State::Backoff { until, lost } if now >= until => self.start_join(lost),
             _ => {}
         }
-        if self.plan_stale && matches!(self.state, State::Attached) {
+        let plan_old = self.plan_made.is_none_or(|t| now.since(t) >= PLAN_MAX_AGE);
+        if (self.plan_stale || plan_old) && matches!(self.state, State::Attached) {
+            self.plan_made = Some(now);
             self.plan = plan_repair(&self.view, self.me.id, CANDIDATES);
             self.plan_stale = false;
         }
@@ -391,10 +407,23 @@ impl Agent {
             return; // nobody speaks for this node but itself
         }
         let id = rec.node.id;
-        if self.view.merge(&rec, self.now).is_err() {
+        let Ok(merge) = self.view.merge(&rec, self.now) else {
             return;
+        };
+        // The repair plan depends on the parent, the grandparent and the siblings; other
+        // changes only touch its fallbacks, which are re-ranked anyway when they run out.
+        if merge == Merge::Updated || merge == Merge::Inserted {
+            let parent = self.me.parent;
+            let near = Some(id) == parent
+                || parent.is_some_and(|p| {
+                    self.view
+                        .get(p)
+                        .is_some_and(|pn| pn.parent == Some(id) || pn.children.contains(id))
+                });
+            if near {
+                self.plan_stale = true;
+            }
         }
-        self.plan_stale = true;
         // Follow the parent's depth, once it is attached itself.
         if self.me.parent == Some(id)
             && matches!(self.state, State::Attached)
