@@ -64,7 +64,7 @@ pub fn svg(view: &View, report: &Report) -> String {
         if let Some(below) = tree.below.get(&id) {
             let _ = writeln!(
                 out,
-                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle" font-size="8" transform="rotate(60 {x:.1} {:.1})">+{below}</text>"#,
+                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle" font-size="8" transform="rotate(60 {x:.1} {:.1})">+{below} below</text>"#,
                 y + 16.0,
                 y + 16.0
             );
