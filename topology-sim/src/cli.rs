@@ -139,8 +139,10 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS")]
     pub crash_at: Option<f64>,
 
-    /// When to run View::check_invariants: auto (every step while small, then spaced so the
-    /// cost stays linear), every (every step: quadratic), end [default: auto].
+    /// Invariant checks. Every step checks the nodes it touched (View::check_nodes); the whole
+    /// view (View::check_invariants) is checked: auto: after every step while small, then
+    /// spaced so the cost stays linear; every: after every step (quadratic); end: at the end
+    /// only [default: auto].
     #[arg(long, value_name = "auto|every|end")]
     pub check: Option<CheckPolicy>,
 

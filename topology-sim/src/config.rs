@@ -203,14 +203,14 @@ impl<'de> Deserialize<'de> for CapacityMix {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckPolicy {
-    /// After every step while the view is small (up to 2,000 nodes), then whenever as many
-    /// steps have passed as the view has nodes: the check walks the whole view, so this keeps
-    /// its cost at about one node walk per step.
+    /// After every step the nodes it touched (`View::check_nodes`); the whole view after every
+    /// step while it is small (up to 2,000 nodes), then whenever as many steps have passed as
+    /// the view has nodes, which keeps the cost at about one node walk per step.
     #[default]
     Auto,
-    /// After every step (quadratic: slow beyond some ten thousand nodes).
+    /// The whole view after every step (quadratic: slow beyond some ten thousand nodes).
     Every,
-    /// Only at the end.
+    /// The touched nodes after every step, the whole view only at the end.
     End,
 }
 

@@ -75,6 +75,8 @@ struct Fast<'c> {
     waiting: BTreeMap<NodeId, Time>,
     tally: Tally,
     steps_since_check: usize,
+    /// Nodes whose parent or children changed in this step: `check_nodes` looks at them.
+    touched: Vec<NodeId>,
 }
 
 impl<'c> Fast<'c> {
@@ -109,6 +111,7 @@ impl<'c> Fast<'c> {
             waiting: BTreeMap::new(),
             tally: Tally::default(),
             steps_since_check: 0,
+            touched: Vec::new(),
         }
     }
 
@@ -205,7 +208,10 @@ impl<'c> Fast<'c> {
         for c in placement.candidates {
             tries += 1;
             self.tally.requests += 2;
+            let old = self.view.get(id).and_then(|n| n.parent);
             if self.view.apply_attach(id, c.parent, self.now).is_ok() {
+                self.touched.extend([id, c.parent]);
+                self.touched.extend(old);
                 return Some(tries);
             }
         }
@@ -235,6 +241,7 @@ impl<'c> Fast<'c> {
             if self.view.apply_promotion(&plan, self.now).is_err() {
                 return false;
             }
+            self.touched.extend(plan.placed.iter().map(|p| p.node));
             self.tally.promotions += 1;
             self.tally.reparents += moved as u64;
             // A request and an answer per link opened, a notice per link closed.
@@ -287,7 +294,9 @@ impl<'c> Fast<'c> {
             if let Some(since) = self.waiting.remove(&v) {
                 self.tally.viewer_seconds_without_media += self.now.since(since).as_secs_f64();
             }
-            let _orphans = self.view.apply_remove(v, self.now);
+            self.touched.extend(self.view.parent_of(v));
+            let orphans = self.view.apply_remove(v, self.now);
+            self.touched.extend(orphans);
             match kind {
                 LeaveKind::Graceful => self.tally.leaves += 1,
                 LeaveKind::Crash => self.tally.crashes += 1,
@@ -320,6 +329,7 @@ impl<'c> Fast<'c> {
                     tries += 1;
                     self.tally.requests += 2;
                     if self.view.apply_repair(o, plan.lost, t, self.now).is_ok() {
+                        self.touched.extend([o, t.parent()]);
                         done = true;
                         break;
                     }
@@ -428,22 +438,33 @@ impl<'c> Fast<'c> {
         n
     }
 
+    /// Checks the invariants after a step: around the nodes it touched (`View::check_nodes`)
+    /// every time, and the whole view as often as the policy says.
     fn check(&mut self) {
         self.steps_since_check += 1;
-        let due = match self.cfg.check {
+        let full = match self.cfg.check {
             CheckPolicy::Every => true,
             CheckPolicy::End => false,
             CheckPolicy::Auto => {
                 self.view.len() <= CHECK_ALL_BELOW || self.steps_since_check >= self.view.len()
             }
         };
-        if due {
+        let found = if full {
             self.steps_since_check = 0;
-            self.tally.invariant_checks += 1;
-            if let Err(v) = self.view.check_invariants() {
-                let at = format!("{:?}", self.now);
-                self.tally.violations(&v, &at);
-            }
+            self.tally.full_checks += 1;
+            self.view.check_invariants()
+        } else if self.touched.is_empty() {
+            Ok(())
+        } else {
+            self.touched.sort_unstable();
+            self.touched.dedup();
+            self.view.check_nodes(&self.touched)
+        };
+        self.touched.clear();
+        self.tally.invariant_checks += 1;
+        if let Err(v) = found {
+            let at = format!("{:?}", self.now);
+            self.tally.violations(&v, &at);
         }
     }
 
@@ -453,12 +474,10 @@ impl<'c> Fast<'c> {
             let size = self.subtree_size(id);
             self.tally.viewer_seconds_without_media += end.since(since).as_secs_f64() * size as f64;
         }
-        let shape = Shape::of(&self.view);
         // Liveness re-publications: one per node per heartbeat.
         let beats = (self.tally.node_seconds / self.cfg.heartbeat) as u64;
         let stream = self.view.stream().clone();
-        let nodes: Vec<Node> = self.view.nodes().copied().collect();
-        for n in &nodes {
+        for n in self.view.nodes() {
             self.tally.publications_of(&stream, n);
         }
         let avg_len = self
@@ -469,17 +488,31 @@ impl<'c> Fast<'c> {
         self.tally.publications += beats;
         self.tally.publication_bytes += beats * avg_len;
 
-        self.tally.invariant_checks += 1;
-        if let Err(v) = self.view.check_invariants() {
-            self.tally.violations(&v, "end");
-        }
-        // Nodes not connected to the root are still repairing or waiting: not part of the tree.
-        for n in &nodes {
-            if n.role != Role::Broadcaster && self.view.depth_of(n.id).is_none() {
-                self.view.remove(n.id);
+        let mut detached = 0;
+        if !self.waiting.is_empty() {
+            // Detached nodes are about to go: check them first. (Otherwise the settled check
+            // below covers check_invariants; both walk the whole view.)
+            self.tally.invariant_checks += 1;
+            self.tally.full_checks += 1;
+            if let Err(v) = self.view.check_invariants() {
+                self.tally.violations(&v, "end");
+            }
+            // Nodes not connected to the root are still repairing or waiting: not in the tree.
+            let gone: Vec<NodeId> = self
+                .view
+                .nodes()
+                .filter(|n| n.role != Role::Broadcaster && self.view.depth_of(n.id).is_none())
+                .map(|n| n.id)
+                .collect();
+            for id in gone {
+                self.view.remove(id);
+                detached += 1;
             }
         }
+        let mut shape = Shape::of(&self.view);
+        shape.detached = detached;
         self.tally.invariant_checks += 1;
+        self.tally.full_checks += 1;
         if let Err(v) = self.view.check_settled() {
             self.tally.violations(&v, "settled");
         }

@@ -39,8 +39,10 @@ pub struct Tally {
     pub requests: u64,
     /// Sum over time of the number of nodes present, seconds.
     pub node_seconds: f64,
-    /// Invariant checks run.
+    /// Invariant checks run (one per step, plus the final ones).
     pub invariant_checks: u64,
+    /// Of those, checks of the whole view rather than the nodes a step touched.
+    pub full_checks: u64,
     /// Violations found.
     pub invariant_violations: u64,
     /// The first few violations, for the report.
@@ -170,8 +172,11 @@ pub struct Report {
     /// Per node and second, the gossip bytes a node relays when every record reaches every
     /// node (each node keeps the whole view): all publications times `gossip_fanout`.
     pub gossip_relay_bytes_per_node_s: f64,
-    /// Invariant checks run (`check_invariants` during the run, plus the settled check).
+    /// Invariant checks run: one after every step (`View::check_nodes` over the nodes the step
+    /// touched, or the whole view), plus `check_invariants` and `check_settled` at the end.
     pub invariant_checks: u64,
+    /// Of those, checks of the whole view.
+    pub full_checks: u64,
     /// Violations found: must be 0.
     pub invariant_violations: u64,
     /// The first few violations.
@@ -240,7 +245,7 @@ impl Shape {
         let mut s = Shape::default();
         let root = view.root();
         let (mut used, mut offered) = (0u64, 0u64);
-        let mut slots = Vec::new();
+        let mut slots = [0u64; MAX_CHILDREN + 1];
         let mut root_slots = 0;
         for n in view.nodes() {
             if Some(n.id) == root {
@@ -256,7 +261,7 @@ impl Shape {
                     s.histogram.resize(d, 0);
                 }
                 s.histogram[d - 1] += 1;
-                slots.push(n.slots());
+                slots[n.slots().min(MAX_CHILDREN)] += 1;
             }
             used += n.children.len() as u64;
             offered += n.slots() as u64;
@@ -280,7 +285,9 @@ impl Shape {
                 }
             }
         }
-        s.optimal_depth = optimal_depth(slots, root_slots);
+        let viewer_slots =
+            (0..=MAX_CHILDREN).flat_map(|cap| std::iter::repeat_n(cap, slots[cap] as usize));
+        s.optimal_depth = optimal_depth(viewer_slots, root_slots);
         s.utilisation = if offered == 0 {
             0.0
         } else {
@@ -329,6 +336,7 @@ pub fn report(cfg: &Config, tally: Tally, shape: &Shape, elapsed_ms: u64) -> Rep
         control_bytes_per_node_s: bytes as f64 / node_s,
         gossip_relay_bytes_per_node_s: (tally.publication_bytes * fanout) as f64 / cfg.duration,
         invariant_checks: tally.invariant_checks,
+        full_checks: tally.full_checks,
         invariant_violations: tally.invariant_violations,
         first_violations: tally.first_violations,
         elapsed_ms,

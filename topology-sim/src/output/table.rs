@@ -84,8 +84,8 @@ pub fn table(r: &Report) -> String {
     row(
         "invariants",
         format!(
-            "{} violations in {} checks",
-            r.invariant_violations, r.invariant_checks
+            "{} violations in {} checks ({} of the whole view)",
+            r.invariant_violations, r.invariant_checks, r.full_checks
         ),
     );
     for v in &r.first_violations {
