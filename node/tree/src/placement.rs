@@ -46,6 +46,7 @@ pub struct Avoid {
 /// Ranks up to `limit` places for `joiner` in `view`.
 pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placement {
     let mut candidates = Vec::with_capacity(limit.min(16));
+    let mut struggling = Vec::new();
     // Bounded scan: a hostile view could hold many nodes that look open but are not attached.
     let mut forbidden = Vec::with_capacity(1 + avoid.subtrees.len());
     forbidden.push(joiner);
@@ -67,10 +68,18 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
         if depth != key.depth || depth >= MAX_DEPTH {
             continue;
         }
-        candidates.push(Candidate {
+        let c = Candidate {
             parent: p,
             depth: depth + 1,
-        });
+        };
+        if view.is_struggling(p) {
+            struggling.push(c);
+        } else {
+            candidates.push(c);
+        }
     }
+    // A parent whose children report heavy loss is a last resort.
+    let room = limit.saturating_sub(candidates.len());
+    candidates.extend(struggling.into_iter().take(room));
     Placement { candidates }
 }

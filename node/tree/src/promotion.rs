@@ -57,7 +57,8 @@ pub struct Promotion {
 /// The swap `me` should propose, if any node higher up is weaker by at least `margin`.
 pub fn plan_promotion(view: &View, me: NodeId, margin: u8) -> Option<Promotion> {
     let up = view.get(me)?;
-    if up.role == Role::Broadcaster || up.slots() == 0 {
+    // A node whose children report heavy loss has shown it cannot feed what it declares.
+    if up.role == Role::Broadcaster || up.slots() == 0 || view.is_struggling(me) {
         return None;
     }
     let my_depth = view.depth_of(me)?;

@@ -14,6 +14,10 @@ use crate::record::{
 };
 use crate::store::Store;
 
+/// Loss on the link from a parent, per mille before repair, from which the child counts the
+/// link as poor (see [`View::is_struggling`]).
+pub const POOR_LOSS_PERMILLE: u16 = 80;
+
 /// One stream's tree as this node knows it.
 #[derive(Debug, Clone)]
 pub struct View {
@@ -280,6 +284,21 @@ impl View {
             at = parent;
         }
         None
+    }
+
+    /// Whether `id` fails its children: at least half of its agreed children (and at least one)
+    /// report loss of [`POOR_LOSS_PERMILLE`] or more on the link from it. Capacity is declared
+    /// by the node itself; this is what its children measure, so a node that overstates its
+    /// upload is found out by the records of the nodes it feeds.
+    pub fn is_struggling(&self, id: NodeId) -> bool {
+        let (mut total, mut poor) = (0, 0);
+        for c in self.children_of(id).filter_map(|c| self.get(c)) {
+            total += 1;
+            if c.receiving && c.link.loss_permille >= POOR_LOSS_PERMILLE {
+                poor += 1;
+            }
+        }
+        poor > 0 && poor * 2 >= total
     }
 
     /// Whether `id` lies in the subtree rooted at `top` (including `top` itself), over agreed
