@@ -514,6 +514,7 @@ impl<'c> Fast<'c> {
         self.tally.invariant_checks += 1;
         self.tally.full_checks += 1;
         if let Err(v) = self.view.check_settled() {
+            self.tally.settled_violations += v.len() as u64;
             self.tally.violations(&v, "settled");
         }
         Run {

@@ -10,7 +10,9 @@
 //! - [`run`]: runs a configuration and returns the [`Report`] and the final tree.
 //! - [`output`]: the table, DOT and SVG renderings (JSON is the report serialised).
 //!
-//! Fast mode applies decisions straight to one shared [`treecast_tree::View`] (see `fast.rs`).
+//! Fast mode applies decisions straight to one shared [`treecast_tree::View`] (see `fast.rs`);
+//! the message-level mode runs one [`treecast_tree::Agent`] per node over a simulated network
+//! (see `messages.rs`).
 //! Everything is reproducible from the seed; the wall clock is read only for `elapsed_ms` and
 //! the progress bar.
 
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod config;
 mod dist;
 mod fast;
+mod messages;
 pub mod metrics;
 pub mod output;
 pub mod progress;
@@ -38,26 +41,30 @@ pub struct Outcome {
     pub view: View,
 }
 
+/// The most viewers the message-level mode accepts.
+pub const MAX_AGENTS: u64 = 100_000;
+
 /// Why a run could not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimError {
-    /// The message-level mode needs `treecast_tree::Agent`, which this build does not drive yet.
-    #[error("--mode messages is not available yet: the simulator does not drive the Agent yet")]
-    MessagesUnavailable,
+    /// The message-level mode runs one agent per node: past this many it would take hours.
+    #[error("--mode messages runs one Agent per node; {0} viewers are too many (at most 100000)")]
+    TooManyAgents(u64),
 }
 
 /// Runs `cfg`; `progress` is called now and then with the fraction done.
 pub fn run(cfg: &Config, progress: &mut dyn FnMut(f64)) -> Result<Outcome, SimError> {
     let started = Instant::now();
-    match cfg.mode {
-        Mode::Fast => {
-            let r = fast::run(cfg, progress);
-            let elapsed_ms = started.elapsed().as_millis() as u64;
-            Ok(Outcome {
-                report: metrics::report(cfg, r.tally, &r.shape, elapsed_ms),
-                view: r.view,
-            })
+    let r = match cfg.mode {
+        Mode::Fast => fast::run(cfg, progress),
+        Mode::Messages if cfg.viewers > MAX_AGENTS => {
+            return Err(SimError::TooManyAgents(cfg.viewers));
         }
-        Mode::Messages => Err(SimError::MessagesUnavailable),
-    }
+        Mode::Messages => messages::run(cfg, progress),
+    };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(Outcome {
+        report: metrics::report(cfg, r.tally, &r.shape, elapsed_ms),
+        view: r.view,
+    })
 }

@@ -45,6 +45,9 @@ pub struct Tally {
     pub full_checks: u64,
     /// Violations found.
     pub invariant_violations: u64,
+    /// Of those, found by the final `check_settled` only (relations that disagree or depths
+    /// that are wrong once the tree is quiet).
+    pub settled_violations: u64,
     /// The first few violations, for the report.
     pub first_violations: Vec<String>,
 }
@@ -179,6 +182,8 @@ pub struct Report {
     pub full_checks: u64,
     /// Violations found: must be 0.
     pub invariant_violations: u64,
+    /// Of those, found by the final settled check.
+    pub settled_violations: u64,
     /// The first few violations.
     pub first_violations: Vec<String>,
     /// Wall-clock milliseconds the run took.
@@ -338,6 +343,7 @@ pub fn report(cfg: &Config, tally: Tally, shape: &Shape, elapsed_ms: u64) -> Rep
         invariant_checks: tally.invariant_checks,
         full_checks: tally.full_checks,
         invariant_violations: tally.invariant_violations,
+        settled_violations: tally.settled_violations,
         first_violations: tally.first_violations,
         elapsed_ms,
     }

@@ -84,8 +84,8 @@ pub fn table(r: &Report) -> String {
     row(
         "invariants",
         format!(
-            "{} violations in {} checks ({} of the whole view)",
-            r.invariant_violations, r.invariant_checks, r.full_checks
+            "{} violations ({} at the final settled check) in {} checks ({} of the whole view)",
+            r.invariant_violations, r.settled_violations, r.invariant_checks, r.full_checks
         ),
     );
     for v in &r.first_violations {
