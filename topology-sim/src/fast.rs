@@ -314,7 +314,7 @@ impl<'c> Fast<'c> {
         });
         let avoid = Avoid {
             nodes: victims.iter().copied().collect(),
-            subtrees: Vec::new(),
+            ..Avoid::default()
         };
         let detect_ms = match kind {
             LeaveKind::Graceful => 0.0,

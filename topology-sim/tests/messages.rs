@@ -57,14 +57,14 @@ fn message_runs_are_reproducible() {
     assert_eq!(json(s.clone()), json(s));
 }
 
-/// Found by this simulator: two orphans of different lost parents repair into each other's
+/// Found by this simulator (fixed: repair fallbacks no deeper than the orphan, parents take
+/// children only while their own chain reaches the root): two orphans of different lost parents repair into each other's
 /// subtree at the same time, each on a view that has not heard of the other's move yet, and
 /// the agreed relations form a cycle (here 0x6e under 0xaa while 0xaa's chain runs through 0x79,
 /// 0x6e's child, at t = 13.07 s; it lasts until 20.9 s). Replay:
 /// `treecast-sim --mode messages --viewers 150 --seed 2 --join-rate 20 --duration 60
 ///  --mean-session 60 --rejoin --crash-interior 3 --crash-at 20`
 #[test]
-#[ignore = "fails with the current Agent: concurrent repairs form cycles (see the doc comment)"]
 fn agents_never_form_a_cycle_under_churn() {
     let r = simulate(Scenario {
         duration: Some(60.0),
@@ -78,13 +78,13 @@ fn agents_never_form_a_cycle_under_churn() {
     assert_eq!(r.invariant_violations, 0, "{:?}", r.first_violations);
 }
 
-/// Found by this simulator: two swaps that share a parent run at once; the second
+/// Found by this simulator (fixed: `Move` carries changes with preconditions, not lists, and
+/// one-sided relations are reconciled): two swaps that share a parent run at once; the second
 /// coordinator's `Move` lists the parent's children from a view taken before the first swap,
 /// and the parent keeps listing a child that has moved away (0x23 lists 0xba after 0xba rose
 /// to depth 1 at t = 42.76 s). Replay: `treecast-sim --mode messages --viewers 200 --seed 1
 /// --duration 60`.
 #[test]
-#[ignore = "fails with the current Agent: a stale Move re-lists a child that moved away"]
 fn agents_settle_without_disagreement() {
     let r = simulate(Scenario {
         join_rate: None,

@@ -38,6 +38,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::id::{NodeId, StreamId, Time};
 use crate::message::{Message, RejectReason};
+use crate::placement::plan_move;
 use crate::placement::{Avoid, place};
 use crate::promotion::{plan_promotion, swap};
 use crate::record::{Children, DETACHED, LinkStats, MAX_DEPTH, Node, NodeRecord, Role};
@@ -67,6 +68,8 @@ pub struct AgentConfig {
     pub replace_wait: Duration,
     /// How much more capacity a node needs to displace another.
     pub promotion_margin: u8,
+    /// How many levels higher a free slot must be for a node to move there with its subtree.
+    pub move_margin: u16,
     /// Least time between two promotions a node takes part in.
     pub promotion_interval: Duration,
     /// Least uptime before a node proposes a promotion (its capacity measurement settles).
@@ -80,7 +83,7 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// Defaults: refresh 30 s, ttl 90 s, attach timeout 2 s, replace wait 1 s, promotion margin
-    /// 1 slot, at most one promotion per node per 30 s after 5 s of uptime, tick 1 s, leave a
+    /// 1 slot, move to a free slot at least 2 levels higher, at most one promotion per node per 30 s after 5 s of uptime, tick 1 s, leave a
     /// parent after 10 s of poor delivery.
     pub fn new(node: Node, stream: StreamId) -> Self {
         AgentConfig {
@@ -94,6 +97,7 @@ impl AgentConfig {
             attach_timeout: Duration::from_secs(2),
             replace_wait: Duration::from_secs(1),
             promotion_margin: 1,
+            move_margin: 2,
             promotion_interval: Duration::from_secs(30),
             promotion_min_uptime: Duration::from_secs(5),
             tick: Duration::from_secs(1),
@@ -234,12 +238,18 @@ pub struct Agent {
     dirty: bool,
     poor_since: Option<Time>,
     shunned: Vec<(NodeId, Time)>,
+    /// A move to a higher free slot under way: the target and when to give up.
+    moving: Option<(NodeId, Time)>,
+    /// Neighbours whose records disagree with ours, and since when (see `reconcile`).
+    suspects: Vec<(NodeId, Time)>,
 }
 
 /// How many candidates a join or repair ranks at once.
 const CANDIDATES: usize = 8;
 /// A repair plan is recomputed when the neighbourhood changes, and at least this often.
 const PLAN_MAX_AGE: Duration = Duration::from_secs(10);
+/// How long a relation may stay one-sided before it is undone (see `Agent::reconcile`).
+const RECONCILE_GRACE: Duration = Duration::from_secs(3);
 /// How long a node stays away from a parent it left for poor delivery.
 const SHUN_FOR: Duration = Duration::from_secs(300);
 /// How often a node looks for a promotion (jittered).
@@ -285,6 +295,8 @@ impl Agent {
             dirty: true,
             poor_since: None,
             shunned: Vec::new(),
+            moving: None,
+            suspects: Vec::new(),
         };
         a.flush();
         a
@@ -374,6 +386,7 @@ impl Agent {
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick;
             self.expire();
+            self.reconcile();
         }
         if now >= self.next_promotion_check {
             self.next_promotion_check = now + jitter(&mut self.rng, PROMOTION_CHECK);
@@ -382,6 +395,9 @@ impl Agent {
         if now >= self.next_refresh {
             self.next_refresh = now + jitter(&mut self.rng, self.cfg.refresh);
             self.dirty = true;
+        }
+        if self.moving.is_some_and(|(_, deadline)| now >= deadline) {
+            self.moving = None; // a late Accept is answered with Detach
         }
         // Held successor requests whose child did not turn out lost.
         let (due, keep): (Vec<_>, Vec<_>) = self.replacing.iter().partition(|r| now >= r.deadline);
@@ -404,6 +420,53 @@ impl Agent {
             self.plan_made = Some(now);
             self.plan = plan_repair(&self.view, self.me.id, CANDIDATES);
             self.plan_stale = false;
+        }
+    }
+
+    /// Heals one-sided relations, whatever left them (a lost message, a move whose other half
+    /// did not apply): a child that, in records newer than our listing of it, names another
+    /// parent for `RECONCILE_GRACE` is dropped; a parent that does not list us for that long
+    /// counts as lost. Gossip needs a moment to carry the other side's record, hence the grace.
+    fn reconcile(&mut self) {
+        let now = self.now;
+        let mut seen = Vec::new();
+        for c in self.me.children {
+            if self
+                .view
+                .get(c)
+                .is_some_and(|n| n.parent != Some(self.me.id))
+            {
+                seen.push(c);
+            }
+        }
+        if matches!(self.state, State::Attached)
+            && self.moving.is_none()
+            && let Some(p) = self.me.parent
+            && self
+                .view
+                .get(p)
+                .is_some_and(|pn| !pn.children.contains(self.me.id))
+        {
+            seen.push(p);
+        }
+        self.suspects.retain(|(id, _)| seen.contains(id));
+        for id in seen {
+            let since = match self.suspects.iter().find(|(s, _)| *s == id) {
+                Some(&(_, t)) => t,
+                None => {
+                    self.suspects.push((id, now));
+                    now
+                }
+            };
+            if now.since(since) < RECONCILE_GRACE {
+                continue;
+            }
+            self.suspects.retain(|(s, _)| *s != id);
+            if self.me.children.contains(id) {
+                self.remove_child(id);
+            } else if self.me.parent == Some(id) {
+                self.on_parent_lost();
+            }
         }
     }
 
@@ -457,6 +520,9 @@ impl Agent {
         match msg {
             Message::Attach { replaces } => self.on_attach(from, replaces),
             Message::Accept { depth } => self.on_accept(from, depth),
+            Message::Reject { .. } if self.moving.is_some_and(|(to, _)| to == from) => {
+                self.moving = None;
+            }
             Message::Reject { .. } => {
                 if matches!(self.state, State::Joining { asking, .. } if asking == from) {
                     self.next_candidate(Some(from));
@@ -470,13 +536,20 @@ impl Agent {
                     self.on_parent_lost();
                 }
             }
-            Message::SwapRequest => self.on_swap_request(from),
+            Message::SwapRequest { parent, children } => {
+                self.on_swap_request(from, parent, children)
+            }
             Message::SwapReject => {
                 if self.swap_target == Some(from) {
                     self.swap_target = None;
                 }
             }
-            Message::Move { parent, children } => self.on_move(from, parent, children),
+            Message::Move {
+                from_parent,
+                to_parent,
+                remove,
+                add,
+            } => self.on_move(from, from_parent, to_parent, remove, add),
         }
     }
 
@@ -601,7 +674,15 @@ impl Agent {
     }
 
     fn answer_attach(&mut self, from: NodeId) {
-        let reason = if !self.is_attached() {
+        // Attached means more than having a parent: the parent's chain must reach the root in
+        // this node's view. A node inside a subtree whose top is repairing (and has said so)
+        // takes no children, so two repairing subtrees cannot adopt each other.
+        let chain_ok = self.me.role == Role::Broadcaster
+            || self
+                .me
+                .parent
+                .is_some_and(|p| self.view.depth_avoiding(p, &[self.me.id]).is_some());
+        let reason = if !self.is_attached() || !chain_ok {
             Some(RejectReason::NotAttached)
         } else if self.me.depth >= MAX_DEPTH || self.view.in_subtree(self.me.id, from) {
             Some(RejectReason::Cycle)
@@ -643,6 +724,7 @@ impl Agent {
         let avoid = Avoid {
             nodes,
             subtrees: lost.into_iter().collect(),
+            max_depth: None,
         };
         let queue = place(&self.view, self.me.id, &avoid, CANDIDATES)
             .candidates
@@ -698,6 +780,7 @@ impl Agent {
             let avoid = Avoid {
                 nodes,
                 subtrees: lost.into_iter().collect(),
+                max_depth: None,
             };
             let fresh = place(&self.view, self.me.id, &avoid, CANDIDATES)
                 .candidates
@@ -711,6 +794,28 @@ impl Agent {
     }
 
     fn on_accept(&mut self, from: NodeId, depth: u16) {
+        if self.moving.is_some_and(|(to, _)| to == from) && matches!(self.state, State::Attached) {
+            // A move: the new parent feeds us now; only then let the old one go.
+            self.moving = None;
+            if depth == 0 || depth > MAX_DEPTH {
+                self.send(from, Message::Detach);
+                return;
+            }
+            let previous = self.me.parent;
+            if let Some(old) = previous {
+                self.send(old, Message::Detach);
+            }
+            self.me.parent = Some(from);
+            self.me.depth = depth;
+            self.plan_stale = true;
+            self.dirty = true;
+            self.emit(Event::Attached {
+                parent: from,
+                previous,
+                depth,
+            });
+            return;
+        }
         let asked = matches!(self.state, State::Joining { asking, .. } if asking == from);
         if !asked || depth == 0 || depth > MAX_DEPTH {
             // A late or unexpected yes: free the slot again.
@@ -760,6 +865,7 @@ impl Agent {
 
     fn maybe_promote(&mut self) {
         if !matches!(self.state, State::Attached)
+            || self.moving.is_some()
             || self.now.since(self.started) < self.cfg.promotion_min_uptime
             || self
                 .last_promotion
@@ -767,24 +873,42 @@ impl Agent {
         {
             return;
         }
+        let Some(parent) = self.me.parent else { return };
         if let Some(plan) = plan_promotion(&self.view, self.me.id, self.cfg.promotion_margin)
             && plan.up == self.me.id
         {
             self.last_promotion = Some(self.now);
             self.swap_target = Some(plan.down);
-            self.send(plan.down, Message::SwapRequest);
+            let msg = Message::SwapRequest {
+                parent,
+                children: self.me.children,
+            };
+            self.send(plan.down, msg);
+        } else if let Some(to) = plan_move(&self.view, self.me.id, self.cfg.move_margin) {
+            // A free slot much higher up: move there with the whole subtree, make-before-break
+            // (the current parent is kept until the new one accepts).
+            self.last_promotion = Some(self.now);
+            self.moving = Some((to.parent, self.now + self.cfg.attach_timeout));
+            self.send(to.parent, Message::Attach { replaces: None });
         }
     }
 
-    fn on_swap_request(&mut self, from: NodeId) {
+    fn on_swap_request(&mut self, from: NodeId, parent: NodeId, children: Children) {
         let recently = self
             .last_promotion
             .is_some_and(|t| self.now.since(t) < self.cfg.promotion_interval);
-        let plan = if matches!(self.state, State::Attached) && !recently {
-            swap(&self.view, from, self.me.id)
-        } else {
-            None
-        };
+        // Plan only on facts that agree with what the proposer says of itself right now.
+        let fresh = self
+            .view
+            .get(from)
+            .is_some_and(|u| u.parent == Some(parent) && u.children == children);
+        let plan =
+            if matches!(self.state, State::Attached) && self.moving.is_none() && !recently && fresh
+            {
+                swap(&self.view, from, self.me.id)
+            } else {
+                None
+            };
         // The swap must still be worth it by this node's own view.
         let worth = plan.is_some()
             && self.view.get(from).is_some_and(|u| {
@@ -804,31 +928,57 @@ impl Agent {
             down: plan.down,
         });
         for p in &plan.placed {
+            let (old_parent, old_children) = if p.node == self.me.id {
+                (self.me.parent, self.me.children)
+            } else {
+                match self.view.get(p.node) {
+                    Some(n) => (n.parent, n.children),
+                    None => continue,
+                }
+            };
+            let remove =
+                Children::from_ids(old_children.iter().filter(|c| !p.children.contains(*c)));
+            let add = Children::from_ids(p.children.iter().filter(|c| !old_children.contains(*c)));
+            let (Some(remove), Some(add)) = (remove, add) else {
+                continue;
+            };
+            let to_parent = (p.parent != old_parent).then_some(p.parent).flatten();
             if p.node == self.me.id {
-                self.apply_move(p.parent, p.children);
+                self.apply_move(old_parent, to_parent, remove, add);
             } else {
                 self.send(
                     p.node,
                     Message::Move {
-                        parent: p.parent,
-                        children: p.children,
+                        from_parent: old_parent,
+                        to_parent,
+                        remove,
+                        add,
                     },
                 );
             }
         }
     }
 
-    fn on_move(&mut self, from: NodeId, parent: Option<NodeId>, children: Children) {
+    fn on_move(
+        &mut self,
+        from: NodeId,
+        from_parent: Option<NodeId>,
+        to_parent: Option<NodeId>,
+        remove: Children,
+        add: Children,
+    ) {
         // Only a node this move connects us with may move us; and never into a broken record.
         let related = self.me.parent == Some(from)
-            || parent == Some(from)
+            || to_parent == Some(from)
             || self.me.children.contains(from)
-            || children.contains(from)
+            || add.contains(from)
             || self.swap_target == Some(from);
-        let valid = parent.is_some() != (self.me.role == Role::Broadcaster)
-            && parent != Some(self.me.id)
-            && !children.contains(self.me.id)
-            && !parent.is_some_and(|p| children.contains(p));
+        let me = self.me.id;
+        let after =
+            |c: NodeId| add.contains(c) || (self.me.children.contains(c) && !remove.contains(c));
+        let root_moved = self.me.role == Role::Broadcaster && to_parent.is_some();
+        let broken = to_parent == Some(me) || add.contains(me) || to_parent.is_some_and(after);
+        let valid = !root_moved && !broken;
         if !related || !valid || !self.is_attached() {
             return;
         }
@@ -836,42 +986,43 @@ impl Agent {
             self.swap_target = None;
             self.last_promotion = Some(self.now);
         }
-        self.apply_move(parent, children);
+        self.apply_move(from_parent, to_parent, remove, add);
     }
 
-    fn apply_move(&mut self, parent: Option<NodeId>, children: Children) {
-        for c in self.me.children {
-            if !children.contains(c) {
-                self.emit(Event::ChildRemoved(c));
-            }
+    fn apply_move(
+        &mut self,
+        from_parent: Option<NodeId>,
+        to_parent: Option<NodeId>,
+        remove: Children,
+        add: Children,
+    ) {
+        for c in remove {
+            self.remove_child(c);
         }
-        for c in children {
-            if !self.me.children.contains(c) {
+        for c in add {
+            // At most MAX_CHILDREN: a stale plan cannot overfill this node.
+            if self.me.children.insert(c) {
                 self.emit(Event::ChildAdded(c));
             }
         }
-        self.me.children = children;
-        if parent != self.me.parent && self.me.role != Role::Broadcaster {
+        // Change the parent only if it is still the one the coordinator knew.
+        if let Some(parent) = to_parent
+            && self.me.parent == from_parent
+            && self.me.role != Role::Broadcaster
+        {
             let previous = self.me.parent;
-            self.me.parent = parent;
-            let depth = parent.and_then(|p| self.view.get(p)).map_or(DETACHED, |p| {
-                if p.depth < MAX_DEPTH {
-                    p.depth + 1
-                } else {
-                    DETACHED
-                }
+            self.me.parent = Some(parent);
+            if let Some(p) = self.view.get(parent)
+                && p.depth < MAX_DEPTH
+            {
+                self.me.depth = p.depth + 1;
+            }
+            // Otherwise keep our depth: the parent's next record fixes it.
+            self.emit(Event::Attached {
+                parent,
+                previous,
+                depth: self.me.depth,
             });
-            // If the new parent's depth is unknown yet, keep ours: the parent's next record fixes it.
-            if depth != DETACHED {
-                self.me.depth = depth;
-            }
-            if let Some(parent) = parent {
-                self.emit(Event::Attached {
-                    parent,
-                    previous,
-                    depth: self.me.depth,
-                });
-            }
         }
         self.plan_stale = true;
         self.dirty = true;

@@ -28,16 +28,29 @@ pub enum Message {
     },
     /// "We are no longer parent and child" (leaving, or dropping a child).
     Detach,
-    /// "I can feed more children than you: let us swap places" (promotion).
-    SwapRequest,
+    /// "I can feed more children than you: let us swap places" (promotion). Carries the
+    /// sender's parent and children as they are now, so the coordinator plans on fresh facts.
+    SwapRequest {
+        /// The sender's parent.
+        parent: NodeId,
+        /// The sender's children.
+        children: Children,
+    },
     /// "Not now."
     SwapReject,
     /// "Take this place": sent by the coordinator of a swap to every node whose links change.
+    /// A change, not a state: the receiver removes and adds only what is named, and changes its
+    /// parent only if it still has `from_parent`, so two swaps touching one node cannot undo
+    /// each other with stale lists.
     Move {
-        /// Your parent after the swap.
-        parent: Option<NodeId>,
-        /// Your children after the swap.
-        children: Children,
+        /// The parent the receiver has now (checked before changing it).
+        from_parent: Option<NodeId>,
+        /// The new parent, if it changes.
+        to_parent: Option<NodeId>,
+        /// Children to drop.
+        remove: Children,
+        /// Children to take on.
+        add: Children,
     },
 }
 

@@ -41,6 +41,8 @@ pub struct Avoid {
     pub nodes: Vec<NodeId>,
     /// Nodes whose whole subtree is off limits (the lost parent during a repair).
     pub subtrees: Vec<NodeId>,
+    /// The deepest the joiner may end up, if limited (see [`crate::plan_repair`]).
+    pub max_depth: Option<u16>,
 }
 
 /// Ranks up to `limit` places for `joiner` in `view`.
@@ -65,7 +67,10 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
         let Some(depth) = view.depth_avoiding(p, &forbidden) else {
             continue;
         };
-        if depth != key.depth || depth >= MAX_DEPTH {
+        if depth != key.depth
+            || depth >= MAX_DEPTH
+            || avoid.max_depth.is_some_and(|m| depth + 1 > m)
+        {
             continue;
         }
         let c = Candidate {
@@ -82,4 +87,20 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
     let room = limit.saturating_sub(candidates.len());
     candidates.extend(struggling.into_iter().take(room));
     Placement { candidates }
+}
+
+/// A free slot at least `margin` levels higher than where `me` is now (outside its own
+/// subtree), if there is one: moving there with the whole subtree makes the tree shallower.
+///
+/// Each such move makes the node and its subtree strictly shallower, so moves for a fixed set of
+/// nodes always end, and two nodes moving at once cannot end up in each other's subtree (each
+/// would have to sit deeper than the other). See docs/tree.md, "Rebalancing".
+pub fn plan_move(view: &View, me: NodeId, margin: u16) -> Option<Candidate> {
+    let depth = view.depth_of(me)?;
+    let limit = depth.checked_sub(margin.max(1))?;
+    let avoid = Avoid {
+        max_depth: Some(limit),
+        ..Avoid::default()
+    };
+    place(view, me, &avoid, 1).best()
 }

@@ -93,9 +93,17 @@ pub fn plan_repair(view: &View, me: NodeId, limit: usize) -> Option<Repair> {
         }
         _ => {}
     }
+    // Fallbacks no deeper than this node is now: two orphans repairing at once (of different
+    // lost parents, each on a view that has not heard of the other yet) cannot then attach into
+    // each other's subtree, since each would have to sit deeper than the other.
+    let max_depth = view
+        .get(me)
+        .map(|n| n.depth)
+        .filter(|&d| d != crate::DETACHED);
     let avoid = Avoid {
         nodes: vec![lost],
         subtrees: vec![lost],
+        max_depth,
     };
     let rest = limit.saturating_sub(targets.len());
     targets.extend(

@@ -302,7 +302,9 @@ fn orphans_repair_and_nobody_else_is_disturbed() {
         let before = net.events.len();
         let killed_at = net.now;
         net.kill(victim);
-        settle(&mut net, 10);
+        // Right after the repair (before any later rebalancing), every orphan still has its
+        // children and every node is connected again.
+        net.run_until(killed_at + Duration::from_millis(1500));
         let truth = net.truth();
         for a in net.agents.values() {
             assert!(
@@ -320,6 +322,7 @@ fn orphans_repair_and_nobody_else_is_disturbed() {
                 );
             }
         }
+        settle(&mut net, 10);
         let disturbed: Vec<NodeId> = net.events[before..]
             .iter()
             .filter(|(_, _, e)| matches!(e, Event::Orphaned { .. }))

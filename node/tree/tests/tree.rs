@@ -41,7 +41,14 @@ fn join(v: &mut View, id: NodeId, capacity: u8) -> Result<(), String> {
 /// Crashes `id` and lets its orphans carry out their precomputed plans.
 fn crash(v: &mut View, id: NodeId) -> Vec<NodeId> {
     let orphans: Vec<NodeId> = v.children_of(id).collect();
-    let plans: Vec<_> = orphans.iter().map(|&o| (o, plan_repair(v, o, 8))).collect();
+    let mut plans: Vec<_> = orphans.iter().map(|&o| (o, plan_repair(v, o, 8))).collect();
+    // The successor goes first, as it does live: its siblings' plans count on it being in place.
+    plans.sort_by_key(|(_, p)| {
+        !matches!(
+            p.as_ref().and_then(|p| p.targets.first()),
+            Some(RepairTarget::Replace { .. })
+        )
+    });
     v.apply_remove(id, Time::ZERO);
     for (o, plan) in plans {
         let mut ok = false;
@@ -57,7 +64,7 @@ fn crash(v: &mut View, id: NodeId) -> Vec<NodeId> {
             // Fall back to a fresh placement, as a live node does after its plan ran out.
             let lost_avoid = Avoid {
                 nodes: vec![id],
-                subtrees: vec![],
+                ..Avoid::default()
             };
             if let Some(c) = place(v, o, &lost_avoid, 4).best() {
                 v.apply_attach(o, c.parent, Time::ZERO).unwrap();
