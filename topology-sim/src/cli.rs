@@ -29,7 +29,7 @@ pub enum Format {
 /// repair times, control traffic and invariant violations. Everything is reproducible from
 /// --seed. Settings can also come from a TOML scenario file (--scenario); flags override it.
 #[derive(Debug, Parser)]
-#[command(name = "treecast-sim", version, about, long_about = None)]
+#[command(name = "treecast-sim", version)]
 #[command(
     after_help = "Example: treecast-sim --viewers 100000 --seed 1 --format json\n\
     See topology-sim/README.md and topology-sim/scenarios/ for scenario files."

@@ -12,8 +12,8 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use treecast_tree::{
-    Avoid, MAX_DEPTH, Node, NodeId, Platform, Reachability, Repair, RepairTarget, Role, StreamId,
-    Time, View, place, plan_promotion, plan_repair,
+    Avoid, MAX_DEPTH, MOVE_MARGIN, Node, NodeId, Platform, Reachability, Repair, RepairTarget,
+    Role, StreamId, Time, View, place, plan_move, plan_promotion, plan_repair,
 };
 
 use crate::config::{CheckPolicy, Config, CrashSelect, LeaveKind, ROOT_ID};
@@ -250,18 +250,37 @@ impl<'c> Fast<'c> {
         }
     }
 
-    /// Every node that could feed children looks for one promotion, as each live agent does
-    /// once per promotion interval (in id order; a node moved by an earlier swap of the round
-    /// plans from the tree as it is then).
+    /// Moves `id` (with its subtree) to a free slot at least `MOVE_MARGIN` levels higher, if
+    /// the core finds one; whether it happened.
+    fn move_once(&mut self, id: NodeId) -> bool {
+        let Some(c) = plan_move(&self.view, id, MOVE_MARGIN) else {
+            return false;
+        };
+        let old = self.view.get(id).and_then(|n| n.parent);
+        if self.view.apply_attach(id, c.parent, self.now).is_err() {
+            return false;
+        }
+        self.touched.extend([id, c.parent]);
+        self.touched.extend(old);
+        self.tally.reparents += 1;
+        self.tally.moves += 1;
+        // Attach, accept, and a detach to the old parent.
+        self.tally.requests += 3;
+        true
+    }
+
+    /// Every node looks for one promotion, or else for a move to a free slot much higher up,
+    /// as each live agent does once per promotion interval (in id order; a node moved by an
+    /// earlier change of the round plans from the tree as it is then).
     fn promotion_round(&mut self) {
         let ids: Vec<NodeId> = self
             .view
             .nodes()
-            .filter(|n| n.slots() > 0 && n.depth > 1 && n.role != Role::Broadcaster)
+            .filter(|n| n.depth > 1 && n.role != Role::Broadcaster)
             .map(|n| n.id)
             .collect();
         for id in ids {
-            if self.promote_once(id) {
+            if self.promote_once(id) || self.move_once(id) {
                 self.check();
             }
         }

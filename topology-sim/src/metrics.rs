@@ -25,6 +25,8 @@ pub struct Tally {
     pub reparents: u64,
     /// Swaps carried out.
     pub promotions: u64,
+    /// Moves to a free slot higher up (with the whole subtree).
+    pub moves: u64,
     /// Repair times of orphans, ms.
     pub repair_ms: Vec<f64>,
     /// Orphans whose plan and fallback both failed (they waited for a slot).
@@ -139,6 +141,8 @@ pub struct Report {
     pub reparents: u64,
     /// Promotions (swaps).
     pub promotions: u64,
+    /// Moves to a free slot at least two levels higher, with the whole subtree.
+    pub moves: u64,
     /// Orphans that re-attached.
     pub repairs: u64,
     /// Orphans that found no slot at once.
@@ -323,6 +327,7 @@ pub fn report(cfg: &Config, tally: Tally, shape: &Shape, elapsed_ms: u64) -> Rep
         crashes: tally.crashes,
         reparents: tally.reparents,
         promotions: tally.promotions,
+        moves: tally.moves,
         repairs: tally.repair_ms.len() as u64,
         unrepaired: tally.unrepaired,
         repair_ms: Percentiles::of(&mut repair_ms),

@@ -67,7 +67,10 @@ pub fn table(r: &Report) -> String {
     );
     row(
         "changes",
-        format!("{} re-parents, {} promotions", r.reparents, r.promotions),
+        format!(
+            "{} re-parents, {} promotions, {} moves",
+            r.reparents, r.promotions, r.moves
+        ),
     );
     row(
         "control",
