@@ -12,8 +12,8 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use treecast_tree::{
-    Avoid, MAX_DEPTH, MOVE_MARGIN, Node, NodeId, Platform, Reachability, Repair, RepairTarget,
-    Role, StreamId, Time, View, place, plan_move, plan_promotion, plan_repair,
+    Avoid, MAX_DEPTH, MOVE_MARGIN, Node, NodeId, PROMOTION_CHECK, Platform, Reachability, Repair,
+    RepairTarget, Role, StreamId, Time, View, place, plan_move, plan_promotion, plan_repair,
 };
 
 use crate::config::{CheckPolicy, Config, CrashSelect, LeaveKind, ROOT_ID};
@@ -73,6 +73,8 @@ struct Fast<'c> {
     next_id: u64,
     /// Nodes not connected to the root, waiting for a slot, since when.
     waiting: BTreeMap<NodeId, Time>,
+    /// When each node last took part in a promotion round's swap (rate limit).
+    last_promotion: BTreeMap<NodeId, Time>,
     tally: Tally,
     steps_since_check: usize,
     /// Nodes whose parent or children changed in this step: `check_nodes` looks at them.
@@ -94,7 +96,7 @@ impl<'c> Fast<'c> {
             queue.push(Time::ZERO, Event::Arrive);
         }
         if cfg.promotion_interval > 0.0 {
-            queue.push(secs(cfg.promotion_interval), Event::Promote);
+            queue.push(Time::ZERO + PROMOTION_CHECK, Event::Promote);
         }
         for (i, c) in cfg.crashes.iter().enumerate() {
             queue.push(secs(c.at.unwrap_or(0.0)), Event::Crash(i));
@@ -109,6 +111,7 @@ impl<'c> Fast<'c> {
             arrived: 0,
             next_id: ROOT_ID + 1,
             waiting: BTreeMap::new(),
+            last_promotion: BTreeMap::new(),
             tally: Tally::default(),
             steps_since_check: 0,
             touched: Vec::new(),
@@ -145,8 +148,7 @@ impl<'c> Fast<'c> {
                 }
                 Event::Promote => {
                     self.promotion_round();
-                    let next = self.now + secs_f(self.cfg.promotion_interval);
-                    self.queue.push(next, Event::Promote);
+                    self.queue.push(self.now + PROMOTION_CHECK, Event::Promote);
                 }
             }
             self.retry_waiting();
@@ -269,9 +271,10 @@ impl<'c> Fast<'c> {
         true
     }
 
-    /// Every node looks for one promotion, or else for a move to a free slot much higher up,
-    /// as each live agent does once per promotion interval (in id order; a node moved by an
-    /// earlier change of the round plans from the tree as it is then).
+    /// Every node looks for one promotion (at most one per `promotion_interval` each), or else
+    /// for a move to a free slot much higher up, as each live agent does every
+    /// `PROMOTION_CHECK` (in id order; a node moved by an earlier change of the round plans
+    /// from the tree as it is then).
     fn promotion_round(&mut self) {
         let ids: Vec<NodeId> = self
             .view
@@ -279,8 +282,35 @@ impl<'c> Fast<'c> {
             .filter(|n| n.depth > 1 && n.role != Role::Broadcaster)
             .map(|n| n.id)
             .collect();
+        let interval = Duration::from_secs_f64(self.cfg.promotion_interval);
+        // Cheap bounds from the view's indexes skip nodes for which the core's search cannot
+        // succeed; the core still decides for every node that passes.
+        let open = self.view.shallowest_open_depth().unwrap_or(u16::MAX);
+        let mut weakest_above = vec![u8::MAX; usize::from(MAX_DEPTH) + 2];
+        for d in 1..=MAX_DEPTH {
+            let here = self.view.weakest_capacity_at(d).unwrap_or(u8::MAX);
+            weakest_above[usize::from(d) + 1] = weakest_above[usize::from(d)].min(here);
+        }
+        let margin = self.cfg.promotion_margin.max(1);
         for id in ids {
-            if self.promote_once(id) || self.move_once(id) {
+            let Some(n) = self.view.get(id).copied() else {
+                continue;
+            };
+            let depth = usize::from(n.depth.min(MAX_DEPTH));
+            let may_swap = n.capacity >= weakest_above[depth].saturating_add(margin)
+                && self
+                    .last_promotion
+                    .get(&id)
+                    .is_none_or(|&t| self.now.since(t) >= interval);
+            let may_move = n.depth >= open.saturating_add(1 + MOVE_MARGIN);
+            if !may_swap && !may_move {
+                continue;
+            }
+            let swapped = may_swap && self.promote_once(id);
+            if swapped {
+                self.last_promotion.insert(id, self.now);
+            }
+            if swapped || (may_move && self.move_once(id)) {
                 self.check();
             }
         }
@@ -299,9 +329,11 @@ impl<'c> Fast<'c> {
             return;
         }
         let mut plans: Vec<(NodeId, Option<Repair>)> = Vec::new();
+        let mut orphans_of: BTreeMap<NodeId, usize> = BTreeMap::new();
         for &v in &victims {
             for o in self.view.children_of(v) {
                 if !victims.contains(&o) {
+                    *orphans_of.entry(v).or_default() += 1;
                     plans.push((o, plan_repair(&self.view, o, REPAIR_TARGETS)));
                 }
             }
@@ -349,6 +381,16 @@ impl<'c> Fast<'c> {
                     self.tally.requests += 2;
                     if self.view.apply_repair(o, plan.lost, t, self.now).is_ok() {
                         self.touched.extend([o, t.parent()]);
+                        if let RepairTarget::Replace { .. } = t {
+                            // The successor makes room for its siblings by handing children
+                            // down its subtree (each lands at its old depth).
+                            let siblings = orphans_of.get(&plan.lost).map_or(0, |n| n - 1);
+                            let before = self.view.get(o).map(|n| n.children);
+                            if self.view.apply_shed(o, siblings, self.now) {
+                                self.tally.requests += 2;
+                            }
+                            self.touched.extend(before.into_iter().flatten());
+                        }
                         done = true;
                         break;
                     }

@@ -42,7 +42,7 @@ use crate::placement::plan_move;
 use crate::placement::{Avoid, place};
 use crate::promotion::{plan_promotion, swap};
 use crate::record::{Children, DETACHED, LinkStats, MAX_DEPTH, Node, NodeRecord, Role};
-use crate::repair::{Repair, RepairTarget, plan_repair};
+use crate::repair::{Repair, RepairTarget, plan_repair, plan_shed};
 use crate::view::{Merge, POOR_LOSS_PERMILLE, View};
 
 /// Settings of one agent. Defaults are documented on [`AgentConfig::new`].
@@ -97,7 +97,7 @@ impl AgentConfig {
             attach_timeout: Duration::from_secs(2),
             replace_wait: Duration::from_secs(1),
             promotion_margin: 1,
-            move_margin: 2,
+            move_margin: crate::MOVE_MARGIN,
             promotion_interval: Duration::from_secs(30),
             promotion_min_uptime: Duration::from_secs(5),
             tick: Duration::from_secs(1),
@@ -252,8 +252,10 @@ const PLAN_MAX_AGE: Duration = Duration::from_secs(10);
 const RECONCILE_GRACE: Duration = Duration::from_secs(3);
 /// How long a node stays away from a parent it left for poor delivery.
 const SHUN_FOR: Duration = Duration::from_secs(300);
-/// How often a node looks for a promotion (jittered).
-const PROMOTION_CHECK: Duration = Duration::from_secs(5);
+/// How often a node looks for a promotion or a move to a higher free slot (jittered).
+/// Promotions are further limited to one per `promotion_interval`; moves only ever go up, so
+/// they need no limit beyond this.
+pub const PROMOTION_CHECK: Duration = Duration::from_secs(5);
 
 impl Agent {
     /// A new agent; publishes its first record at once.
@@ -539,6 +541,7 @@ impl Agent {
             Message::SwapRequest { parent, children } => {
                 self.on_swap_request(from, parent, children)
             }
+            Message::Adopt { nodes } => self.on_adopt(from, nodes),
             Message::SwapReject => {
                 if self.swap_target == Some(from) {
                     self.swap_target = None;
@@ -564,6 +567,18 @@ impl Agent {
             Some(p) if p.lost == lost => Some(p),
             _ => plan_repair(&self.view, self.me.id, CANDIDATES),
         };
+        // The successor makes room for its siblings at once, before they ask.
+        if plan
+            .as_ref()
+            .is_some_and(|p| matches!(p.targets.first(), Some(RepairTarget::Replace { .. })))
+        {
+            let others = self
+                .view
+                .children_of(lost)
+                .filter(|&c| c != self.me.id)
+                .count();
+            self.make_room(others);
+        }
         self.me.parent = None;
         self.me.depth = DETACHED;
         self.dirty = true;
@@ -579,6 +594,42 @@ impl Agent {
             })
             .unwrap_or_default();
         self.ask_next(queue, vec![lost], Some(lost));
+    }
+
+    /// Frees `need` slots by handing the weakest children to the strongest one (which does the
+    /// same further down if it must): see `plan_shed`.
+    fn make_room(&mut self, need: usize) {
+        let Some(steps) = plan_shed(&self.view, self.me.id, need) else {
+            return;
+        };
+        let Some(first) = steps.first() else { return };
+        let (to, nodes) = (first.to, first.nodes);
+        let none = Children::new();
+        for n in nodes {
+            let msg = Message::Move {
+                from_parent: Some(self.me.id),
+                to_parent: Some(to),
+                remove: none,
+                add: none,
+            };
+            self.send(n, msg);
+            self.remove_child(n);
+        }
+        self.send(to, Message::Adopt { nodes });
+    }
+
+    fn on_adopt(&mut self, from: NodeId, nodes: Children) {
+        if self.me.parent != Some(from) || nodes.contains(self.me.id) || nodes.contains(from) {
+            return;
+        }
+        self.make_room(nodes.len());
+        for n in nodes {
+            if self.me.children.insert(n) {
+                self.lost_children.retain(|&c| c != n);
+                self.emit(Event::ChildAdded(n));
+                self.dirty = true;
+            }
+        }
     }
 
     fn on_child_lost(&mut self, child: NodeId) {
@@ -867,14 +918,15 @@ impl Agent {
         if !matches!(self.state, State::Attached)
             || self.moving.is_some()
             || self.now.since(self.started) < self.cfg.promotion_min_uptime
-            || self
-                .last_promotion
-                .is_some_and(|t| self.now.since(t) < self.cfg.promotion_interval)
         {
             return;
         }
         let Some(parent) = self.me.parent else { return };
-        if let Some(plan) = plan_promotion(&self.view, self.me.id, self.cfg.promotion_margin)
+        let may_swap = self
+            .last_promotion
+            .is_none_or(|t| self.now.since(t) >= self.cfg.promotion_interval);
+        if may_swap
+            && let Some(plan) = plan_promotion(&self.view, self.me.id, self.cfg.promotion_margin)
             && plan.up == self.me.id
         {
             self.last_promotion = Some(self.now);
@@ -887,7 +939,6 @@ impl Agent {
         } else if let Some(to) = plan_move(&self.view, self.me.id, self.cfg.move_margin) {
             // A free slot much higher up: move there with the whole subtree, make-before-break
             // (the current parent is kept until the new one accepts).
-            self.last_promotion = Some(self.now);
             self.moving = Some((to.parent, self.now + self.cfg.attach_timeout));
             self.send(to.parent, Message::Attach { replaces: None });
         }

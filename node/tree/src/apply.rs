@@ -115,6 +115,28 @@ impl View {
         self.apply_attach(me, target.parent(), now)
     }
 
+    /// `node` makes room for `need` more children by handing children down its subtree
+    /// ([`crate::plan_shed`]); false if it cannot.
+    pub fn apply_shed(&mut self, node: NodeId, need: usize, now: Time) -> bool {
+        let Some(steps) = crate::plan_shed(self, node, need) else {
+            return false;
+        };
+        // Bottom up, so every receiver has room when its nodes arrive.
+        for step in steps.iter().rev() {
+            for n in step.nodes {
+                self.edit(step.from, now, |r| {
+                    r.children.remove(n);
+                });
+                self.edit(step.to, now, |r| {
+                    r.children.insert(n);
+                });
+                self.edit(n, now, |r| r.parent = Some(step.to));
+                self.fix_depths(n, now);
+            }
+        }
+        true
+    }
+
     /// Carries out a promotion: every node involved takes its planned parent and children.
     pub fn apply_promotion(&mut self, plan: &Promotion, now: Time) -> Result<(), ApplyError> {
         for p in &plan.placed {

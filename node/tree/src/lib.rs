@@ -30,18 +30,18 @@ mod repair;
 mod store;
 mod view;
 
-pub use agent::{Agent, AgentConfig, Event, Input, Output};
+pub use agent::{Agent, AgentConfig, Event, Input, Output, PROMOTION_CHECK};
 pub use apply::ApplyError;
 pub use codec::{DecodeError, MAX_RECORD_BYTES};
 pub use id::{InvalidStreamId, MAX_STREAM_ID_LEN, NodeId, StreamId, Time};
 pub use message::{Message, RejectReason};
-pub use placement::{Avoid, Candidate, Placement, place, plan_move};
+pub use placement::{Avoid, Candidate, MOVE_MARGIN, Placement, place, plan_move};
 pub use promotion::{Link, Placed, Promotion, plan_promotion, swap};
 pub use record::{
     Children, DETACHED, LinkStats, MAX_CHILDREN, MAX_DEPTH, Node, NodeRecord, Platform,
     Reachability, RecordError, Role, capacity_for,
 };
-pub use repair::{Repair, RepairTarget, plan_repair, successor};
+pub use repair::{Repair, RepairTarget, Shed, plan_repair, plan_shed, successor};
 pub use view::{Merge, MergeError, POOR_LOSS_PERMILLE, View, Violation};
 
 /// The version of the records and messages this crate speaks.

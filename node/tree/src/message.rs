@@ -38,6 +38,12 @@ pub enum Message {
     },
     /// "Not now."
     SwapReject,
+    /// "Take these nodes as your children": sent by a parent making room (a successor taking
+    /// in its siblings); the nodes are told by a `Move` from the same sender.
+    Adopt {
+        /// The nodes to take on.
+        nodes: Children,
+    },
     /// "Take this place": sent by the coordinator of a swap to every node whose links change.
     /// A change, not a state: the receiver removes and adds only what is named, and changes its
     /// parent only if it still has `from_parent`, so two swaps touching one node cannot undo

@@ -58,6 +58,13 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
         if candidates.len() >= limit || scanned >= scan_cap {
             break;
         }
+        // The index is ordered by depth: past the limit, every later slot is deeper still.
+        if avoid
+            .max_depth
+            .is_some_and(|m| key.depth.saturating_add(1) > m)
+        {
+            break;
+        }
         let p = key.id;
         if p == joiner || avoid.nodes.contains(&p) {
             continue;
@@ -88,6 +95,10 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
     candidates.extend(struggling.into_iter().take(room));
     Placement { candidates }
 }
+
+/// The default `margin` of [`plan_move`]: two levels, so a node one level too deep stays put
+/// (moving costs a switch of upstream for its whole subtree) while deeper ones move.
+pub const MOVE_MARGIN: u16 = 2;
 
 /// A free slot at least `margin` levels higher than where `me` is now (outside its own
 /// subtree), if there is one: moving there with the whole subtree makes the tree shallower.

@@ -14,7 +14,7 @@
 
 use crate::id::NodeId;
 use crate::placement::{Avoid, place};
-use crate::record::Role;
+use crate::record::{Children, MAX_DEPTH, Node, Role};
 use crate::view::{View, stability};
 
 /// Where to go, in order, when the parent is lost.
@@ -56,13 +56,66 @@ pub fn successor(view: &View, lost: NodeId) -> Option<NodeId> {
         .filter(|n| n.slots() > 0)
         .max_by_key(|n| {
             (
-                n.spare(),
                 n.capacity,
+                n.spare(),
                 stability(n.uptime_s),
                 std::cmp::Reverse(n.id),
             )
         })
         .map(|n| n.id)
+}
+
+/// One step of making room: `from` hands `nodes` (some of its children) to `to` (its strongest
+/// child), whose depth they then have... one level deeper than under `from`, which is exactly
+/// their old depth once `from` has moved up into its lost parent's place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shed {
+    /// The node making room.
+    pub from: NodeId,
+    /// Its child that takes the nodes.
+    pub to: NodeId,
+    /// The children handed down.
+    pub nodes: Children,
+}
+
+/// How `node` frees `need` slots by handing its weakest children to its strongest child, and
+/// that child in turn if it must make room too: a chain down the subtree, empty when `node`
+/// has room already, `None` when it cannot be done (a chain ends at a node with no child
+/// that can feed).
+///
+/// This is what keeps depth under churn: when a node is lost, its successor moves up into its
+/// place and takes in its siblings, and every node handed down lands where it was before. No
+/// subtree is dumped at the bottom of the tree.
+pub fn plan_shed(view: &View, node: NodeId, need: usize) -> Option<Vec<Shed>> {
+    let mut steps = Vec::new();
+    let (mut at, mut need) = (node, need);
+    for _ in 0..MAX_DEPTH {
+        let n = view.get(at)?;
+        let short = need.saturating_sub(n.spare());
+        if short == 0 {
+            return Some(steps);
+        }
+        let mut kids: Vec<&Node> = view.children_of(at).filter_map(|c| view.get(c)).collect();
+        kids.sort_by_key(|k| (std::cmp::Reverse(k.capacity), k.id));
+        let to = kids.iter().find(|k| k.slots() > 0)?.id;
+        let given = kids
+            .iter()
+            .rev()
+            .filter(|k| k.id != to)
+            .take(short)
+            .map(|k| k.id);
+        let nodes = Children::from_ids(given)?;
+        if nodes.len() < short {
+            return None;
+        }
+        steps.push(Shed {
+            from: at,
+            to,
+            nodes,
+        });
+        (at, need) = (to, short);
+    }
+    None
 }
 
 /// The plan for `me` should its current parent be lost; `None` at the root, while detached,
@@ -78,8 +131,15 @@ pub fn plan_repair(view: &View, me: NodeId, limit: usize) -> Option<Repair> {
     match (succ, grandparent) {
         (Some(s), Some(g)) if s == me => targets.push(RepairTarget::Replace { grandparent: g }),
         (Some(s), Some(_)) => {
-            // Siblings take the successor's spare slots in a fixed order everyone computes alike.
-            let room = view.get(s).map_or(0, |n| n.spare());
+            // Siblings take the successor's slots in a fixed order everyone computes alike: all
+            // of them if it can make room by handing children down (see `plan_shed`), else its
+            // spare slots.
+            let others = view.children_of(lost).filter(|&c| c != s).count();
+            let room = if plan_shed(view, s, others).is_some() {
+                others
+            } else {
+                view.get(s).map_or(0, |n| n.spare())
+            };
             let mut siblings: Vec<_> = view
                 .children_of(lost)
                 .filter(|&c| c != s)

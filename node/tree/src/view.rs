@@ -342,6 +342,18 @@ impl View {
         self.open.iter()
     }
 
+    /// The smallest depth at which some node claims a free slot: a cheap lower bound for
+    /// [`crate::place`] (which also checks the claim), used to skip hopeless searches.
+    pub fn shallowest_open_depth(&self) -> Option<u16> {
+        self.open.first().map(|k| k.depth)
+    }
+
+    /// The smallest capacity claimed by an attached node at `depth`: a cheap bound for
+    /// [`crate::plan_promotion`], used to skip hopeless searches.
+    pub fn weakest_capacity_at(&self, depth: u16) -> Option<u8> {
+        self.ranked_at(depth).next().map(|k| k.capacity)
+    }
+
     /// Attached non-root nodes at `depth`, weakest first.
     pub(crate) fn ranked_at(&self, depth: u16) -> impl Iterator<Item = &RankKey> + '_ {
         let lo = RankKey {

@@ -55,6 +55,10 @@ fn crash(v: &mut View, id: NodeId) -> Vec<NodeId> {
         if let Some(plan) = plan {
             for t in plan.targets {
                 if v.apply_repair(o, plan.lost, t, Time::ZERO).is_ok() {
+                    if let RepairTarget::Replace { .. } = t {
+                        // The successor makes room for its siblings.
+                        v.apply_shed(o, orphans.len() - 1, Time::ZERO);
+                    }
                     ok = true;
                     break;
                 }
