@@ -1,0 +1,527 @@
+//! The task that owns the swarm: runs commands, validates what arrives, feeds the driver.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance, PublishError, TopicHash};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+use treecast_tree::{NodeId, NodeRecord, StreamId};
+
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, build_swarm, topic_score};
+use super::bounded::BoundedMap;
+use super::client::{ClientError, Command};
+use super::config::{Bootstrap, GossipConfig, with_peer_id};
+use super::id::node_id;
+use super::protocol::{Ack, Request, topic};
+use super::validate::{Seqs, Stats, Verdict, validate};
+use super::{Error, Event};
+
+/// Most direct messages awaiting an acknowledgement or a DHT lookup at once; beyond, `send`
+/// fails with [`ClientError::Busy`].
+const MAX_IN_FLIGHT: usize = 1024;
+/// Most records waiting for a first subscriber (one per node we publish for).
+const MAX_QUEUED_RECORDS: usize = 1024;
+/// Most node id -> peer routes remembered.
+const MAX_ROUTES: usize = 65_536;
+
+type Reply = oneshot::Sender<Result<(), ClientError>>;
+
+/// Owns the swarm; run it as one task with [`EventLoop::run`]. It ends when every
+/// [`super::Client`] is dropped.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    local: PeerId,
+    /// The streams we follow, by topic.
+    streams: HashMap<TopicHash, StreamId>,
+    seqs: Seqs,
+    /// Which peer speaks for a node: the node itself, or the proxy of a browser.
+    routes: BoundedMap<NodeId, PeerId>,
+    /// Records not yet published for lack of subscribers, newest per (stream, node).
+    queued: BTreeMap<(StreamId, NodeId), NodeRecord>,
+    publish_retry: Duration,
+    in_flight: HashMap<OutboundRequestId, Outbound>,
+    /// Messages waiting for a DHT lookup of their receiver's addresses.
+    lookups: HashMap<kad::QueryId, (PeerId, Vec<Outbound>)>,
+    bootstrap_started: bool,
+    stats: Stats,
+}
+
+/// A direct message on its way.
+struct Outbound {
+    peer: PeerId,
+    request: Request,
+    reply: Reply,
+    /// Whether a DHT lookup was already tried after a dial failure.
+    looked_up: bool,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("local", &self.local)
+            .field("streams", &self.streams.len())
+            .field("in_flight", &self.in_flight.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn start(
+        config: &GossipConfig,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Self, Error> {
+        let mut swarm = build_swarm(config)?;
+        for addr in &config.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let mut event_loop = EventLoop {
+            local: *swarm.local_peer_id(),
+            swarm,
+            commands,
+            events,
+            streams: HashMap::new(),
+            seqs: Seqs::new(config.seq_capacity),
+            routes: BoundedMap::new(MAX_ROUTES),
+            queued: BTreeMap::new(),
+            publish_retry: config.publish_retry,
+            in_flight: HashMap::new(),
+            lookups: HashMap::new(),
+            bootstrap_started: false,
+            stats: Stats::default(),
+        };
+        for node in &config.bootstrap {
+            event_loop.dial_bootstrap(node);
+        }
+        Ok(event_loop)
+    }
+
+    /// Runs until every client is dropped.
+    pub async fn run(mut self) {
+        let mut retry = tokio::time::interval(self.publish_retry);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = retry.tick(), if !self.queued.is_empty() => self.publish_queued(),
+            }
+        }
+        debug!(peer = %self.local, "gossip event loop stopped");
+    }
+
+    fn dial_bootstrap(&mut self, node: &Bootstrap) {
+        let opts = match node.peer {
+            Some(peer) => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, node.addr.clone());
+                DialOpts::peer_id(peer)
+                    .addresses(vec![node.addr.clone()])
+                    .build()
+            }
+            None => DialOpts::unknown_peer_id()
+                .address(node.addr.clone())
+                .build(),
+        };
+        if let Err(e) = self.swarm.dial(opts) {
+            warn!(addr = %node, error = %e, "cannot dial bootstrap node");
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Subscribe { stream, reply } => {
+                let _ = reply.send(self.subscribe(&stream));
+            }
+            Command::Publish { record, reply } => {
+                let _ = reply.send(self.publish(record));
+            }
+            Command::Send { to, request, reply } => self.send(to, request, reply),
+            Command::Dial { addr, reply } => {
+                let r = self
+                    .swarm
+                    .dial(addr)
+                    .map_err(|e| ClientError::Dial(e.to_string()));
+                let _ = reply.send(r);
+            }
+            Command::ListenAddrs { reply } => {
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| with_peer_id(a.clone(), self.local))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, stream: &StreamId) -> Result<(), ClientError> {
+        let topic = topic(stream);
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        if gossipsub
+            .subscribe(&topic)
+            .map_err(|e| ClientError::Subscribe(e.to_string()))?
+        {
+            gossipsub
+                .set_topic_params(topic.clone(), topic_score())
+                .map_err(|e| ClientError::Subscribe(e.to_string()))?;
+            self.streams.insert(topic.hash(), stream.clone());
+            info!(%stream, "following stream");
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, record: NodeRecord) -> Result<(), ClientError> {
+        let me = node_id(&self.local);
+        if record.node.id != me && record.node.via != Some(me) {
+            return Err(ClientError::NotOurs(record.node.id));
+        }
+        self.subscribe(&record.stream)?;
+        let key = (record.stream.clone(), record.node.id);
+        match self.try_publish(&record) {
+            Ok(()) => {
+                self.queued.remove(&key);
+                Ok(())
+            }
+            Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
+                // Pitfall: nobody has our subscription yet; retry on the next tick.
+                if self.queued.len() >= MAX_QUEUED_RECORDS && !self.queued.contains_key(&key) {
+                    return Err(ClientError::Publish("too many records queued".into()));
+                }
+                if self
+                    .queued
+                    .get(&key)
+                    .is_none_or(|old| old.node.seq < record.node.seq)
+                {
+                    self.queued.insert(key, record);
+                }
+                Ok(())
+            }
+            Err(e) => Err(ClientError::Publish(e.to_string())),
+        }
+    }
+
+    fn try_publish(&mut self, record: &NodeRecord) -> Result<(), PublishError> {
+        let result = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic(&record.stream), record.encode());
+        match result {
+            // The same bytes were published already: nothing to do.
+            Ok(_) | Err(PublishError::Duplicate) => {
+                self.stats.published += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn publish_queued(&mut self) {
+        let queued = std::mem::take(&mut self.queued);
+        for (key, record) in queued {
+            match self.try_publish(&record) {
+                Ok(()) => debug!(node = %record.node.id, "published queued record"),
+                Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
+                    self.queued.insert(key, record);
+                }
+                Err(e) => warn!(node = %record.node.id, error = %e, "dropping queued record"),
+            }
+        }
+    }
+
+    fn send(&mut self, to: NodeId, request: Request, reply: Reply) {
+        if self.in_flight.len() + self.lookups.len() >= MAX_IN_FLIGHT {
+            let _ = reply.send(Err(ClientError::Busy));
+            return;
+        }
+        let Some(&peer) = self.routes.get(&to) else {
+            let _ = reply.send(Err(ClientError::UnknownNode(to)));
+            return;
+        };
+        self.send_request(Outbound {
+            peer,
+            request,
+            reply,
+            looked_up: false,
+        });
+    }
+
+    fn send_request(&mut self, out: Outbound) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .tree
+            .send_request(&out.peer, out.request.clone());
+        self.in_flight.insert(id, out);
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let addr = with_peer_id(address, self.local);
+                info!(%addr, "listening");
+                self.notify(Event::Listening { addr });
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                let node = node_id(&peer_id);
+                self.routes.insert(node, peer_id);
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if num_established.get() == 1 {
+                    self.notify(Event::PeerConnected {
+                        peer: peer_id,
+                        node,
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.notify(Event::PeerDisconnected {
+                    peer: peer_id,
+                    node: node_id(&peer_id),
+                });
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, &message_id, message),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { topic, .. })
+                if self.streams.contains_key(&topic) && !self.queued.is_empty() =>
+            {
+                self.publish_queued();
+            }
+            BehaviourEvent::Tree(event) => self.on_tree(event),
+            // Kademlia learns addresses only from us: add the listen addresses of peers that
+            // serve our DHT, then look for more peers once.
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    if usable(&addr) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                if !self.bootstrap_started {
+                    self.bootstrap_started = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            }) => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                self.on_lookup(id, peers, step.last);
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+                self.routes.insert(node_id(&peer), peer);
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    let _ = self
+                        .swarm
+                        .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Validates a gossip message, reports the verdict to gossipsub (which forwards only
+    /// accepted messages and scores rejections), and hands an accepted record to the driver.
+    fn on_gossip(
+        &mut self,
+        propagation_source: PeerId,
+        message_id: &gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let stream = self.streams.get(&message.topic);
+        let verdict = validate(stream, message.source.as_ref(), &message.data, &self.seqs);
+        self.stats.count(&verdict);
+        let acceptance = match &verdict {
+            Verdict::Accept(_) => MessageAcceptance::Accept,
+            Verdict::Reject(why) => {
+                debug!(source = ?message.source, via = %propagation_source, ?why, "rejected record");
+                MessageAcceptance::Reject
+            }
+            Verdict::Ignore(_) => MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(message_id, &propagation_source, acceptance);
+        let (Verdict::Accept(record), Some(from)) = (verdict, message.source) else {
+            return;
+        };
+        self.routes.insert(record.node.id, from);
+        let accepted = record.clone();
+        match self.events.try_send(Event::Record { from, record }) {
+            Ok(()) => self.seqs.accepted(&accepted),
+            Err(mpsc::error::TrySendError::Full(_)) => self.stats.dropped_records += 1,
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn on_tree(&mut self, event: request_response::Event<Request, Ack>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let ack = if !self.streams.values().any(|s| *s == request.stream) {
+                    Ack::UnknownStream
+                } else {
+                    let event = Event::Message {
+                        from: node_id(&peer),
+                        peer,
+                        stream: request.stream,
+                        msg: request.msg,
+                        sdp: request.sdp,
+                    };
+                    match self.events.try_send(event) {
+                        Ok(()) => {
+                            self.stats.messages += 1;
+                            Ack::Delivered
+                        }
+                        Err(_) => {
+                            self.stats.messages_busy += 1;
+                            Ack::Busy
+                        }
+                    }
+                };
+                // Fails only when the connection closed meanwhile; the sender sees that.
+                let _ = self.swarm.behaviour_mut().tree.send_response(channel, ack);
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(out) = self.in_flight.remove(&request_id) {
+                    let result = match response {
+                        Ack::Delivered => Ok(()),
+                        Ack::Busy => Err(ClientError::Busy),
+                        Ack::UnknownStream => Err(ClientError::UnknownStream),
+                    };
+                    let _ = out.reply.send(result);
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                let Some(out) = self.in_flight.remove(&request_id) else {
+                    return;
+                };
+                if matches!(error, OutboundFailure::DialFailure) && !out.looked_up {
+                    // No usable address known: ask the DHT, then try once more.
+                    let peer = out.peer;
+                    let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                    self.lookups.insert(query, (peer, vec![out]));
+                } else {
+                    let _ = out.reply.send(Err(ClientError::Failed(error.to_string())));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_lookup(&mut self, query: kad::QueryId, peers: Vec<kad::PeerInfo>, last: bool) {
+        let Some((target, _)) = self.lookups.get(&query) else {
+            return;
+        };
+        let found = peers.into_iter().find(|p| p.peer_id == *target);
+        if found.is_none() && !last {
+            return;
+        }
+        let Some((peer, waiting)) = self.lookups.remove(&query) else {
+            return;
+        };
+        let addrs = found.map(|p| p.addrs).unwrap_or_default();
+        for mut out in waiting {
+            out.looked_up = true;
+            if addrs.is_empty() && !self.swarm.is_connected(&peer) {
+                let _ = out.reply.send(Err(ClientError::Failed(format!(
+                    "no address found for peer {peer}"
+                ))));
+                continue;
+            }
+            let id = self.swarm.behaviour_mut().tree.send_request_with_addresses(
+                &peer,
+                out.request.clone(),
+                addrs.clone(),
+            );
+            self.in_flight.insert(id, out);
+        }
+    }
+
+    /// Hands an informational event to the driver, dropping it when the channel is full.
+    fn notify(&mut self, event: Event) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+            self.stats.dropped_events += 1;
+        }
+    }
+}
+
+/// Whether an address a peer announces is worth remembering (not an unspecified IP).
+fn usable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
