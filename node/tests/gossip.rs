@@ -1,0 +1,393 @@
+//! The gossip overlay with real swarms on loopback: discovery from one bootstrap address,
+//! direct messages between nodes the test never dialled to each other, and a hostile peer
+//! whose forged, oversized, malformed and replayed records never reach the honest driver.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, PublishError, ValidationMode};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, tcp, yamux};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use treecast_node::gossip::{
+    self, AddrError, Args, Bootstrap, Client, ClientError, Event, GossipConfig, node_id, topic,
+};
+use treecast_tree::{Message, Node, NodeId, NodeRecord, Role, StreamId};
+
+/// Generous for loopback; every wait in this file is bounded by it.
+const WAIT: Duration = Duration::from_secs(15);
+
+struct TestNode {
+    client: Client,
+    events: mpsc::Receiver<Event>,
+    addr: Multiaddr,
+}
+
+impl TestNode {
+    async fn start(bootstrap: Option<&Multiaddr>) -> TestNode {
+        let mut b = GossipConfig::builder()
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .mdns(false)
+            .heartbeat(Duration::from_millis(200))
+            .publish_retry(Duration::from_millis(100));
+        if let Some(addr) = bootstrap {
+            b = b.bootstrap(addr.to_string().parse().unwrap());
+        }
+        let (client, mut events, event_loop) = gossip::new(b.build().unwrap()).await.unwrap();
+        tokio::spawn(event_loop.run());
+        let addr = timeout(WAIT, async {
+            loop {
+                if let Some(Event::Listening { addr }) = events.recv().await {
+                    return addr;
+                }
+            }
+        })
+        .await
+        .expect("listening within the deadline");
+        TestNode {
+            client,
+            events,
+            addr,
+        }
+    }
+
+    fn record(&self, seq: u64) -> NodeRecord {
+        let mut node = Node::new(self.client.node_id(), Role::Relay, 2);
+        node.seq = seq;
+        NodeRecord {
+            stream: demo(),
+            node,
+        }
+    }
+
+    /// The next record event, skipping other events, within `deadline`.
+    async fn next_record(&mut self, deadline: Instant) -> Option<(PeerId, NodeRecord)> {
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Event::Record { from, record })) => return Some((from, record)),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next direct message, skipping other events, within [`WAIT`].
+    async fn next_message(&mut self) -> (NodeId, Message, Option<String>) {
+        timeout(WAIT, async {
+            loop {
+                if let Some(Event::Message { from, msg, sdp, .. }) = self.events.recv().await {
+                    return (from, msg, sdp);
+                }
+            }
+        })
+        .await
+        .expect("a message within the deadline")
+    }
+}
+
+fn demo() -> StreamId {
+    StreamId::new("demo").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_with_one_bootstrap_address_all_learn_each_other() {
+    let mut nodes = vec![TestNode::start(None).await];
+    let first = nodes[0].addr.clone();
+    for _ in 1..5 {
+        nodes.push(TestNode::start(Some(&first)).await);
+    }
+    let ids: BTreeSet<NodeId> = nodes.iter().map(|n| n.client.node_id()).collect();
+    for n in &nodes {
+        n.client.subscribe(demo()).await.unwrap();
+    }
+
+    // Like the agent: publish on start, republish (newer seq) every refresh until done.
+    let started = Instant::now();
+    let deadline = started + WAIT;
+    let mut seen: Vec<BTreeSet<NodeId>> = vec![BTreeSet::new(); nodes.len()];
+    let mut seq = 1;
+    while seen.iter().any(|s| s.len() < nodes.len() - 1) {
+        assert!(
+            Instant::now() < deadline,
+            "not everyone heard everyone: {seen:?}"
+        );
+        for n in &nodes {
+            n.client.publish(n.record(seq)).await.unwrap();
+        }
+        seq += 1;
+        let round = Instant::now() + Duration::from_millis(500);
+        for (i, n) in nodes.iter_mut().enumerate() {
+            while let Some((from, record)) = n.next_record(round).await {
+                assert_eq!(node_id(&from), record.node.id, "authored by its signer");
+                assert_ne!(
+                    record.node.id,
+                    n.client.node_id(),
+                    "own records are not echoed"
+                );
+                assert!(ids.contains(&record.node.id));
+                seen[i].insert(record.node.id);
+                if seen[i].len() == ids.len() - 1 {
+                    break;
+                }
+            }
+        }
+    }
+    println!(
+        "5 nodes learnt each other's records in {:?} ({} publish rounds)",
+        started.elapsed(),
+        seq - 1
+    );
+    for n in &nodes {
+        let stats = n.client.stats().await.unwrap();
+        assert_eq!(stats.rejected(), 0, "{stats:?}");
+        assert!(stats.accepted >= 4, "{stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
+    let hub = TestNode::start(None).await;
+    let mut a = TestNode::start(Some(&hub.addr)).await;
+    let mut b = TestNode::start(Some(&hub.addr)).await;
+    for n in [&hub, &a, &b] {
+        n.client.subscribe(demo()).await.unwrap();
+    }
+    // A typical offer is a few kilobytes; this one has a recognisable body.
+    let offer = format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n{}",
+        "a=x\r\n".repeat(800)
+    );
+    let (a_id, b_id) = (a.client.node_id(), b.client.node_id());
+
+    // A knows B's node id from gossip or the DHT, never from the test: retry until routed.
+    let deadline = Instant::now() + WAIT;
+    let mut seq = 1;
+    loop {
+        b.client.publish(b.record(seq)).await.unwrap();
+        seq += 1;
+        let msg = Message::Attach { replaces: None };
+        match a.client.send(b_id, demo(), msg, Some(offer.clone())).await {
+            Ok(()) => break,
+            Err(e @ (ClientError::UnknownNode(_) | ClientError::Failed(_))) => {
+                println!("attempt {seq}: {e}");
+            }
+            Err(e) => panic!("unexpected send error: {e}"),
+        }
+        assert!(Instant::now() < deadline, "A never reached B");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (from, msg, sdp) = b.next_message().await;
+    assert_eq!(from, a_id);
+    assert_eq!(msg, Message::Attach { replaces: None });
+    assert_eq!(sdp.as_deref(), Some(offer.as_str()));
+
+    // B answers on the same protocol: it knows A as the sender.
+    let answer = "v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\n".to_owned();
+    b.client
+        .send(
+            a_id,
+            demo(),
+            Message::Accept { depth: 2 },
+            Some(answer.clone()),
+        )
+        .await
+        .unwrap();
+    let (from, msg, sdp) = a.next_message().await;
+    assert_eq!(from, b_id);
+    assert_eq!(msg, Message::Accept { depth: 2 });
+    assert_eq!(sdp, Some(answer));
+
+    // Bounded sizes: an SDP over the request limit (64 KiB) is refused, not delivered.
+    let huge = "a".repeat(100 * 1024);
+    let err = a
+        .client
+        .send(b_id, demo(), Message::Detach, Some(huge))
+        .await
+        .expect_err("oversized request");
+    assert!(matches!(err, ClientError::Failed(_)), "{err}");
+    // And a stream the receiver does not follow is refused by it.
+    let other = StreamId::new("other").unwrap();
+    let err = a
+        .client
+        .send(b_id, other, Message::Detach, None)
+        .await
+        .expect_err("unknown stream");
+    assert_eq!(err, ClientError::UnknownStream);
+    assert_eq!(b.client.stats().await.unwrap().messages, 1);
+}
+
+/// A raw gossipsub swarm that publishes whatever bytes it is told to: no validation.
+async fn hostile_swarm() -> Swarm<gossipsub::Behaviour> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(200))
+                .validation_mode(ValidationMode::Strict)
+                .build()
+                .unwrap();
+            gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config).unwrap()
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Publishes `data` once some peer has our subscription, driving the swarm meanwhile.
+async fn hostile_publish(
+    swarm: &mut Swarm<gossipsub::Behaviour>,
+    topic: &IdentTopic,
+    data: Vec<u8>,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match swarm.behaviour_mut().publish(topic.clone(), data.clone()) {
+            Ok(_) => return,
+            Err(PublishError::NoPeersSubscribedToTopic) => {}
+            Err(e) => panic!("hostile publish failed: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hostile peer never saw a subscriber"
+        );
+        // Drive the swarm for a moment so subscriptions arrive.
+        let _ = tokio::time::timeout(Duration::from_millis(50), swarm.select_next_some()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_records_never_reach_the_driver() {
+    let mut honest = TestNode::start(None).await;
+    let publisher = TestNode::start(Some(&honest.addr)).await;
+    honest.client.subscribe(demo()).await.unwrap();
+    let p_id = publisher.client.node_id();
+
+    let mut x = hostile_swarm().await;
+    let x_id = node_id(x.local_peer_id());
+    let demo_topic = topic(&demo());
+    x.behaviour_mut().subscribe(&demo_topic).unwrap();
+    x.dial(honest.addr.clone()).unwrap();
+
+    let deadline = Instant::now() + WAIT;
+    let expect_record = |got: Option<(PeerId, NodeRecord)>, id: NodeId, seq: u64| {
+        let (from, record) = got.expect("record within the deadline");
+        assert_eq!((record.node.id, record.node.seq), (id, seq));
+        assert_eq!(node_id(&from), id);
+    };
+
+    // The honest publisher's first record gets through.
+    publisher.client.publish(publisher.record(1)).await.unwrap();
+    expect_record(honest.next_record(deadline).await, p_id, 1);
+
+    // The hostile peer's own valid record gets through too: its channel works.
+    let own = |seq: u64, uptime_s: u32| {
+        let mut node = Node::new(x_id, Role::Relay, 4);
+        node.seq = seq;
+        node.uptime_s = uptime_s;
+        NodeRecord {
+            stream: demo(),
+            node,
+        }
+        .encode()
+    };
+    hostile_publish(&mut x, &demo_topic, own(10, 1)).await;
+    let x_task_deadline = deadline;
+    let got = tokio::select! {
+        got = honest.next_record(deadline) => got,
+        _ = drive(&mut x, x_task_deadline) => None,
+    };
+    expect_record(got, x_id, 10);
+
+    // Replays (ignored: no penalty), then forged, oversized and malformed (rejected).
+    let mut forged = publisher.record(1000);
+    forged.node.capacity = 4;
+    let attacks: Vec<(&str, Vec<u8>)> = vec![
+        ("replayed older seq", own(5, 1)),
+        ("replayed same seq, altered", own(10, 99)),
+        ("forged: the publisher's node id", forged.encode()),
+        ("oversized", vec![b'T'; 1000]),
+        ("malformed", b"TC not a record".to_vec()),
+    ];
+    for (what, data) in attacks {
+        println!("hostile peer publishes: {what}");
+        hostile_publish(&mut x, &demo_topic, data).await;
+    }
+
+    // Every attack is counted, and none produced a record event.
+    let stats = loop {
+        let stats = honest.client.stats().await.unwrap();
+        if stats.ignored_stale == 2 && stats.rejected() == 3 {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "attacks not all seen: {stats:?}");
+        let _ = timeout(Duration::from_millis(50), x.select_next_some()).await;
+    };
+    println!("honest node's validation counters: {stats:?}");
+    assert_eq!(stats.rejected_forged, 1);
+    assert_eq!(stats.rejected_oversized, 1);
+    assert_eq!(stats.rejected_malformed, 1);
+    assert_eq!(stats.accepted, 2);
+
+    // The honest publisher's next record still gets through, although the forgery claimed
+    // seq 1000 for it; it is the very next record event after all the attacks.
+    publisher.client.publish(publisher.record(2)).await.unwrap();
+    expect_record(honest.next_record(deadline).await, p_id, 2);
+    let after = honest.client.stats().await.unwrap();
+    assert_eq!(after.accepted, 3, "{after:?}");
+    assert_eq!(after.rejected(), 3);
+}
+
+/// Drives a raw swarm until `deadline`.
+async fn drive(swarm: &mut Swarm<gossipsub::Behaviour>, deadline: Instant) {
+    while Instant::now() < deadline {
+        let _: Option<SwarmEvent<gossipsub::Event>> =
+            tokio::time::timeout_at(deadline, swarm.next())
+                .await
+                .ok()
+                .flatten();
+    }
+}
+
+#[tokio::test]
+async fn malformed_bootstrap_addresses_give_clear_errors() {
+    use clap::Parser;
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gossip: Args,
+    }
+
+    let err = Cli::try_parse_from(["treecast", "--bootstrap", "127.0.0.1:4001"]).unwrap_err();
+    let text = err.to_string();
+    println!("{text}");
+    assert!(
+        text.contains("invalid bootstrap address \"127.0.0.1:4001\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("/ip4/203.0.113.7/tcp/4001"),
+        "shows the expected form: {text}"
+    );
+
+    let err = "/ip4/127.0.0.1/udp/4001".parse::<Bootstrap>().unwrap_err();
+    assert!(matches!(err, AddrError::NoTransport(_)));
+    assert!(err.to_string().contains("needs a host and a port"), "{err}");
+
+    // A well-formed one, as printed by a node at start-up, is accepted with its peer id.
+    let node = TestNode::start(None).await;
+    let printed = gossip::announce(&node.addr, node.client.peer_id());
+    let addr = printed.strip_prefix("p2p listening on ").unwrap();
+    let b: Bootstrap = addr.parse().unwrap();
+    assert_eq!(b.peer, Some(node.client.peer_id()));
+    let listening = node.client.listen_addrs().await.unwrap();
+    assert!(listening.contains(&node.addr), "{listening:?}");
+}
