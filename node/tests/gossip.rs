@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, PublishError, ValidationMode};
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, tcp, yamux};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use treecast_node::gossip::{
-    self, AddrError, Args, Bootstrap, Client, ClientError, Event, GossipConfig, node_id, topic,
+    self, AddrError, Args, Bootstrap, Client, ClientError, ConfigBuilder, Event, GossipConfig,
+    node_id, topic,
 };
 use treecast_tree::{Message, Node, NodeId, NodeRecord, Role, StreamId};
 
@@ -27,16 +29,23 @@ struct TestNode {
 }
 
 impl TestNode {
+    /// A node on a free loopback TCP port, bootstrapping from `bootstrap`.
     async fn start(bootstrap: Option<&Multiaddr>) -> TestNode {
-        let mut b = GossipConfig::builder()
-            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .mdns(false)
-            .heartbeat(Duration::from_millis(200))
-            .publish_retry(Duration::from_millis(100));
+        let mut b = base().listen("/ip4/127.0.0.1/tcp/0".parse().unwrap());
         if let Some(addr) = bootstrap {
             b = b.bootstrap(addr.to_string().parse().unwrap());
         }
-        let (client, mut events, event_loop) = gossip::new(b.build().unwrap()).await.unwrap();
+        TestNode::launch(b).await
+    }
+
+    /// Starts a node and waits for its first listen address.
+    async fn launch(config: ConfigBuilder) -> TestNode {
+        // RUST_LOG=treecast_node=debug,libp2p_relay=debug shows what the swarms do.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let (client, mut events, event_loop) = gossip::new(config.build().unwrap()).await.unwrap();
         tokio::spawn(event_loop.run());
         let addr = timeout(WAIT, async {
             loop {
@@ -85,6 +94,39 @@ impl TestNode {
         })
         .await
         .expect("a message within the deadline")
+    }
+}
+
+/// Test settings: no mDNS (tests must not see each other), fast heartbeat and retries.
+fn base() -> ConfigBuilder {
+    GossipConfig::builder()
+        .mdns(false)
+        .heartbeat(Duration::from_millis(200))
+        .publish_retry(Duration::from_millis(100))
+}
+
+/// `from` sends an attach with `sdp` to `to` until it is routed and delivered (bounded), with
+/// `to` republishing its record meanwhile so `from` learns its peer from gossip.
+async fn attach_until_delivered(from: &TestNode, to: &TestNode, sdp: &str) {
+    let deadline = Instant::now() + WAIT;
+    let mut seq = 1;
+    loop {
+        to.client.publish(to.record(seq)).await.unwrap();
+        seq += 1;
+        let msg = Message::Attach { replaces: None };
+        match from
+            .client
+            .send(to.client.node_id(), demo(), msg, Some(sdp.to_owned()))
+            .await
+        {
+            Ok(()) => return,
+            Err(e @ (ClientError::UnknownNode(_) | ClientError::Failed(_))) => {
+                println!("attempt {}: {e}", seq - 1);
+            }
+            Err(e) => panic!("unexpected send error: {e}"),
+        }
+        assert!(Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -163,22 +205,7 @@ async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
     let (a_id, b_id) = (a.client.node_id(), b.client.node_id());
 
     // A knows B's node id from gossip or the DHT, never from the test: retry until routed.
-    let deadline = Instant::now() + WAIT;
-    let mut seq = 1;
-    loop {
-        b.client.publish(b.record(seq)).await.unwrap();
-        seq += 1;
-        let msg = Message::Attach { replaces: None };
-        match a.client.send(b_id, demo(), msg, Some(offer.clone())).await {
-            Ok(()) => break,
-            Err(e @ (ClientError::UnknownNode(_) | ClientError::Failed(_))) => {
-                println!("attempt {seq}: {e}");
-            }
-            Err(e) => panic!("unexpected send error: {e}"),
-        }
-        assert!(Instant::now() < deadline, "A never reached B");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    attach_until_delivered(&a, &b, &offer).await;
     let (from, msg, sdp) = b.next_message().await;
     assert_eq!(from, a_id);
     assert_eq!(msg, Message::Attach { replaces: None });
@@ -217,6 +244,56 @@ async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
         .expect_err("unknown stream");
     assert_eq!(err, ClientError::UnknownStream);
     assert_eq!(b.client.stats().await.unwrap().messages, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_message_reaches_a_node_listening_only_through_a_relay() {
+    let relay = TestNode::launch(
+        base()
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .relay_server(true),
+    )
+    .await;
+    // B has no address of its own: like a node behind NAT, it is reachable only through R.
+    let circuit = relay.addr.clone().with(Protocol::P2pCircuit);
+    let mut b = TestNode::launch(
+        base()
+            .listen(circuit)
+            .bootstrap(relay.addr.to_string().parse().unwrap()),
+    )
+    .await;
+    let b_addrs = b.client.listen_addrs().await.unwrap();
+    assert!(!b_addrs.is_empty());
+    for addr in &b_addrs {
+        assert!(addr.iter().any(|p| p == Protocol::P2pCircuit), "{addr}");
+    }
+    println!("B listens only on {b_addrs:?}");
+    let mut a = TestNode::start(Some(&relay.addr)).await;
+    for n in [&relay, &a, &b] {
+        n.client.subscribe(demo()).await.unwrap();
+    }
+
+    let offer = "v=0\r\no=- 5 6 IN IP4 127.0.0.1\r\n";
+    attach_until_delivered(&a, &b, offer).await;
+    let (from, msg, sdp) = b.next_message().await;
+    assert_eq!(from, a.client.node_id());
+    assert_eq!(msg, Message::Attach { replaces: None });
+    assert_eq!(sdp.as_deref(), Some(offer));
+
+    b.client
+        .send(
+            a.client.node_id(),
+            demo(),
+            Message::Accept { depth: 1 },
+            None,
+        )
+        .await
+        .unwrap();
+    let (from, msg, _) = a.next_message().await;
+    assert_eq!(
+        (from, msg),
+        (b.client.node_id(), Message::Accept { depth: 1 })
+    );
 }
 
 /// A raw gossipsub swarm that publishes whatever bytes it is told to: no validation.

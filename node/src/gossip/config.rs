@@ -19,6 +19,7 @@ pub struct GossipConfig {
     pub(crate) mdns: bool,
     pub(crate) upnp: bool,
     pub(crate) relay_server: bool,
+    pub(crate) auto_relay: bool,
     pub(crate) dht_server: bool,
     pub(crate) idle_timeout: Duration,
     pub(crate) heartbeat: Duration,
@@ -41,6 +42,7 @@ impl GossipConfig {
             mdns: true,
             upnp: false,
             relay_server: false,
+            auto_relay: true,
             dht_server: true,
             idle_timeout: Duration::from_secs(120),
             heartbeat: Duration::from_secs(1),
@@ -85,7 +87,9 @@ impl ConfigBuilder {
     }
 
     /// Adds a listen address. Default when none is given: `/ip4/0.0.0.0/tcp/0` and
-    /// `/ip4/0.0.0.0/udp/0/quic-v1` (a free port of each on every interface).
+    /// `/ip4/0.0.0.0/udp/0/quic-v1` (a free port of each on every interface). A relayed
+    /// address (`<relay address>/p2p/<relay>/p2p-circuit`) makes the node reachable through
+    /// that relay.
     pub fn listen(mut self, addr: Multiaddr) -> Self {
         self.0.listen.push(addr);
         self
@@ -109,9 +113,19 @@ impl ConfigBuilder {
         self
     }
 
-    /// Whether to serve as a circuit relay (v2) for nodes behind NAT (default: off).
+    /// Whether to serve as a circuit relay (v2) for nodes behind NAT (default: off). A relay
+    /// server treats its listen addresses as its external addresses: libp2p's relay refuses
+    /// reservations until it has a confirmed external address, and a node offering to relay
+    /// is expected to have a public one.
     pub fn relay_server(mut self, on: bool) -> Self {
         self.0.relay_server = on;
+        self
+    }
+
+    /// Whether to reserve a slot on up to two relays when AutoNAT finds this node is not
+    /// publicly reachable, so others reach it through them (default: on).
+    pub fn auto_relay(mut self, on: bool) -> Self {
+        self.0.auto_relay = on;
         self
     }
 
@@ -187,7 +201,7 @@ impl ConfigBuilder {
             c.listen = default_listen();
         }
         for addr in &c.listen {
-            if transport_of(addr).is_none() {
+            if transport_of(addr).is_none() && !is_relayed(addr) {
                 return Err(ConfigError::Listen(addr.clone()));
             }
         }
@@ -221,7 +235,10 @@ impl ConfigBuilder {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A listen address without a TCP or QUIC transport over IP.
-    #[error("cannot listen on {0}: use /ip4/ADDR/tcp/PORT or /ip4/ADDR/udp/PORT/quic-v1 (or ip6)")]
+    #[error(
+        "cannot listen on {0}: use /ip4/ADDR/tcp/PORT or /ip4/ADDR/udp/PORT/quic-v1 (or ip6), \
+         or RELAY-ADDR/p2p/RELAY-ID/p2p-circuit"
+    )]
     Listen(Multiaddr),
     /// A duration or capacity of zero.
     #[error("{0} must not be zero")]

@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError, TopicHash};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
-use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify, kad, mdns, relay};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use treecast_tree::{NodeId, NodeRecord, StreamId};
@@ -30,6 +31,9 @@ const MAX_IN_FLIGHT: usize = 1024;
 const MAX_QUEUED_RECORDS: usize = 1024;
 /// Most node id -> peer routes remembered.
 const MAX_ROUTES: usize = 65_536;
+/// Relays reserved on when not publicly reachable, and relay candidates remembered.
+const RELAYS: usize = 2;
+const MAX_RELAY_CANDIDATES: usize = 16;
 
 type Reply = oneshot::Sender<Result<(), ClientError>>;
 
@@ -52,6 +56,18 @@ pub struct EventLoop {
     /// Messages waiting for a DHT lookup of their receiver's addresses.
     lookups: HashMap<kad::QueryId, (PeerId, Vec<Outbound>)>,
     bootstrap_started: bool,
+    /// Whether we serve as a relay (then our listen addresses are our external addresses).
+    relay_server: bool,
+    /// Whether to reserve on relays when AutoNAT says we are private.
+    auto_relay: bool,
+    /// Whether AutoNAT last said we are not publicly reachable.
+    private: bool,
+    /// Peers offering to relay, with an address to reach them.
+    relays: BTreeMap<PeerId, Multiaddr>,
+    /// Configured relayed listen addresses waiting for a connection to their relay.
+    circuits: Vec<(PeerId, Multiaddr)>,
+    /// Relays we listen through, with the listener.
+    reserved: BTreeMap<PeerId, ListenerId>,
     stats: Stats,
 }
 
@@ -82,7 +98,25 @@ impl EventLoop {
         events: mpsc::Sender<Event>,
     ) -> Result<Self, Error> {
         let mut swarm = build_swarm(config)?;
+        let mut circuits = Vec::new();
         for addr in &config.listen {
+            if is_relayed(addr) {
+                // libp2p's relay client closes a circuit listener at once (ListenerClosed
+                // with Ok) when its own dial to the relay is refused because another dial to
+                // it is in flight, e.g. the bootstrap dial. So: dial the relay, and listen
+                // through it once connected.
+                let Some((relay, relay_addr)) = relay_of(addr) else {
+                    return Err(Error::Listen {
+                        addr: addr.clone(),
+                        reason: "a relayed address must name its relay: \
+                                 RELAY-ADDR/p2p/RELAY-ID/p2p-circuit"
+                            .into(),
+                    });
+                };
+                let _ = swarm.dial(DialOpts::peer_id(relay).addresses(vec![relay_addr]).build());
+                circuits.push((relay, addr.clone()));
+                continue;
+            }
             swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
                 addr: addr.clone(),
                 reason: e.to_string(),
@@ -101,6 +135,12 @@ impl EventLoop {
             in_flight: HashMap::new(),
             lookups: HashMap::new(),
             bootstrap_started: false,
+            relay_server: config.relay_server,
+            auto_relay: config.auto_relay,
+            private: false,
+            relays: BTreeMap::new(),
+            circuits,
+            reserved: BTreeMap::new(),
             stats: Stats::default(),
         };
         for node in &config.bootstrap {
@@ -141,8 +181,10 @@ impl EventLoop {
                 .address(node.addr.clone())
                 .build(),
         };
-        if let Err(e) = self.swarm.dial(opts) {
-            warn!(addr = %node, error = %e, "cannot dial bootstrap node");
+        match self.swarm.dial(opts) {
+            // Already connected or dialling (e.g. it is also our relay): fine.
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(e) => warn!(addr = %node, error = %e, "cannot dial bootstrap node"),
         }
     }
 
@@ -281,6 +323,9 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             SwarmEvent::NewListenAddr { address, .. } => {
+                if self.relay_server && usable(&address) && !is_relayed(&address) {
+                    self.swarm.add_external_address(address.clone());
+                }
                 let addr = with_peer_id(address, self.local);
                 info!(%addr, "listening");
                 self.notify(Event::Listening { addr });
@@ -293,6 +338,7 @@ impl EventLoop {
             } => {
                 let node = node_id(&peer_id);
                 self.routes.insert(node, peer_id);
+                self.listen_through(peer_id);
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 if num_established.get() == 1 {
                     self.notify(Event::PeerConnected {
@@ -310,6 +356,25 @@ impl EventLoop {
                     peer: peer_id,
                     node: node_id(&peer_id),
                 });
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let lost: Vec<PeerId> = self
+                    .reserved
+                    .iter()
+                    .filter(|(_, l)| **l == listener_id)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for relay in lost {
+                    debug!(%relay, ?reason, "relay listener closed");
+                    self.reserved.remove(&relay);
+                    // Try another one; this relay stays a candidate only if identify says so again.
+                    self.relays.remove(&relay);
+                    self.reserve_relays();
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, %error, "dial failed");
@@ -331,19 +396,13 @@ impl EventLoop {
                 self.publish_queued();
             }
             BehaviourEvent::Tree(event) => self.on_tree(event),
-            // Kademlia learns addresses only from us: add the listen addresses of peers that
-            // serve our DHT, then look for more peers once.
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&KAD_PROTOCOL) =>
-            {
-                for addr in info.listen_addrs {
-                    if usable(&addr) {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
-                }
-                if !self.bootstrap_started {
-                    self.bootstrap_started = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
-                }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identify(peer_id, info);
+            }
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                info!(status = ?new, "reachability");
+                self.private = new == autonat::NatStatus::Private;
+                self.reserve_relays();
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
@@ -372,6 +431,77 @@ impl EventLoop {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        // Kademlia learns addresses only from us: add the listen addresses of peers that serve
+        // our DHT, then look for more peers once.
+        if info.protocols.contains(&KAD_PROTOCOL) {
+            for addr in &info.listen_addrs {
+                if usable(addr) {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                }
+            }
+            if !self.bootstrap_started {
+                self.bootstrap_started = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+            }
+        }
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME)
+            && (self.relays.len() < MAX_RELAY_CANDIDATES || self.relays.contains_key(&peer))
+            && let Some(addr) = info
+                .listen_addrs
+                .into_iter()
+                .find(|a| usable(a) && !is_relayed(a))
+        {
+            self.relays.insert(peer, addr);
+            self.reserve_relays();
+        }
+    }
+
+    /// Starts the configured circuit listeners through `relay`, now that we are connected.
+    fn listen_through(&mut self, relay: PeerId) {
+        let (ready, waiting) = std::mem::take(&mut self.circuits)
+            .into_iter()
+            .partition(|(r, _)| *r == relay);
+        self.circuits = waiting;
+        for (_, circuit) in ready {
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    info!(%circuit, "listening through relay");
+                    self.reserved.insert(relay, listener);
+                }
+                Err(e) => warn!(%circuit, error = %e, "cannot listen through relay"),
+            }
+        }
+    }
+
+    /// When not publicly reachable, listens through up to [`RELAYS`] relays.
+    fn reserve_relays(&mut self) {
+        if !self.auto_relay || !self.private {
+            return;
+        }
+        let candidates: Vec<(PeerId, Multiaddr)> = self
+            .relays
+            .iter()
+            .filter(|(peer, _)| !self.reserved.contains_key(peer))
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (relay, addr) in candidates {
+            if self.reserved.len() >= RELAYS {
+                break;
+            }
+            let circuit = with_peer_id(addr, relay).with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    info!(%circuit, "listening through relay");
+                    self.reserved.insert(relay, listener);
+                }
+                Err(e) => debug!(%circuit, error = %e, "cannot listen through relay"),
+            }
         }
     }
 
@@ -517,6 +647,31 @@ impl EventLoop {
     }
 }
 
+/// `…/p2p-circuit…`: an address through a relay.
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// The relay of a relayed address and the address to reach it: the part before
+/// `/p2p/<relay>/p2p-circuit`.
+fn relay_of(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut relay_addr = Multiaddr::empty();
+    let mut relay = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2pCircuit => return relay.map(|r| (r, relay_addr)),
+            Protocol::P2p(peer) => relay = Some(peer),
+            other => {
+                if relay.is_some() {
+                    return None;
+                }
+                relay_addr.push(other);
+            }
+        }
+    }
+    None
+}
+
 /// Whether an address a peer announces is worth remembering (not an unspecified IP).
 fn usable(addr: &Multiaddr) -> bool {
     !addr.iter().any(|p| match p {
@@ -524,4 +679,26 @@ fn usable(addr: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_unspecified(),
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_of_splits_circuit_addresses() {
+        let relay = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/192.0.2.1/tcp/4001/p2p/{relay}/p2p-circuit")
+            .parse()
+            .expect("multiaddr");
+        let (peer, at) = relay_of(&addr).expect("a relayed address");
+        assert_eq!(peer, relay);
+        assert_eq!(at.to_string(), "/ip4/192.0.2.1/tcp/4001");
+        assert!(is_relayed(&addr));
+        let nameless: Multiaddr = "/ip4/192.0.2.1/tcp/4001/p2p-circuit".parse().expect("ok");
+        assert_eq!(relay_of(&nameless), None);
+        let direct: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().expect("multiaddr");
+        assert!(!is_relayed(&direct) && relay_of(&direct).is_none());
+        assert!(!usable(&"/ip4/0.0.0.0/tcp/1".parse().expect("multiaddr")));
+    }
 }
