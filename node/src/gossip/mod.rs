@@ -31,6 +31,8 @@
 //! [`ClientError::Busy`]), and peer and listen notices are dropped. Each drop is counted in
 //! [`Stats`].
 
+mod addr;
+mod args;
 mod behaviour;
 mod bounded;
 mod client;
@@ -44,13 +46,12 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 use treecast_tree::{Message, NodeId, NodeRecord, StreamId};
 
+pub use addr::{AddrError, Bootstrap, default_listen, with_peer_id};
+pub use args::Args;
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use behaviour::{BuildError, IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAX_TRANSMIT_BYTES};
 pub use client::{Client, ClientError};
-pub use config::{
-    AddrError, Args, Bootstrap, ConfigBuilder, ConfigError, GossipConfig, default_listen,
-    with_peer_id,
-};
+pub use config::{ConfigBuilder, ConfigError, GossipConfig};
 pub use event_loop::EventLoop;
 pub use id::node_id;
 pub use protocol::{Ack, Request, TOPIC_PREFIX, TREE_PROTOCOL, topic};

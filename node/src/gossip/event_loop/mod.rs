@@ -7,7 +7,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError, TopicHash};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
+use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify, kad, mdns, relay};
@@ -15,25 +15,26 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use treecast_tree::{NodeId, NodeRecord, StreamId};
 
+use super::addr::{Bootstrap, is_relayed, with_peer_id};
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, build_swarm, topic_score};
 use super::bounded::BoundedMap;
 use super::client::{ClientError, Command};
-use super::config::{Bootstrap, GossipConfig, with_peer_id};
+use super::config::GossipConfig;
 use super::id::node_id;
-use super::protocol::{Ack, Request, topic};
+use super::protocol::topic;
 use super::validate::{Seqs, Stats, Verdict, validate};
 use super::{Error, Event};
 
-/// Most direct messages awaiting an acknowledgement or a DHT lookup at once; beyond, `send`
-/// fails with [`ClientError::Busy`].
-const MAX_IN_FLIGHT: usize = 1024;
+mod direct;
+mod relays;
+
+use direct::Outbound;
+use relays::{MAX_RELAY_CANDIDATES, relay_of};
+
 /// Most records waiting for a first subscriber (one per node we publish for).
 const MAX_QUEUED_RECORDS: usize = 1024;
 /// Most node id -> peer routes remembered.
 const MAX_ROUTES: usize = 65_536;
-/// Relays reserved on when not publicly reachable, and relay candidates remembered.
-const RELAYS: usize = 2;
-const MAX_RELAY_CANDIDATES: usize = 16;
 
 type Reply = oneshot::Sender<Result<(), ClientError>>;
 
@@ -69,15 +70,6 @@ pub struct EventLoop {
     /// Relays we listen through, with the listener.
     reserved: BTreeMap<PeerId, ListenerId>,
     stats: Stats,
-}
-
-/// A direct message on its way.
-struct Outbound {
-    peer: PeerId,
-    request: Request,
-    reply: Reply,
-    /// Whether a DHT lookup was already tried after a dial failure.
-    looked_up: bool,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -293,32 +285,6 @@ impl EventLoop {
         }
     }
 
-    fn send(&mut self, to: NodeId, request: Request, reply: Reply) {
-        if self.in_flight.len() + self.lookups.len() >= MAX_IN_FLIGHT {
-            let _ = reply.send(Err(ClientError::Busy));
-            return;
-        }
-        let Some(&peer) = self.routes.get(&to) else {
-            let _ = reply.send(Err(ClientError::UnknownNode(to)));
-            return;
-        };
-        self.send_request(Outbound {
-            peer,
-            request,
-            reply,
-            looked_up: false,
-        });
-    }
-
-    fn send_request(&mut self, out: Outbound) {
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .tree
-            .send_request(&out.peer, out.request.clone());
-        self.in_flight.insert(id, out);
-    }
-
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
@@ -462,49 +428,6 @@ impl EventLoop {
         }
     }
 
-    /// Starts the configured circuit listeners through `relay`, now that we are connected.
-    fn listen_through(&mut self, relay: PeerId) {
-        let (ready, waiting) = std::mem::take(&mut self.circuits)
-            .into_iter()
-            .partition(|(r, _)| *r == relay);
-        self.circuits = waiting;
-        for (_, circuit) in ready {
-            match self.swarm.listen_on(circuit.clone()) {
-                Ok(listener) => {
-                    info!(%circuit, "listening through relay");
-                    self.reserved.insert(relay, listener);
-                }
-                Err(e) => warn!(%circuit, error = %e, "cannot listen through relay"),
-            }
-        }
-    }
-
-    /// When not publicly reachable, listens through up to [`RELAYS`] relays.
-    fn reserve_relays(&mut self) {
-        if !self.auto_relay || !self.private {
-            return;
-        }
-        let candidates: Vec<(PeerId, Multiaddr)> = self
-            .relays
-            .iter()
-            .filter(|(peer, _)| !self.reserved.contains_key(peer))
-            .map(|(p, a)| (*p, a.clone()))
-            .collect();
-        for (relay, addr) in candidates {
-            if self.reserved.len() >= RELAYS {
-                break;
-            }
-            let circuit = with_peer_id(addr, relay).with(Protocol::P2pCircuit);
-            match self.swarm.listen_on(circuit.clone()) {
-                Ok(listener) => {
-                    info!(%circuit, "listening through relay");
-                    self.reserved.insert(relay, listener);
-                }
-                Err(e) => debug!(%circuit, error = %e, "cannot listen through relay"),
-            }
-        }
-    }
-
     /// Validates a gossip message, reports the verdict to gossipsub (which forwards only
     /// accepted messages and scores rejections), and hands an accepted record to the driver.
     fn on_gossip(
@@ -540,105 +463,6 @@ impl EventLoop {
         }
     }
 
-    fn on_tree(&mut self, event: request_response::Event<Request, Ack>) {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let ack = if !self.streams.values().any(|s| *s == request.stream) {
-                    Ack::UnknownStream
-                } else {
-                    let event = Event::Message {
-                        from: node_id(&peer),
-                        peer,
-                        stream: request.stream,
-                        msg: request.msg,
-                        sdp: request.sdp,
-                    };
-                    match self.events.try_send(event) {
-                        Ok(()) => {
-                            self.stats.messages += 1;
-                            Ack::Delivered
-                        }
-                        Err(_) => {
-                            self.stats.messages_busy += 1;
-                            Ack::Busy
-                        }
-                    }
-                };
-                // Fails only when the connection closed meanwhile; the sender sees that.
-                let _ = self.swarm.behaviour_mut().tree.send_response(channel, ack);
-            }
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(out) = self.in_flight.remove(&request_id) {
-                    let result = match response {
-                        Ack::Delivered => Ok(()),
-                        Ack::Busy => Err(ClientError::Busy),
-                        Ack::UnknownStream => Err(ClientError::UnknownStream),
-                    };
-                    let _ = out.reply.send(result);
-                }
-            }
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                let Some(out) = self.in_flight.remove(&request_id) else {
-                    return;
-                };
-                if matches!(error, OutboundFailure::DialFailure) && !out.looked_up {
-                    // No usable address known: ask the DHT, then try once more.
-                    let peer = out.peer;
-                    let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
-                    self.lookups.insert(query, (peer, vec![out]));
-                } else {
-                    let _ = out.reply.send(Err(ClientError::Failed(error.to_string())));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn on_lookup(&mut self, query: kad::QueryId, peers: Vec<kad::PeerInfo>, last: bool) {
-        let Some((target, _)) = self.lookups.get(&query) else {
-            return;
-        };
-        let found = peers.into_iter().find(|p| p.peer_id == *target);
-        if found.is_none() && !last {
-            return;
-        }
-        let Some((peer, waiting)) = self.lookups.remove(&query) else {
-            return;
-        };
-        let addrs = found.map(|p| p.addrs).unwrap_or_default();
-        for mut out in waiting {
-            out.looked_up = true;
-            if addrs.is_empty() && !self.swarm.is_connected(&peer) {
-                let _ = out.reply.send(Err(ClientError::Failed(format!(
-                    "no address found for peer {peer}"
-                ))));
-                continue;
-            }
-            let id = self.swarm.behaviour_mut().tree.send_request_with_addresses(
-                &peer,
-                out.request.clone(),
-                addrs.clone(),
-            );
-            self.in_flight.insert(id, out);
-        }
-    }
-
     /// Hands an informational event to the driver, dropping it when the channel is full.
     fn notify(&mut self, event: Event) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
@@ -647,58 +471,11 @@ impl EventLoop {
     }
 }
 
-/// `…/p2p-circuit…`: an address through a relay.
-fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
-}
-
-/// The relay of a relayed address and the address to reach it: the part before
-/// `/p2p/<relay>/p2p-circuit`.
-fn relay_of(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
-    let mut relay_addr = Multiaddr::empty();
-    let mut relay = None;
-    for p in addr.iter() {
-        match p {
-            Protocol::P2pCircuit => return relay.map(|r| (r, relay_addr)),
-            Protocol::P2p(peer) => relay = Some(peer),
-            other => {
-                if relay.is_some() {
-                    return None;
-                }
-                relay_addr.push(other);
-            }
-        }
-    }
-    None
-}
-
 /// Whether an address a peer announces is worth remembering (not an unspecified IP).
-fn usable(addr: &Multiaddr) -> bool {
+pub(super) fn usable(addr: &Multiaddr) -> bool {
     !addr.iter().any(|p| match p {
         Protocol::Ip4(ip) => ip.is_unspecified(),
         Protocol::Ip6(ip) => ip.is_unspecified(),
         _ => false,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relay_of_splits_circuit_addresses() {
-        let relay = PeerId::random();
-        let addr: Multiaddr = format!("/ip4/192.0.2.1/tcp/4001/p2p/{relay}/p2p-circuit")
-            .parse()
-            .expect("multiaddr");
-        let (peer, at) = relay_of(&addr).expect("a relayed address");
-        assert_eq!(peer, relay);
-        assert_eq!(at.to_string(), "/ip4/192.0.2.1/tcp/4001");
-        assert!(is_relayed(&addr));
-        let nameless: Multiaddr = "/ip4/192.0.2.1/tcp/4001/p2p-circuit".parse().expect("ok");
-        assert_eq!(relay_of(&nameless), None);
-        let direct: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().expect("multiaddr");
-        assert!(!is_relayed(&direct) && relay_of(&direct).is_none());
-        assert!(!usable(&"/ip4/0.0.0.0/tcp/1".parse().expect("multiaddr")));
-    }
 }
