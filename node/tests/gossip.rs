@@ -296,6 +296,76 @@ async fn direct_message_reaches_a_node_listening_only_through_a_relay() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_does_not_keep_up_costs_drops_not_memory() {
+    let a = TestNode::start(None).await;
+    // B's driver queue holds 4 events and nobody reads it for a while.
+    let mut b = TestNode::launch(
+        base()
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .bootstrap(a.addr.to_string().parse().unwrap())
+            .event_capacity(4),
+    )
+    .await;
+    for n in [&a, &b] {
+        n.client.subscribe(demo()).await.unwrap();
+    }
+    let b_id = b.client.node_id();
+
+    // Direct messages beyond the queue are answered busy: the sender knows at once.
+    let deadline = Instant::now() + WAIT;
+    let mut busy = 0;
+    let mut sent = 0;
+    while busy == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never busy after {sent} messages"
+        );
+        match a.client.send(b_id, demo(), Message::Detach, None).await {
+            Ok(()) => sent += 1,
+            Err(ClientError::Busy) => busy += 1,
+            Err(ClientError::UnknownNode(_)) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("unexpected send error: {e}"),
+        }
+    }
+    assert!(
+        sent <= 4,
+        "at most the queue's capacity is delivered, got {sent}"
+    );
+
+    // Records beyond the queue are dropped and counted, not remembered as seen.
+    let mut seq = 1;
+    let stats = loop {
+        a.client.publish(a.record(seq)).await.unwrap();
+        seq += 1;
+        let stats = b.client.stats().await.unwrap();
+        if stats.dropped_records > 0 {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "no record dropped: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("B after {sent} messages and {} records: {stats:?}", seq - 1);
+    assert_eq!(stats.messages_busy, busy);
+
+    // Once B's driver catches up, A's next record gets through (after any still in flight).
+    while b.events.try_recv().is_ok() {}
+    a.client.publish(a.record(seq)).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, record) = b
+            .next_record(deadline)
+            .await
+            .expect("a record after catching up");
+        assert_eq!(record.node.id, a.client.node_id());
+        if record.node.seq == seq {
+            break;
+        }
+    }
+}
+
 /// A raw gossipsub swarm that publishes whatever bytes it is told to: no validation.
 async fn hostile_swarm() -> Swarm<gossipsub::Behaviour> {
     SwarmBuilder::with_new_identity()

@@ -48,7 +48,8 @@ pub enum Ignored {
 /// Counters of validation outcomes and of what the driver never saw, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Records accepted (and forwarded).
+    /// Records accepted by validation (and forwarded); those the driver got are
+    /// `accepted - dropped_records`.
     pub accepted: u64,
     /// Rejected: over the record size cap.
     pub rejected_oversized: u64,
