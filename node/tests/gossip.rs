@@ -191,9 +191,28 @@ async fn five_nodes_with_one_bootstrap_address_all_learn_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
-    let hub = TestNode::start(None).await;
-    let mut a = TestNode::start(Some(&hub.addr)).await;
-    let mut b = TestNode::start(Some(&hub.addr)).await;
+    // The hub listens on TCP and QUIC; A joins over QUIC, B over TCP.
+    let hub = TestNode::launch(
+        base()
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .listen("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    let (tcp, quic) = loop {
+        let addrs = hub.client.listen_addrs().await.unwrap();
+        let find = |name: &str| addrs.iter().find(|a| a.to_string().contains(name)).cloned();
+        if let (Some(tcp), Some(quic)) = (find("/tcp/"), find("/quic-v1/")) {
+            break (tcp, quic);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hub not listening on both: {addrs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut a = TestNode::start(Some(&quic)).await;
+    let mut b = TestNode::start(Some(&tcp)).await;
     for n in [&hub, &a, &b] {
         n.client.subscribe(demo()).await.unwrap();
     }

@@ -11,13 +11,14 @@ use super::config::{ConfigBuilder, GossipConfig};
 pub struct Args {
     /// Address for the gossip overlay to listen on (repeatable). Default: a free TCP port and a
     /// free QUIC port on all interfaces (/ip4/0.0.0.0/tcp/0 and /ip4/0.0.0.0/udp/0/quic-v1).
-    /// The node's full address, with /p2p/<peer id>, is printed at start-up.
+    /// The node's full address, with /p2p/PEER-ID, is printed at start-up. A relayed address,
+    /// RELAY-ADDR/p2p/RELAY-ID/p2p-circuit, makes the node reachable through that relay.
     #[arg(long = "p2p-listen", value_name = "MULTIADDR")]
     pub p2p_listen: Vec<Multiaddr>,
 
     /// A node to join the overlay through (repeatable), e.g.
     /// /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW... as printed by that node at start-up. The
-    /// /p2p/<peer id> suffix is optional; /dns4/HOST/tcp/PORT and QUIC addresses work too.
+    /// /p2p/PEER-ID suffix is optional; /dns4/HOST/tcp/PORT and QUIC addresses work too.
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<Bootstrap>,
 
@@ -88,5 +89,19 @@ mod tests {
             err.to_string().contains("invalid bootstrap address"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn help_explains_the_flags() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        println!("{help}");
+        for needle in [
+            "--p2p-listen <MULTIADDR>",
+            "--bootstrap <MULTIADDR>",
+            "/p2p/PEER-ID",
+        ] {
+            assert!(help.contains(needle), "{needle} missing from:\n{help}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use super::protocol::Request;
 use super::validate::Stats;
 
 /// A handle on the gossip [`super::EventLoop`]. Cheap to clone; every method sends one
-/// [`Command`] over a bounded channel (so it waits when the event loop is behind) and awaits
+/// command over a bounded channel (so it waits when the event loop is behind) and awaits
 /// the answer. When every `Client` is dropped the event loop ends.
 #[derive(Debug, Clone)]
 pub struct Client {
