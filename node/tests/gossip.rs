@@ -266,6 +266,48 @@ async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_without_a_known_address_is_found_through_the_dht() {
+    let mut hub = TestNode::start(None).await;
+    // A does not serve the DHT, so nobody who joins later learns of it and dials it.
+    let a = TestNode::launch(
+        base()
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .bootstrap(hub.addr.to_string().parse().unwrap())
+            .dht_server(false),
+    )
+    .await;
+    for n in [&hub, &a] {
+        n.client.subscribe(demo()).await.unwrap();
+    }
+    // A's own DHT bootstrap (one query to the hub) is long done once its record has
+    // travelled through the hub's gossip.
+    let deadline = Instant::now() + WAIT;
+    let mut seq = 1;
+    loop {
+        a.client.publish(a.record(seq)).await.unwrap();
+        seq += 1;
+        let round = (Instant::now() + Duration::from_millis(300)).min(deadline);
+        if hub.next_record(round).await.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hub never heard A");
+    }
+    // B joins now: A knows B only from B's records, forwarded by the hub, and has no address
+    // for it, so its first dial fails and it asks the DHT.
+    let mut b = TestNode::start(Some(&hub.addr)).await;
+    b.client.subscribe(demo()).await.unwrap();
+    attach_until_delivered(&a, &b, "v=0\r\n").await;
+    let (from, _, sdp) = b.next_message().await;
+    assert_eq!(from, a.client.node_id());
+    assert_eq!(sdp.as_deref(), Some("v=0\r\n"));
+    let stats = a.client.stats().await.unwrap();
+    assert!(
+        stats.lookups >= 1,
+        "delivered without a DHT lookup: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_message_reaches_a_node_listening_only_through_a_relay() {
     let relay = TestNode::launch(
         base()

@@ -73,6 +73,8 @@ pub struct Stats {
     pub messages_busy: u64,
     /// Records published (handed to gossipsub).
     pub published: u64,
+    /// Direct messages whose receiver had to be looked up in the DHT after a failed dial.
+    pub lookups: u64,
 }
 
 impl Stats {

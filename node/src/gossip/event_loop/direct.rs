@@ -2,6 +2,7 @@
 
 use libp2p::request_response::{self, OutboundFailure};
 use libp2p::{PeerId, kad};
+use tracing::debug;
 use treecast_tree::NodeId;
 
 use super::{EventLoop, Reply};
@@ -110,6 +111,8 @@ impl EventLoop {
                 if matches!(error, OutboundFailure::DialFailure) && !out.looked_up {
                     // No usable address known: ask the DHT, then try once more.
                     let peer = out.peer;
+                    debug!(%peer, "no address for a direct message; looking it up");
+                    self.stats.lookups += 1;
                     let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                     self.lookups.insert(query, (peer, vec![out]));
                 } else {

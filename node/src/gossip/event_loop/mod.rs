@@ -12,7 +12,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify, kad, mdns, relay};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 use treecast_tree::{NodeId, NodeRecord, StreamId};
 
 use super::addr::{Bootstrap, is_relayed, with_peer_id};
@@ -141,8 +141,14 @@ impl EventLoop {
         Ok(event_loop)
     }
 
-    /// Runs until every client is dropped.
-    pub async fn run(mut self) {
+    /// Runs until every client is dropped. Logs go to a `gossip` span naming this node, so
+    /// the logs of many nodes in one process stay readable.
+    pub async fn run(self) {
+        let span = info_span!("gossip", node = %node_id(&self.local));
+        self.run_inner().instrument(span).await;
+    }
+
+    async fn run_inner(mut self) {
         let mut retry = tokio::time::interval(self.publish_retry);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
