@@ -1,0 +1,212 @@
+//! The composed libp2p behaviour and the swarm built around it.
+
+use std::fmt;
+use std::time::Duration;
+
+use libp2p::gossipsub::{self, MessageAuthenticity, MessageId, ValidationMode};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, autonat, dcutr, identify, kad, mdns, noise, ping, relay,
+    tcp, upnp, yamux,
+};
+use sha2::{Digest, Sha256};
+
+use super::config::GossipConfig;
+use super::protocol::{Ack, Request, TREE_PROTOCOL};
+
+/// The Kademlia protocol of the treecast overlay: a private DHT, not the public IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/treecast/kad/1");
+
+/// What `identify` announces as protocol version.
+pub const IDENTIFY_PROTOCOL: &str = "/treecast/1";
+
+/// The largest gossipsub frame accepted. Records are at most 256 bytes; the rest is room for
+/// the signature, the key and control messages (IHAVE lists).
+pub const MAX_TRANSMIT_BYTES: usize = 16 * 1024;
+
+/// Every protocol a treecast node speaks, composed.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Records, one topic per stream.
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    /// Direct agent messages with an optional SDP.
+    pub(crate) tree: request_response::cbor::Behaviour<Request, Ack>,
+    /// Learns peers' listen addresses and protocols.
+    pub(crate) identify: identify::Behaviour,
+    /// Keeps connections alive and measures RTT.
+    pub(crate) ping: ping::Behaviour,
+    /// Finds peers from the bootstrap nodes on, and the addresses of a peer to message.
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// LAN discovery.
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Reach and be reached through a relay when behind NAT.
+    pub(crate) relay_client: relay::client::Behaviour,
+    /// Serve as a relay for others.
+    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    /// Upgrade relayed connections to direct ones (hole punching).
+    pub(crate) dcutr: dcutr::Behaviour,
+    /// Learn whether we are publicly reachable.
+    pub(crate) autonat: autonat::Behaviour,
+    /// Port mappings on the home router.
+    pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
+}
+
+impl fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Behaviour").finish_non_exhaustive()
+    }
+}
+
+/// Why the swarm could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A transport failed to initialise.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// A behaviour refused its configuration.
+    #[error("behaviour: {0}")]
+    Behaviour(String),
+}
+
+/// Builds the swarm: TCP and QUIC (noise, yamux), DNS, relay client, and [`Behaviour`].
+/// Must be called inside a tokio runtime.
+pub(crate) fn build_swarm(config: &GossipConfig) -> Result<Swarm<Behaviour>, BuildError> {
+    let transport = |e: &dyn fmt::Display| BuildError::Transport(e.to_string());
+    let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| transport(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport(&e))?
+        .with_behaviour(|key, relay_client| {
+            Behaviour::new(key, relay_client, config).map_err(Into::into)
+        })
+        .map_err(|e| BuildError::Behaviour(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .build();
+    Ok(swarm)
+}
+
+impl Behaviour {
+    fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        config: &GossipConfig,
+    ) -> Result<Self, BuildError> {
+        let peer = key.public().to_peer_id();
+        let bad = |e: &dyn fmt::Display| BuildError::Behaviour(e.to_string());
+
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(config.heartbeat)
+            .validation_mode(ValidationMode::Strict)
+            .validate_messages()
+            .message_id_fn(message_id)
+            .max_transmit_size(MAX_TRANSMIT_BYTES)
+            .build()
+            .map_err(|e| bad(&e))?;
+        let mut gossipsub =
+            gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)
+                .map_err(|e| bad(&e))?;
+        let score = gossipsub::PeerScoreParams {
+            ip_colocation_factor_whitelist: config.colocation_whitelist.iter().copied().collect(),
+            ..Default::default()
+        };
+        gossipsub
+            .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
+            .map_err(|e| bad(&e))?;
+
+        let tree = request_response::cbor::Behaviour::with_codec(
+            request_response::cbor::codec::Codec::default()
+                .set_request_size_maximum(config.max_request_bytes as u64)
+                .set_response_size_maximum(1024),
+            [(TREE_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(config.request_timeout),
+        );
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                .with_agent_version(format!("treecast/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true)
+                .with_cache_size(256),
+        );
+
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        kad_config.set_query_timeout(Duration::from_secs(10));
+        let mut kad =
+            kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+        if config.dht_server {
+            kad.set_mode(Some(kad::Mode::Server));
+        }
+
+        let mdns = if config.mdns {
+            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer).map_err(|e| bad(&e))?)
+        } else {
+            None
+        };
+        let relay_server = config
+            .relay_server
+            .then(|| relay::Behaviour::new(peer, relay::Config::default()));
+        let upnp = config.upnp.then(upnp::tokio::Behaviour::default);
+
+        Ok(Behaviour {
+            gossipsub,
+            tree,
+            identify,
+            ping: ping::Behaviour::default(),
+            kad,
+            mdns: mdns.into(),
+            relay_client,
+            relay_server: relay_server.into(),
+            dcutr: dcutr::Behaviour::new(peer),
+            autonat: autonat::Behaviour::new(peer, autonat::Config::default()),
+            upnp: upnp.into(),
+        })
+    }
+}
+
+/// Score parameters of a stream topic, tuned for records: a few messages per node per
+/// refresh period, so no penalty for delivering little (P3/P3b off, unlike the defaults, which
+/// expect 20 messages in a window and would graylist honest peers of a quiet stream); a heavy
+/// penalty for invalid messages (P4: three rejected records take a peer below the graylist
+/// threshold, where its messages are dropped unseen), decaying within about a minute.
+pub(crate) fn topic_score() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 50.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.9,
+        ..gossipsub::TopicScoreParams::default()
+    }
+}
+
+/// Message id: SHA-256 over the signer's peer id and the data, truncated to 20 bytes.
+///
+/// Over the content rather than libp2p's default (source and random sequence number) so the
+/// same record reaching us on several paths is one message. The signer is included so a
+/// hostile peer copying an honest record under its own signature gets a different id: it is
+/// rejected as forged without shadowing the honest copy in the duplicate cache.
+fn message_id(message: &gossipsub::Message) -> MessageId {
+    let mut h = Sha256::new();
+    if let Some(source) = &message.source {
+        h.update(source.to_bytes());
+    }
+    h.update(&message.data);
+    MessageId::new(&h.finalize()[..20])
+}

@@ -1,0 +1,154 @@
+//! Direct messages (`/treecast/tree/1`): sending, the DHT lookup fallback, receiving.
+
+use libp2p::request_response::{self, OutboundFailure};
+use libp2p::{PeerId, kad};
+use tracing::debug;
+use treecast_tree::NodeId;
+
+use super::{EventLoop, Reply};
+use crate::gossip::Event;
+use crate::gossip::client::ClientError;
+use crate::gossip::id::node_id;
+use crate::gossip::protocol::{Ack, Request};
+
+/// Most direct messages awaiting an acknowledgement or a DHT lookup at once; beyond, `send`
+/// fails with [`ClientError::Busy`].
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// A direct message on its way.
+pub(super) struct Outbound {
+    peer: PeerId,
+    request: Request,
+    reply: Reply,
+    /// Whether a DHT lookup was already tried after a dial failure.
+    looked_up: bool,
+}
+
+impl EventLoop {
+    pub(super) fn send(&mut self, to: NodeId, request: Request, reply: Reply) {
+        if self.in_flight.len() + self.lookups.len() >= MAX_IN_FLIGHT {
+            let _ = reply.send(Err(ClientError::Busy));
+            return;
+        }
+        let Some(&peer) = self.routes.get(&to) else {
+            let _ = reply.send(Err(ClientError::UnknownNode(to)));
+            return;
+        };
+        self.send_request(Outbound {
+            peer,
+            request,
+            reply,
+            looked_up: false,
+        });
+    }
+
+    pub(super) fn send_request(&mut self, out: Outbound) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .tree
+            .send_request(&out.peer, out.request.clone());
+        self.in_flight.insert(id, out);
+    }
+
+    pub(super) fn on_tree(&mut self, event: request_response::Event<Request, Ack>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let ack = if !self.streams.values().any(|s| *s == request.stream) {
+                    Ack::UnknownStream
+                } else {
+                    let event = Event::Message {
+                        from: node_id(&peer),
+                        peer,
+                        stream: request.stream,
+                        msg: request.msg,
+                        sdp: request.sdp,
+                    };
+                    match self.events.try_send(event) {
+                        Ok(()) => {
+                            self.stats.messages += 1;
+                            Ack::Delivered
+                        }
+                        Err(_) => {
+                            self.stats.messages_busy += 1;
+                            Ack::Busy
+                        }
+                    }
+                };
+                // Fails only when the connection closed meanwhile; the sender sees that.
+                let _ = self.swarm.behaviour_mut().tree.send_response(channel, ack);
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(out) = self.in_flight.remove(&request_id) {
+                    let result = match response {
+                        Ack::Delivered => Ok(()),
+                        Ack::Busy => Err(ClientError::Busy),
+                        Ack::UnknownStream => Err(ClientError::UnknownStream),
+                    };
+                    let _ = out.reply.send(result);
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                let Some(out) = self.in_flight.remove(&request_id) else {
+                    return;
+                };
+                if matches!(error, OutboundFailure::DialFailure) && !out.looked_up {
+                    // No usable address known: ask the DHT, then try once more.
+                    let peer = out.peer;
+                    debug!(%peer, "no address for a direct message; looking it up");
+                    self.stats.lookups += 1;
+                    let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                    self.lookups.insert(query, (peer, vec![out]));
+                } else {
+                    let _ = out.reply.send(Err(ClientError::Failed(error.to_string())));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_lookup(&mut self, query: kad::QueryId, peers: Vec<kad::PeerInfo>, last: bool) {
+        let Some((target, _)) = self.lookups.get(&query) else {
+            return;
+        };
+        let found = peers.into_iter().find(|p| p.peer_id == *target);
+        if found.is_none() && !last {
+            return;
+        }
+        let Some((peer, waiting)) = self.lookups.remove(&query) else {
+            return;
+        };
+        let addrs = found.map(|p| p.addrs).unwrap_or_default();
+        for mut out in waiting {
+            out.looked_up = true;
+            if addrs.is_empty() && !self.swarm.is_connected(&peer) {
+                let _ = out.reply.send(Err(ClientError::Failed(format!(
+                    "no address found for peer {peer}"
+                ))));
+                continue;
+            }
+            let id = self.swarm.behaviour_mut().tree.send_request_with_addresses(
+                &peer,
+                out.request.clone(),
+                addrs.clone(),
+            );
+            self.in_flight.insert(id, out);
+        }
+    }
+}

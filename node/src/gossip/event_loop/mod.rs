@@ -1,0 +1,487 @@
+//! The task that owns the swarm: runs commands, validates what arrives, feeds the driver.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use libp2p::core::transport::ListenerId;
+use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance, PublishError, TopicHash};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::OutboundRequestId;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify, kad, mdns, relay};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span, warn};
+use treecast_tree::{NodeId, NodeRecord, StreamId};
+
+use super::addr::{Bootstrap, is_relayed, with_peer_id};
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, build_swarm, topic_score};
+use super::bounded::BoundedMap;
+use super::client::{ClientError, Command};
+use super::config::GossipConfig;
+use super::id::node_id;
+use super::protocol::topic;
+use super::validate::{Seqs, Stats, Verdict, validate};
+use super::{Error, Event};
+
+mod direct;
+mod relays;
+
+use direct::Outbound;
+use relays::{MAX_RELAY_CANDIDATES, relay_of};
+
+/// Most records waiting for a first subscriber (one per node we publish for).
+const MAX_QUEUED_RECORDS: usize = 1024;
+/// Most node id -> peer routes remembered.
+const MAX_ROUTES: usize = 65_536;
+
+type Reply = oneshot::Sender<Result<(), ClientError>>;
+
+/// Owns the swarm; run it as one task with [`EventLoop::run`]. It ends when every
+/// [`super::Client`] is dropped.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    local: PeerId,
+    /// The streams we follow, by topic.
+    streams: HashMap<TopicHash, StreamId>,
+    seqs: Seqs,
+    /// Which peer speaks for a node: the node itself, or the proxy of a browser.
+    routes: BoundedMap<NodeId, PeerId>,
+    /// Records not yet published for lack of subscribers, newest per (stream, node).
+    queued: BTreeMap<(StreamId, NodeId), NodeRecord>,
+    publish_retry: Duration,
+    in_flight: HashMap<OutboundRequestId, Outbound>,
+    /// Messages waiting for a DHT lookup of their receiver's addresses.
+    lookups: HashMap<kad::QueryId, (PeerId, Vec<Outbound>)>,
+    bootstrap_started: bool,
+    /// Whether we serve as a relay (then our listen addresses are our external addresses).
+    relay_server: bool,
+    /// Whether to reserve on relays when AutoNAT says we are private.
+    auto_relay: bool,
+    /// Whether AutoNAT last said we are not publicly reachable.
+    private: bool,
+    /// Peers offering to relay, with an address to reach them.
+    relays: BTreeMap<PeerId, Multiaddr>,
+    /// Configured relayed listen addresses waiting for a connection to their relay.
+    circuits: Vec<(PeerId, Multiaddr)>,
+    /// Relays we listen through, with the listener.
+    reserved: BTreeMap<PeerId, ListenerId>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("local", &self.local)
+            .field("streams", &self.streams.len())
+            .field("in_flight", &self.in_flight.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn start(
+        config: &GossipConfig,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Self, Error> {
+        let mut swarm = build_swarm(config)?;
+        let mut circuits = Vec::new();
+        for addr in &config.listen {
+            if is_relayed(addr) {
+                // libp2p's relay client closes a circuit listener at once (ListenerClosed
+                // with Ok) when its own dial to the relay is refused because another dial to
+                // it is in flight, e.g. the bootstrap dial. So: dial the relay, and listen
+                // through it once connected.
+                let Some((relay, relay_addr)) = relay_of(addr) else {
+                    return Err(Error::Listen {
+                        addr: addr.clone(),
+                        reason: "a relayed address must name its relay: \
+                                 RELAY-ADDR/p2p/RELAY-ID/p2p-circuit"
+                            .into(),
+                    });
+                };
+                let _ = swarm.dial(DialOpts::peer_id(relay).addresses(vec![relay_addr]).build());
+                circuits.push((relay, addr.clone()));
+                continue;
+            }
+            swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let mut event_loop = EventLoop {
+            local: *swarm.local_peer_id(),
+            swarm,
+            commands,
+            events,
+            streams: HashMap::new(),
+            seqs: Seqs::new(config.seq_capacity),
+            routes: BoundedMap::new(MAX_ROUTES),
+            queued: BTreeMap::new(),
+            publish_retry: config.publish_retry,
+            in_flight: HashMap::new(),
+            lookups: HashMap::new(),
+            bootstrap_started: false,
+            relay_server: config.relay_server,
+            auto_relay: config.auto_relay,
+            private: false,
+            relays: BTreeMap::new(),
+            circuits,
+            reserved: BTreeMap::new(),
+            stats: Stats::default(),
+        };
+        for node in &config.bootstrap {
+            event_loop.dial_bootstrap(node);
+        }
+        Ok(event_loop)
+    }
+
+    /// Runs until every client is dropped. Logs go to a `gossip` span naming this node, so
+    /// the logs of many nodes in one process stay readable.
+    pub async fn run(self) {
+        let span = info_span!("gossip", node = %node_id(&self.local));
+        self.run_inner().instrument(span).await;
+    }
+
+    async fn run_inner(mut self) {
+        let mut retry = tokio::time::interval(self.publish_retry);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = retry.tick(), if !self.queued.is_empty() => self.publish_queued(),
+            }
+        }
+        debug!(peer = %self.local, "gossip event loop stopped");
+    }
+
+    fn dial_bootstrap(&mut self, node: &Bootstrap) {
+        let opts = match node.peer {
+            Some(peer) => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, node.addr.clone());
+                DialOpts::peer_id(peer)
+                    .addresses(vec![node.addr.clone()])
+                    .build()
+            }
+            None => DialOpts::unknown_peer_id()
+                .address(node.addr.clone())
+                .build(),
+        };
+        match self.swarm.dial(opts) {
+            // Already connected or dialling (e.g. it is also our relay): fine.
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(e) => warn!(addr = %node, error = %e, "cannot dial bootstrap node"),
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Subscribe { stream, reply } => {
+                let _ = reply.send(self.subscribe(&stream));
+            }
+            Command::Publish { record, reply } => {
+                let _ = reply.send(self.publish(record));
+            }
+            Command::Send { to, request, reply } => self.send(to, request, reply),
+            Command::Dial { addr, reply } => {
+                let r = self
+                    .swarm
+                    .dial(addr)
+                    .map_err(|e| ClientError::Dial(e.to_string()));
+                let _ = reply.send(r);
+            }
+            Command::ListenAddrs { reply } => {
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| with_peer_id(a.clone(), self.local))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, stream: &StreamId) -> Result<(), ClientError> {
+        let topic = topic(stream);
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        if gossipsub
+            .subscribe(&topic)
+            .map_err(|e| ClientError::Subscribe(e.to_string()))?
+        {
+            gossipsub
+                .set_topic_params(topic.clone(), topic_score())
+                .map_err(|e| ClientError::Subscribe(e.to_string()))?;
+            self.streams.insert(topic.hash(), stream.clone());
+            info!(%stream, "following stream");
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, record: NodeRecord) -> Result<(), ClientError> {
+        let me = node_id(&self.local);
+        if record.node.id != me && record.node.via != Some(me) {
+            return Err(ClientError::NotOurs(record.node.id));
+        }
+        self.subscribe(&record.stream)?;
+        let key = (record.stream.clone(), record.node.id);
+        match self.try_publish(&record) {
+            Ok(()) => {
+                self.queued.remove(&key);
+                Ok(())
+            }
+            Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
+                // Pitfall: nobody has our subscription yet; retry on the next tick.
+                if self.queued.len() >= MAX_QUEUED_RECORDS && !self.queued.contains_key(&key) {
+                    return Err(ClientError::Publish("too many records queued".into()));
+                }
+                if self
+                    .queued
+                    .get(&key)
+                    .is_none_or(|old| old.node.seq < record.node.seq)
+                {
+                    self.queued.insert(key, record);
+                }
+                Ok(())
+            }
+            Err(e) => Err(ClientError::Publish(e.to_string())),
+        }
+    }
+
+    fn try_publish(&mut self, record: &NodeRecord) -> Result<(), PublishError> {
+        let result = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic(&record.stream), record.encode());
+        match result {
+            // The same bytes were published already: nothing to do.
+            Ok(_) | Err(PublishError::Duplicate) => {
+                self.stats.published += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn publish_queued(&mut self) {
+        let queued = std::mem::take(&mut self.queued);
+        for (key, record) in queued {
+            match self.try_publish(&record) {
+                Ok(()) => debug!(node = %record.node.id, "published queued record"),
+                Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
+                    self.queued.insert(key, record);
+                }
+                Err(e) => warn!(node = %record.node.id, error = %e, "dropping queued record"),
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if self.relay_server && usable(&address) && !is_relayed(&address) {
+                    self.swarm.add_external_address(address.clone());
+                }
+                let addr = with_peer_id(address, self.local);
+                info!(%addr, "listening");
+                self.notify(Event::Listening { addr });
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                let node = node_id(&peer_id);
+                self.routes.insert(node, peer_id);
+                self.listen_through(peer_id);
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if num_established.get() == 1 {
+                    self.notify(Event::PeerConnected {
+                        peer: peer_id,
+                        node,
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.notify(Event::PeerDisconnected {
+                    peer: peer_id,
+                    node: node_id(&peer_id),
+                });
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let lost: Vec<PeerId> = self
+                    .reserved
+                    .iter()
+                    .filter(|(_, l)| **l == listener_id)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for relay in lost {
+                    debug!(%relay, ?reason, "relay listener closed");
+                    self.reserved.remove(&relay);
+                    // Try another one; this relay stays a candidate only if identify says so again.
+                    self.relays.remove(&relay);
+                    self.reserve_relays();
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, &message_id, message),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { topic, .. })
+                if self.streams.contains_key(&topic) && !self.queued.is_empty() =>
+            {
+                self.publish_queued();
+            }
+            BehaviourEvent::Tree(event) => self.on_tree(event),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identify(peer_id, info);
+            }
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                info!(status = ?new, "reachability");
+                self.private = new == autonat::NatStatus::Private;
+                self.reserve_relays();
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            }) => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                self.on_lookup(id, peers, step.last);
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+                self.routes.insert(node_id(&peer), peer);
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    let _ = self
+                        .swarm
+                        .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        // Kademlia learns addresses only from us: add the listen addresses of peers that serve
+        // our DHT, then look for more peers once.
+        if info.protocols.contains(&KAD_PROTOCOL) {
+            for addr in &info.listen_addrs {
+                if usable(addr) {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                }
+            }
+            if !self.bootstrap_started {
+                self.bootstrap_started = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+            }
+        }
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME)
+            && (self.relays.len() < MAX_RELAY_CANDIDATES || self.relays.contains_key(&peer))
+            && let Some(addr) = info
+                .listen_addrs
+                .into_iter()
+                .find(|a| usable(a) && !is_relayed(a))
+        {
+            self.relays.insert(peer, addr);
+            self.reserve_relays();
+        }
+    }
+
+    /// Validates a gossip message, reports the verdict to gossipsub (which forwards only
+    /// accepted messages and scores rejections), and hands an accepted record to the driver.
+    fn on_gossip(
+        &mut self,
+        propagation_source: PeerId,
+        message_id: &gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let stream = self.streams.get(&message.topic);
+        let verdict = validate(stream, message.source.as_ref(), &message.data, &self.seqs);
+        self.stats.count(&verdict);
+        let acceptance = match &verdict {
+            Verdict::Accept(_) => MessageAcceptance::Accept,
+            Verdict::Reject(why) => {
+                debug!(source = ?message.source, via = %propagation_source, ?why, "rejected record");
+                MessageAcceptance::Reject
+            }
+            Verdict::Ignore(_) => MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(message_id, &propagation_source, acceptance);
+        let (Verdict::Accept(record), Some(from)) = (verdict, message.source) else {
+            return;
+        };
+        self.routes.insert(record.node.id, from);
+        let accepted = record.clone();
+        match self.events.try_send(Event::Record { from, record }) {
+            Ok(()) => self.seqs.accepted(&accepted),
+            Err(mpsc::error::TrySendError::Full(_)) => self.stats.dropped_records += 1,
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Hands an informational event to the driver, dropping it when the channel is full.
+    fn notify(&mut self, event: Event) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+            self.stats.dropped_events += 1;
+        }
+    }
+}
+
+/// Whether an address a peer announces is worth remembering (not an unspecified IP).
+pub(super) fn usable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
