@@ -1,3 +1,162 @@
 //! treecast-node: the IO shell around the pure tree core.
 //!
-//! The media path, the gossip swarm and the HTTP API live here; see ARCHITECTURE.md.
+//! This crate holds the media path (see `docs/media.md`): a node receives one broadcast, from a
+//! file at the root or from its parent over WHEP, and forwards the RTP packets, untouched apart
+//! from the per-leg header fields, to up to four children over WHEP. The library entry point is
+//! [`run`]; the `treecast` binary only parses arguments and calls it.
+//!
+//! Codemap: [`config`] (the validated configuration), [`peer`] (how every peer connection is
+//! built), [`upstream`] (pulling from the parent), [`source`] (file sources), [`fanout`] (one
+//! bounded ring per track), [`child`] (one downstream leg), [`munger`] (sequence continuity),
+//! [`record`] (the viewer's files), [`http`] and [`status`] (the API), [`rtcp_tap`] (feedback
+//! counters and keyframe-request delivery), [`impairment`] (seeded loss for tests).
+
+pub mod child;
+pub mod codec;
+pub mod config;
+pub mod fanout;
+pub mod http;
+pub mod impairment;
+pub mod munger;
+pub mod node;
+pub mod peer;
+pub mod record;
+pub mod rtcp_tap;
+pub mod source;
+pub mod status;
+pub mod upstream;
+pub mod whep_client;
+
+mod impaired_runtime;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{Config, Role};
+
+use tracing::Instrument;
+
+use crate::fanout::{Feed, Tracks};
+use crate::node::NodeState;
+use crate::peer::PeerFactory;
+use crate::source::Clip;
+
+/// Why a node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A source file could not be loaded.
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The upstream leg failed for good.
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+    /// Recording failed.
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    /// No webrtc runtime.
+    #[error("no async runtime for webrtc")]
+    NoRuntime,
+}
+
+/// Runs a node until `shutdown` completes (or, for a viewer with `--frames`, until enough frames
+/// are recorded). Prints `http listening on ADDR` on stdout once the HTTP server is bound, so a
+/// script that asked for port 0 learns the port.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let span = tracing::info_span!("node", id = &config.node_id.as_str()[..8]);
+    run_node(config, shutdown).instrument(span).await
+}
+
+async fn run_node(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let runtime = match config.impairment {
+        Some(spec) => impaired_runtime::runtime(spec).ok_or(NodeError::NoRuntime)?,
+        None => webrtc::runtime::default_runtime().ok_or(NodeError::NoRuntime)?,
+    };
+    let parent = match &config.role {
+        Role::Relay { pull } | Role::View { pull, .. } => Some(pull.clone()),
+        Role::Broadcast { .. } => None,
+    };
+    let node = Arc::new(NodeState::new(
+        config.node_id.clone(),
+        config.stream.clone(),
+        config.role.name(),
+        parent.clone(),
+        config.max_children,
+        PeerFactory::new(config.ice_ip, runtime),
+    ));
+    tracing::info!(role = ?node.role, stream = node.stream.as_str(), "starting");
+
+    if let Role::Broadcast { video, audio, fps } = &config.role {
+        let mut clips = vec![Clip::load_video(video, *fps)?];
+        if let Some(audio) = audio {
+            clips.push(Clip::load_audio(audio)?);
+        }
+        let mut tracks = Tracks::default();
+        for clip in clips {
+            let (feed, requests) = Feed::new(clip.codec, clip.codec.rtp_codec());
+            tracks.insert(feed.clone());
+            tokio::spawn(source::play(node.clone(), clip, feed, requests).in_current_span());
+        }
+        node.set_tracks(tracks);
+    }
+
+    if let Some(addr) = config.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        println!("http listening on {bound}");
+        tracing::info!(%bound, "serving WHEP at /whep/{} and /api/status", node.stream.as_str());
+        let app = http::router(node.clone());
+        tokio::spawn(
+            async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    let upstream = async {
+        match &parent {
+            Some(url) => upstream::run(node.clone(), url.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let work = async {
+        match &config.role {
+            Role::View { recording, .. } => {
+                let tracks = node.wait_tracks().await;
+                let frames = record::record(tracks, recording.clone()).await?;
+                println!("recorded {frames} video frames");
+                Ok(())
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        r = upstream => r.map_err(NodeError::from),
+        r = work => r,
+    }
+}

@@ -1,0 +1,304 @@
+//! A child leg: one downstream peer connection, one local track per feed (a local track binds
+//! to one connection only: pitfall 2), and per track a forwarding task that rewrites the
+//! per-leg header fields and a task that turns the child's keyframe requests into requests to
+//! the feed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use tokio::sync::{broadcast, watch};
+use tracing::Instrument;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::fanout::{Feed, Forwarded};
+use crate::munger::SeqMunger;
+use crate::node::{NodeState, Reservation};
+use crate::peer::PeerError;
+use crate::rtcp_tap::LinkCounters;
+
+/// How long a new child may take to connect before its leg is torn down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One child leg as the rest of the node sees it.
+pub struct ChildLink {
+    /// The WHEP session id (the last segment of the resource URL).
+    pub id: String,
+    /// Per-link counters (packets, bytes, NACKs, PLIs, loss, RTT).
+    pub counters: Arc<LinkCounters>,
+    /// When the child attached.
+    pub since: Instant,
+    pc: Arc<dyn PeerConnection>,
+    closed: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for ChildLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildLink")
+            .field("id", &self.id)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a child could not attach.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The offer is not an SDP offer we can answer.
+    #[error("bad offer: {0}")]
+    BadOffer(webrtc::error::Error),
+    /// Something failed on our side.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+}
+
+impl ChildLink {
+    /// Ends the leg: stops its tasks and closes the connection.
+    pub async fn close(&self) {
+        self.closed.send_replace(true);
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!(error = %e, "closing child connection");
+        }
+    }
+}
+
+/// Answers a child's WHEP offer and starts forwarding `feeds` to it once it connects.
+/// Returns the link (already registered with the node) and the SDP answer.
+pub async fn attach(
+    node: &Arc<NodeState>,
+    slot: Reservation,
+    feeds: Vec<Arc<Feed>>,
+    offer_sdp: String,
+) -> Result<(Arc<ChildLink>, String), AttachError> {
+    let counters = Arc::new(LinkCounters::default());
+    let mut peer = node.factory.build(counters.clone()).await?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+
+    let mut legs = Vec::new();
+    for feed in feeds {
+        let ssrc = random_ssrc();
+        let kind = feed.kind().rtp_kind();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            format!("treecast-{}", node.stream.as_str()),
+            format!("{kind}-{ssrc}"),
+            format!("{kind}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: feed.rtp_codec.clone(),
+                active: true,
+                ..Default::default()
+            }],
+        )));
+        let sender = peer
+            .pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(PeerError::from)?;
+        legs.push((feed, track, sender, ssrc));
+    }
+
+    let offer = RTCSessionDescription::offer(offer_sdp).map_err(AttachError::BadOffer)?;
+    peer.pc
+        .set_remote_description(offer)
+        .await
+        .map_err(AttachError::BadOffer)?;
+    let answer = peer
+        .pc
+        .create_answer(None)
+        .await
+        .map_err(AttachError::BadOffer)?;
+    let answer_sdp = peer.finish_local(answer).await?;
+
+    let (closed, _) = watch::channel(false);
+    let link = Arc::new(ChildLink {
+        id: id.clone(),
+        counters: counters.clone(),
+        since: Instant::now(),
+        pc: peer.pc.clone(),
+        closed,
+    });
+    slot.commit(link.clone());
+
+    let span = tracing::info_span!("child", id = %&id[..8]);
+    for (feed, track, sender, ssrc) in legs {
+        let Some(payload_type) = negotiated_payload_type(&sender, &feed).await else {
+            tracing::info!(parent: &span, codec = ?feed.codec, "child did not accept this track");
+            continue;
+        };
+        let leg = Leg {
+            feed: feed.clone(),
+            track: track.clone(),
+            ssrc,
+            payload_type,
+            counters: counters.clone(),
+            state: peer.state.clone(),
+            closed: link.closed.subscribe(),
+        };
+        tokio::spawn(leg.forward().instrument(span.clone()));
+        tokio::spawn(
+            keyframe_requests(track, feed, link.closed.subscribe()).instrument(span.clone()),
+        );
+    }
+    tokio::spawn(watch_state(node.clone(), link.clone(), peer.state).instrument(span));
+    Ok((link, answer_sdp))
+}
+
+/// The payload type this leg negotiated for the feed's codec (pitfall 1: it differs per leg).
+async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, feed: &Feed) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| {
+            c.rtp_codec
+                .mime_type
+                .eq_ignore_ascii_case(feed.codec.mime())
+        })
+        .map(|c| c.payload_type)
+}
+
+fn random_ssrc() -> u32 {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]]).max(1)
+}
+
+/// One feed forwarded to one child.
+struct Leg {
+    feed: Arc<Feed>,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    counters: Arc<LinkCounters>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    closed: watch::Receiver<bool>,
+}
+
+impl Leg {
+    async fn forward(mut self) {
+        // Packets written before DTLS is up are lost; start when the child can receive, at a
+        // keyframe, and ask for one right away so the child does not wait a whole GOP.
+        let connected = self
+            .state
+            .wait_for(|s| *s == RTCPeerConnectionState::Connected);
+        if tokio::time::timeout(CONNECT_TIMEOUT, connected)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut rx = self.feed.subscribe();
+        self.feed.request_keyframe();
+        let mut munger = SeqMunger::default();
+        let mut waiting_for_keyframe = true;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut bytes_at_tick = 0u64;
+        let c = self.counters.clone();
+        loop {
+            let f: Forwarded = tokio::select! {
+                _ = self.closed.changed() => return,
+                _ = tick.tick() => {
+                    let bytes = c.bytes.load(Ordering::Relaxed);
+                    c.bitrate_bps.store((bytes - bytes_at_tick) * 8, Ordering::Relaxed);
+                    bytes_at_tick = bytes;
+                    continue;
+                }
+                r = rx.recv() => match r {
+                    Ok(f) => f,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        // Fell behind the ring: drop to the next keyframe, never grow.
+                        c.dropped.fetch_add(n, Ordering::Relaxed);
+                        if !waiting_for_keyframe {
+                            tracing::debug!(skipped = n, "child fell behind; waiting for a keyframe");
+                        }
+                        waiting_for_keyframe = true;
+                        self.feed.request_keyframe();
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let mut packet = f.packet;
+            if waiting_for_keyframe {
+                if !f.keyframe {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                waiting_for_keyframe = false;
+                munger.resume_at(packet.header.sequence_number);
+            }
+            let Some(seq) = munger.map(packet.header.sequence_number) else {
+                continue;
+            };
+            packet.header.sequence_number = seq;
+            packet.header.ssrc = self.ssrc;
+            packet.header.payload_type = self.payload_type;
+            let len = packet.payload.len() as u64;
+            if let Err(e) = self.track.write_rtp(packet).await {
+                tracing::debug!(error = %e, "write to child failed; leg ends");
+                return;
+            }
+            c.packets.fetch_add(1, Ordering::Relaxed);
+            c.bytes.fetch_add(len, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Keyframe requests (PLI/FIR, delivered by the `RtcpTap`) from the child go to the feed,
+/// which merges and rate-limits them upstream.
+async fn keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    feed: Arc<Feed>,
+    mut closed: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = closed.changed() => return,
+            ev = track.poll() => match ev {
+                Some(TrackLocalEvent::OnRtcpPacket(_)) => feed.request_keyframe(),
+                Some(_) => {}
+                None => return,
+            },
+        }
+    }
+}
+
+/// Removes the link when the connection fails or closes, or never connects.
+async fn watch_state(
+    node: Arc<NodeState>,
+    link: Arc<ChildLink>,
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+) {
+    let mut closed = link.closed.subscribe();
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if connected {
+        tracing::info!("child connected");
+        tokio::select! {
+            _ = closed.changed() => {}
+            _ = state.wait_for(|s| matches!(
+                s,
+                RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Closed
+                    | RTCPeerConnectionState::Disconnected
+            )) => {}
+        }
+    }
+    tracing::info!("child gone");
+    if let Some(link) = node.remove_child(&link.id) {
+        link.close().await;
+    }
+}

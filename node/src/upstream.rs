@@ -1,0 +1,238 @@
+//! The upstream leg: pull the broadcast from a parent's WHEP URL, then feed every packet into
+//! the fan-out and send merged, rate-limited keyframe requests back up.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+
+use crate::codec::{Codec, MediaKind};
+use crate::fanout::{Feed, Tracks};
+use crate::node::NodeState;
+use crate::peer::{Peer, PeerError};
+use crate::whep_client::{WhepError, post_offer};
+
+/// At most one keyframe request per this interval goes upstream per track (pitfall 7; LiveKit
+/// and Galène use the same figure). Requests in between merge into one.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long the tracks announced in the answer may take to start.
+const TRACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why pulling from the parent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The WHEP exchange failed.
+    #[error(transparent)]
+    Whep(#[from] WhepError),
+    /// The peer connection failed.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// The answer was not usable.
+    #[error("bad answer from parent: {0}")]
+    BadAnswer(String),
+    /// The parent sent nothing we can forward.
+    #[error("parent sends no supported track")]
+    NoTracks,
+    /// The connection to the parent failed or closed.
+    #[error("lost the parent")]
+    Lost,
+}
+
+/// Pulls from `url` (retrying while the parent is busy or not up yet) until the connection is
+/// up and the tracks are known, then keeps forwarding until the parent is lost.
+pub async fn run(node: Arc<NodeState>, url: String) -> Result<(), UpstreamError> {
+    let mut peer = loop {
+        match connect(&node, &url).await {
+            Ok(peer) => break peer,
+            Err(UpstreamError::Whep(WhepError::RetryAfter(d))) => {
+                tracing::info!(retry_in = ?d, "parent busy or not ready");
+                tokio::time::sleep(d).await;
+            }
+            Err(UpstreamError::Whep(e @ WhepError::Http(_))) => {
+                tracing::info!(error = %e, "parent unreachable; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let _ = peer
+        .state
+        .wait_for(|s| {
+            matches!(
+                s,
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+            )
+        })
+        .await;
+    let _ = peer.pc.close().await;
+    Err(UpstreamError::Lost)
+}
+
+async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError> {
+    let mut peer = node.factory.build(node.upstream.clone()).await?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        peer.pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(PeerError::from)?;
+    }
+    let offer = peer.pc.create_offer(None).await.map_err(PeerError::from)?;
+    let offer_sdp = peer.finish_local(offer).await?;
+    let answer = match post_offer(url, offer_sdp).await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = peer.pc.close().await;
+            return Err(e.into());
+        }
+    };
+    let expected = sending_kinds(&answer.sdp);
+    if expected.is_empty() {
+        return Err(UpstreamError::NoTracks);
+    }
+    let desc = RTCSessionDescription::answer(answer.sdp)
+        .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+    peer.pc
+        .set_remote_description(desc)
+        .await
+        .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+    tracing::info!(parent = url, ?expected, "answer from parent");
+
+    let mut tracks = Tracks::default();
+    let mut started = Vec::new();
+    let deadline = tokio::time::Instant::now() + TRACK_TIMEOUT;
+    while tracks.iter().count() < expected.len() {
+        let Ok(Some(track)) = tokio::time::timeout_at(deadline, peer.tracks.recv()).await else {
+            break;
+        };
+        let Some(ssrc) = track.ssrcs().await.first().copied() else {
+            continue;
+        };
+        let Some(rtp_codec) = track.codec(ssrc).await else {
+            continue;
+        };
+        let Some(codec) = Codec::from_mime(&rtp_codec.mime_type) else {
+            tracing::warn!(mime = rtp_codec.mime_type, "unsupported codec from parent");
+            continue;
+        };
+        let (feed, requests) = Feed::new(codec, rtp_codec);
+        if tracks.insert(feed.clone()) {
+            started.push((feed, track, requests, ssrc));
+        }
+    }
+    if tracks.iter().next().is_none() {
+        let _ = peer.pc.close().await;
+        return Err(UpstreamError::NoTracks);
+    }
+    for (feed, track, requests, ssrc) in started {
+        let span = tracing::info_span!("upstream", kind = ?feed.kind());
+        tokio::spawn(read_track(node.clone(), feed, track.clone()).instrument(span.clone()));
+        tokio::spawn(send_keyframe_requests(track, requests, ssrc).instrument(span));
+    }
+    if !node.set_tracks(tracks) {
+        tracing::warn!("tracks were already set; a parent change is not supported yet");
+    }
+    Ok(peer)
+}
+
+/// Drains the remote track continuously (pitfall 5) into the feed.
+async fn read_track(node: Arc<NodeState>, feed: Arc<Feed>, track: Arc<dyn TrackRemote>) {
+    let c = node.upstream.clone();
+    while let Some(ev) = track.poll().await {
+        match ev {
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                c.packets.fetch_add(1, Ordering::Relaxed);
+                c.bytes
+                    .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                node.media_arrived();
+                feed.push(packet);
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+    tracing::info!("upstream track ended");
+}
+
+/// Sends one PLI per pending request, then waits [`KEYFRAME_REQUEST_INTERVAL`]; requests that
+/// arrive meanwhile merge in the feed's one-slot channel, so at most two per second go up.
+async fn send_keyframe_requests(
+    track: Arc<dyn TrackRemote>,
+    mut requests: mpsc::Receiver<()>,
+    media_ssrc: u32,
+) {
+    while requests.recv().await.is_some() {
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+            tracing::debug!(error = %e, "PLI upstream failed");
+            return;
+        }
+        tracing::debug!("keyframe request sent upstream");
+        tokio::time::sleep(KEYFRAME_REQUEST_INTERVAL).await;
+    }
+}
+
+/// The media kinds an SDP answer says the parent will send: m-sections with a non-zero port and
+/// a sending direction (RFC 8866 section 6.7; sendrecv is the default).
+pub fn sending_kinds(sdp: &str) -> Vec<MediaKind> {
+    let mut kinds = Vec::new();
+    let mut current: Option<(MediaKind, bool)> = None;
+    let close = |cur: Option<(MediaKind, bool)>, kinds: &mut Vec<MediaKind>| {
+        if let Some((k, true)) = cur
+            && !kinds.contains(&k)
+        {
+            kinds.push(k);
+        }
+    };
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            close(current.take(), &mut kinds);
+            let mut parts = m.split_whitespace();
+            let kind = match parts.next() {
+                Some("video") => Some(MediaKind::Video),
+                Some("audio") => Some(MediaKind::Audio),
+                _ => None,
+            };
+            let port_open = parts.next().is_some_and(|p| p != "0");
+            current = kind.map(|k| (k, port_open));
+        } else if let Some((_, sends)) = current.as_mut() {
+            match line {
+                "a=recvonly" | "a=inactive" => *sends = false,
+                _ => {}
+            }
+        }
+    }
+    close(current, &mut kinds);
+    kinds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_answer() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=inactive\r\n";
+        assert_eq!(sending_kinds(sdp), vec![MediaKind::Video]);
+        let sdp = "m=audio 9 RTP 111\r\nm=video 0 RTP 96\r\nm=application 9 x\r\n";
+        assert_eq!(sending_kinds(sdp), vec![MediaKind::Audio]);
+        assert!(sending_kinds("garbage\0\u{fffd}").is_empty());
+    }
+}
