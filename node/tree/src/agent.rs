@@ -1,0 +1,842 @@
+//! The `Agent`: the state machine one node runs, in the shape of str0m and quinn-proto.
+//!
+//! # Driving contract
+//!
+//! ```text
+//! agent.handle(now, input);            // a record, a message, a loss, a command, or Tick
+//! while let Some(out) = agent.poll_output() { /* publish, send, react to events */ }
+//! let wake = agent.poll_timeout();     // call handle(wake, Input::Tick) at that time
+//! ```
+//!
+//! Time comes in with every call and never goes backwards; randomness (timer jitter) comes from
+//! the seed in [`AgentConfig`]. The agent never blocks and never does IO: the shell (or the
+//! simulator) publishes [`Output::Publish`] records to the stream's gossip topic, delivers
+//! [`Output::Send`] messages to one peer, and sets up or tears down media links on
+//! [`Output::Event`]s. Outputs are bounded: each input produces at most a handful (a swap
+//! coordinator sends one message per node involved, at most 12).
+//!
+//! # What it does
+//!
+//! - **Join**: asks the best placement candidate for a slot, falls back down the ranked list
+//!   on a refusal or a timeout, backs off with jitter when there is no candidate.
+//! - **Parent side**: the parent is the authority on its own slots; it accepts while it has room
+//!   (two racers for one slot cannot both win), refuses nodes of its own ancestry, and gives a
+//!   successor its lost child's slot as soon as it learns that child is gone.
+//! - **Repair**: keeps a [`Repair`] plan computed ahead of time; when told the parent is lost
+//!   ([`Input::ParentLost`], from media silence or a failed connection, or when the parent's
+//!   record expires) it walks that plan, keeping its own children throughout.
+//! - **Promotion**: now and then checks [`plan_promotion`]; asks the weaker node, which
+//!   coordinates the swap by sending every node involved its new place ([`Message::Move`]).
+//! - **Gossip**: republishes its own record on change and every `refresh` (jittered), forgets
+//!   nodes silent for `ttl`, and follows its parent's depth.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::id::{NodeId, StreamId, Time};
+use crate::message::{Message, RejectReason};
+use crate::placement::{Avoid, place};
+use crate::promotion::{plan_promotion, swap};
+use crate::record::{Children, DETACHED, LinkStats, MAX_DEPTH, Node, NodeRecord, Role};
+use crate::repair::{Repair, RepairTarget, plan_repair};
+use crate::view::View;
+
+/// Settings of one agent. Defaults are documented on [`AgentConfig::new`].
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The node's record at start (id, role, capacity, platform, reachability).
+    pub node: Node,
+    /// The stream.
+    pub stream: StreamId,
+    /// The stream's root, if known: broadcaster records from others are rejected.
+    pub root: Option<NodeId>,
+    /// First record seq; the shell passes wall-clock milliseconds so restarts publish newer records.
+    pub seq_start: u64,
+    /// Seed for timer jitter.
+    pub seed: u64,
+    /// How often the own record is republished without a change.
+    pub refresh: Duration,
+    /// Silence after which a node is forgotten.
+    pub ttl: Duration,
+    /// How long to wait for an answer to an attach request.
+    pub attach_timeout: Duration,
+    /// How long a parent holds a successor's request for the slot of a child not yet known lost.
+    pub replace_wait: Duration,
+    /// How much more capacity a node needs to displace another.
+    pub promotion_margin: u8,
+    /// Least time between two promotions a node takes part in.
+    pub promotion_interval: Duration,
+    /// Least uptime before a node proposes a promotion (its capacity measurement settles).
+    pub promotion_min_uptime: Duration,
+    /// Housekeeping period: expiry, repair plan refresh.
+    pub tick: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults: refresh 30 s, ttl 90 s, attach timeout 2 s, replace wait 1 s, promotion margin
+    /// 1 slot, at most one promotion per node per 30 s after 5 s of uptime, tick 1 s.
+    pub fn new(node: Node, stream: StreamId) -> Self {
+        AgentConfig {
+            node,
+            stream,
+            root: None,
+            seq_start: 1,
+            seed: node.id.0,
+            refresh: Duration::from_secs(30),
+            ttl: Duration::from_secs(90),
+            attach_timeout: Duration::from_secs(2),
+            replace_wait: Duration::from_secs(1),
+            promotion_margin: 1,
+            promotion_interval: Duration::from_secs(30),
+            promotion_min_uptime: Duration::from_secs(5),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Something that happened to the agent.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Housekeeping time (see [`Agent::poll_timeout`]).
+    Tick,
+    /// A gossiped record, already checked by the shell to come from its author (or its proxy).
+    Record(NodeRecord),
+    /// A direct message from another agent.
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Start looking for a parent (ignored at the root and while attached).
+    Join,
+    /// Leave the stream: tell parent and children.
+    Leave,
+    /// Media from the parent went silent, or the connection to it failed.
+    ParentLost,
+    /// The link to this child failed.
+    ChildLost(NodeId),
+    /// A new capacity measurement or declaration.
+    SetCapacity(u8),
+    /// Statistics of the link from the parent, and whether media arrives.
+    SetLink {
+        /// The statistics.
+        link: LinkStats,
+        /// Whether media is arriving.
+        receiving: bool,
+    },
+}
+
+/// Something the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Publish this record to the stream's gossip topic.
+    Publish(NodeRecord),
+    /// Deliver this message to one node.
+    Send {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Something happened.
+    Event(Event),
+}
+
+/// What the shell reacts to (media links) and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Attached (or moved) under `parent`: receive media from it.
+    Attached {
+        /// The new parent.
+        parent: NodeId,
+        /// The previous parent, if this was a move or repair.
+        previous: Option<NodeId>,
+        /// The depth now.
+        depth: u16,
+    },
+    /// The parent is lost; repairing (children stay attached and keep being fed what arrives).
+    Orphaned {
+        /// The lost parent.
+        lost: NodeId,
+    },
+    /// Feed this new child.
+    ChildAdded(NodeId),
+    /// Stop feeding this child.
+    ChildRemoved(NodeId),
+    /// No place in the tree right now; retrying.
+    NoPlace,
+    /// This node coordinated a swap with `up`.
+    Swapped {
+        /// The stronger node.
+        up: NodeId,
+        /// The weaker node (this one).
+        down: NodeId,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    /// The root, or not joined yet.
+    Idle,
+    /// Asking `asking` for a slot; `queue` holds the next candidates.
+    Joining {
+        asking: NodeId,
+        deadline: Time,
+        queue: VecDeque<(NodeId, Option<NodeId>)>,
+        tried: Vec<NodeId>,
+        lost: Option<NodeId>,
+    },
+    /// No candidate; try again at `until`.
+    Backoff { until: Time, lost: Option<NodeId> },
+    /// Receiving from a parent.
+    Attached,
+    /// Gone.
+    Left,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingReplace {
+    from: NodeId,
+    lost: NodeId,
+    deadline: Time,
+}
+
+/// One node's tree logic. See the module docs for the driving contract.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: AgentConfig,
+    me: Node,
+    view: View,
+    state: State,
+    out: VecDeque<Output>,
+    rng: SmallRng,
+    started: Time,
+    now: Time,
+    next_refresh: Time,
+    next_tick: Time,
+    plan: Option<Repair>,
+    plan_stale: bool,
+    lost_children: Vec<NodeId>,
+    replacing: Vec<PendingReplace>,
+    last_promotion: Option<Time>,
+    swap_target: Option<NodeId>,
+    dirty: bool,
+}
+
+/// How many candidates a join or repair ranks at once.
+const CANDIDATES: usize = 8;
+
+impl Agent {
+    /// A new agent; publishes its first record at once.
+    pub fn new(cfg: AgentConfig, now: Time) -> Self {
+        let mut view = View::new(cfg.stream.clone());
+        if let Some(root) = cfg.root {
+            view.set_trusted_root(root);
+        }
+        let mut me = cfg.node;
+        me.seq = cfg.seq_start;
+        me.parent = None;
+        me.children = Children::new();
+        me.depth = if me.role == Role::Broadcaster {
+            0
+        } else {
+            DETACHED
+        };
+        let mut rng = SmallRng::seed_from_u64(cfg.seed);
+        let first_refresh = now + jitter(&mut rng, cfg.refresh);
+        let mut a = Agent {
+            next_tick: now + cfg.tick,
+            cfg,
+            me,
+            view,
+            state: State::Idle,
+            out: VecDeque::new(),
+            rng,
+            started: now,
+            now,
+            next_refresh: first_refresh,
+            plan: None,
+            plan_stale: true,
+            lost_children: Vec::new(),
+            replacing: Vec::new(),
+            last_promotion: None,
+            swap_target: None,
+            dirty: true,
+        };
+        a.flush();
+        a
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.me.id
+    }
+
+    /// This node's current record.
+    pub fn node(&self) -> &Node {
+        &self.me
+    }
+
+    /// The tree as this node knows it.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// The repair plan held for the loss of the current parent.
+    pub fn repair_plan(&self) -> Option<&Repair> {
+        self.plan.as_ref()
+    }
+
+    /// Whether this node is receiving from a parent (or is the root).
+    pub fn is_attached(&self) -> bool {
+        self.me.role == Role::Broadcaster || matches!(self.state, State::Attached)
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, now: Time, input: Input) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Tick => self.on_tick(),
+            Input::Record(rec) => self.on_record(rec),
+            Input::Message { from, msg } => self.on_message(from, msg),
+            Input::Join => {
+                if matches!(self.state, State::Idle) && self.me.role != Role::Broadcaster {
+                    self.start_join(None);
+                }
+            }
+            Input::Leave => self.leave(),
+            Input::ParentLost => self.on_parent_lost(),
+            Input::ChildLost(c) => self.on_child_lost(c),
+            Input::SetCapacity(c) => {
+                let c = c.min(crate::MAX_CHILDREN as u8);
+                if c != self.me.capacity {
+                    self.me.capacity = c;
+                    self.dirty = true;
+                }
+            }
+            Input::SetLink { link, receiving } => {
+                self.me.link = link;
+                if receiving != self.me.receiving {
+                    self.me.receiving = receiving;
+                    self.dirty = true;
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When to call `handle(_, Input::Tick)` next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        if matches!(self.state, State::Left) {
+            return None;
+        }
+        let mut t = self.next_tick.min(self.next_refresh);
+        match self.state {
+            State::Joining { deadline, .. } => t = t.min(deadline),
+            State::Backoff { until, .. } => t = t.min(until),
+            _ => {}
+        }
+        for r in &self.replacing {
+            t = t.min(r.deadline);
+        }
+        Some(t)
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let now = self.now;
+        if now >= self.next_tick {
+            self.next_tick = now + self.cfg.tick;
+            self.expire();
+            self.maybe_promote();
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + jitter(&mut self.rng, self.cfg.refresh);
+            self.dirty = true;
+        }
+        // Held successor requests whose child did not turn out lost.
+        let (due, keep): (Vec<_>, Vec<_>) = self.replacing.iter().partition(|r| now >= r.deadline);
+        self.replacing = keep;
+        for r in due {
+            self.answer_attach(r.from);
+        }
+        match self.state.clone() {
+            State::Joining {
+                deadline, asking, ..
+            } if now >= deadline => {
+                // No answer in time: a late Accept will be answered with Detach.
+                self.next_candidate(Some(asking));
+            }
+            State::Backoff { until, lost } if now >= until => self.start_join(lost),
+            _ => {}
+        }
+        if self.plan_stale && matches!(self.state, State::Attached) {
+            self.plan = plan_repair(&self.view, self.me.id, CANDIDATES);
+            self.plan_stale = false;
+        }
+    }
+
+    fn on_record(&mut self, rec: NodeRecord) {
+        if rec.node.id == self.me.id {
+            return; // nobody speaks for this node but itself
+        }
+        let id = rec.node.id;
+        if self.view.merge(&rec, self.now).is_err() {
+            return;
+        }
+        self.plan_stale = true;
+        // Follow the parent's depth, once it is attached itself.
+        if self.me.parent == Some(id)
+            && matches!(self.state, State::Attached)
+            && let Some(p) = self.view.get(id)
+            && p.depth != DETACHED
+            && p.depth < MAX_DEPTH
+            && self.me.depth != p.depth + 1
+        {
+            self.me.depth = p.depth + 1;
+            self.dirty = true;
+        }
+    }
+
+    fn on_message(&mut self, from: NodeId, msg: Message) {
+        if matches!(self.state, State::Left) {
+            if let Message::Attach { .. } = msg {
+                self.send(
+                    from,
+                    Message::Reject {
+                        reason: RejectReason::Leaving,
+                    },
+                );
+            }
+            return;
+        }
+        match msg {
+            Message::Attach { replaces } => self.on_attach(from, replaces),
+            Message::Accept { depth } => self.on_accept(from, depth),
+            Message::Reject { .. } => {
+                if matches!(self.state, State::Joining { asking, .. } if asking == from) {
+                    self.next_candidate(Some(from));
+                }
+            }
+            Message::Detach => {
+                if self.me.children.contains(from) {
+                    self.remove_child(from);
+                }
+                if self.me.parent == Some(from) {
+                    self.on_parent_lost();
+                }
+            }
+            Message::SwapRequest => self.on_swap_request(from),
+            Message::SwapReject => {
+                if self.swap_target == Some(from) {
+                    self.swap_target = None;
+                }
+            }
+            Message::Move { parent, children } => self.on_move(from, parent, children),
+        }
+    }
+
+    fn on_parent_lost(&mut self) {
+        let Some(lost) = self.me.parent else { return };
+        if !matches!(self.state, State::Attached) {
+            return;
+        }
+        self.emit(Event::Orphaned { lost });
+        // Keep the plan if it was made for this parent; otherwise plan from what we know now.
+        let plan = match self.plan.take() {
+            Some(p) if p.lost == lost => Some(p),
+            _ => plan_repair(&self.view, self.me.id, CANDIDATES),
+        };
+        self.me.parent = None;
+        self.me.depth = DETACHED;
+        self.dirty = true;
+        let queue: VecDeque<(NodeId, Option<NodeId>)> = plan
+            .map(|p| {
+                p.targets
+                    .iter()
+                    .map(|t| match *t {
+                        RepairTarget::Replace { grandparent } => (grandparent, Some(lost)),
+                        RepairTarget::Attach(n) => (n, None),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.ask_next(queue, vec![lost], Some(lost));
+    }
+
+    fn on_child_lost(&mut self, child: NodeId) {
+        if !self.lost_children.contains(&child) {
+            self.lost_children.push(child);
+            if self.lost_children.len() > 16 {
+                self.lost_children.remove(0);
+            }
+        }
+        if let Some(i) = self.replacing.iter().position(|r| r.lost == child) {
+            let r = self.replacing.remove(i);
+            self.remove_child(child);
+            self.answer_attach(r.from);
+        } else if self.me.children.contains(child) {
+            self.remove_child(child);
+        }
+    }
+
+    // ---- parent side --------------------------------------------------------------------
+
+    fn on_attach(&mut self, from: NodeId, replaces: Option<NodeId>) {
+        if let Some(lost) = replaces
+            && self.me.children.contains(lost)
+            && self.me.spare() == 0
+        {
+            if self.lost_children.contains(&lost) {
+                self.remove_child(lost);
+            } else {
+                // Hold the request until the shell confirms the loss or the wait ends.
+                if self.replacing.len() < crate::MAX_CHILDREN * 2 {
+                    let deadline = self.now + self.cfg.replace_wait;
+                    self.replacing.push(PendingReplace {
+                        from,
+                        lost,
+                        deadline,
+                    });
+                } else {
+                    self.send(
+                        from,
+                        Message::Reject {
+                            reason: RejectReason::Full,
+                        },
+                    );
+                }
+                return;
+            }
+        }
+        self.answer_attach(from);
+    }
+
+    fn answer_attach(&mut self, from: NodeId) {
+        let reason = if !self.is_attached() {
+            Some(RejectReason::NotAttached)
+        } else if self.me.depth >= MAX_DEPTH || self.view.in_subtree(self.me.id, from) {
+            Some(RejectReason::Cycle)
+        } else if !self.me.children.contains(from) && self.me.spare() == 0 {
+            Some(RejectReason::Full)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => self.send(from, Message::Reject { reason }),
+            None => {
+                if self.me.children.insert(from) {
+                    self.lost_children.retain(|&c| c != from);
+                    self.emit(Event::ChildAdded(from));
+                    self.dirty = true;
+                }
+                self.send(
+                    from,
+                    Message::Accept {
+                        depth: self.me.depth + 1,
+                    },
+                );
+            }
+        }
+    }
+
+    fn remove_child(&mut self, child: NodeId) {
+        if self.me.children.remove(child) {
+            self.emit(Event::ChildRemoved(child));
+            self.dirty = true;
+        }
+    }
+
+    // ---- child side ---------------------------------------------------------------------
+
+    fn start_join(&mut self, lost: Option<NodeId>) {
+        let avoid = Avoid {
+            nodes: lost.into_iter().collect(),
+            subtrees: lost.into_iter().collect(),
+        };
+        let queue = place(&self.view, self.me.id, &avoid, CANDIDATES)
+            .candidates
+            .into_iter()
+            .map(|c| (c.parent, None))
+            .collect();
+        self.ask_next(queue, lost.into_iter().collect(), lost);
+    }
+
+    fn ask_next(
+        &mut self,
+        mut queue: VecDeque<(NodeId, Option<NodeId>)>,
+        tried: Vec<NodeId>,
+        lost: Option<NodeId>,
+    ) {
+        while let Some((p, replaces)) = queue.pop_front() {
+            if tried.contains(&p) || p == self.me.id {
+                continue;
+            }
+            self.send(p, Message::Attach { replaces });
+            self.state = State::Joining {
+                asking: p,
+                deadline: self.now + self.cfg.attach_timeout,
+                queue,
+                tried,
+                lost,
+            };
+            return;
+        }
+        self.emit(Event::NoPlace);
+        let wait = Duration::from_millis(500) + jitter(&mut self.rng, Duration::from_millis(500));
+        self.state = State::Backoff {
+            until: self.now + wait,
+            lost,
+        };
+    }
+
+    fn next_candidate(&mut self, refused: Option<NodeId>) {
+        let State::Joining {
+            queue,
+            mut tried,
+            lost,
+            ..
+        } = std::mem::replace(&mut self.state, State::Idle)
+        else {
+            return;
+        };
+        tried.extend(refused);
+        if queue.is_empty() {
+            // The ranked list ran out: rank again, without those that refused.
+            let avoid = Avoid {
+                nodes: tried.clone(),
+                subtrees: lost.into_iter().collect(),
+            };
+            let fresh = place(&self.view, self.me.id, &avoid, CANDIDATES)
+                .candidates
+                .into_iter()
+                .map(|c| (c.parent, None))
+                .collect();
+            self.ask_next(fresh, tried, lost);
+        } else {
+            self.ask_next(queue, tried, lost);
+        }
+    }
+
+    fn on_accept(&mut self, from: NodeId, depth: u16) {
+        let asked = matches!(self.state, State::Joining { asking, .. } if asking == from);
+        if !asked || depth == 0 || depth > MAX_DEPTH {
+            // A late or unexpected yes: free the slot again.
+            if self.me.parent != Some(from) {
+                self.send(from, Message::Detach);
+            }
+            return;
+        }
+        let previous = self.me.parent.or(match &self.state {
+            State::Joining { lost, .. } => *lost,
+            _ => None,
+        });
+        self.me.parent = Some(from);
+        self.me.depth = depth;
+        self.state = State::Attached;
+        self.plan_stale = true;
+        self.dirty = true;
+        self.emit(Event::Attached {
+            parent: from,
+            previous,
+            depth,
+        });
+    }
+
+    fn leave(&mut self) {
+        if matches!(self.state, State::Left) {
+            return;
+        }
+        if let Some(p) = self.me.parent.take() {
+            self.send(p, Message::Detach);
+        }
+        for c in self.me.children {
+            self.send(c, Message::Detach);
+        }
+        self.me.children = Children::new();
+        self.me.depth = if self.me.role == Role::Broadcaster {
+            0
+        } else {
+            DETACHED
+        };
+        self.me.receiving = false;
+        self.state = State::Left;
+        self.dirty = true;
+    }
+
+    // ---- promotion ----------------------------------------------------------------------
+
+    fn maybe_promote(&mut self) {
+        if !matches!(self.state, State::Attached)
+            || self.now.since(self.started) < self.cfg.promotion_min_uptime
+            || self
+                .last_promotion
+                .is_some_and(|t| self.now.since(t) < self.cfg.promotion_interval)
+        {
+            return;
+        }
+        if let Some(plan) = plan_promotion(&self.view, self.me.id, self.cfg.promotion_margin)
+            && plan.up == self.me.id
+        {
+            self.last_promotion = Some(self.now);
+            self.swap_target = Some(plan.down);
+            self.send(plan.down, Message::SwapRequest);
+        }
+    }
+
+    fn on_swap_request(&mut self, from: NodeId) {
+        let recently = self
+            .last_promotion
+            .is_some_and(|t| self.now.since(t) < self.cfg.promotion_interval);
+        let plan = if matches!(self.state, State::Attached) && !recently {
+            swap(&self.view, from, self.me.id)
+        } else {
+            None
+        };
+        // The swap must still be worth it by this node's own view.
+        let worth = plan.is_some()
+            && self.view.get(from).is_some_and(|u| {
+                u.capacity
+                    >= self
+                        .me
+                        .capacity
+                        .saturating_add(self.cfg.promotion_margin.max(1))
+            });
+        let Some(plan) = plan.filter(|_| worth) else {
+            self.send(from, Message::SwapReject);
+            return;
+        };
+        self.last_promotion = Some(self.now);
+        self.emit(Event::Swapped {
+            up: plan.up,
+            down: plan.down,
+        });
+        for p in &plan.placed {
+            if p.node == self.me.id {
+                self.apply_move(p.parent, p.children);
+            } else {
+                self.send(
+                    p.node,
+                    Message::Move {
+                        parent: p.parent,
+                        children: p.children,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_move(&mut self, from: NodeId, parent: Option<NodeId>, children: Children) {
+        // Only a node this move connects us with may move us; and never into a broken record.
+        let related = self.me.parent == Some(from)
+            || parent == Some(from)
+            || self.me.children.contains(from)
+            || children.contains(from)
+            || self.swap_target == Some(from);
+        let valid = parent.is_some() != (self.me.role == Role::Broadcaster)
+            && parent != Some(self.me.id)
+            && !children.contains(self.me.id)
+            && !parent.is_some_and(|p| children.contains(p));
+        if !related || !valid || !self.is_attached() {
+            return;
+        }
+        if self.swap_target == Some(from) {
+            self.swap_target = None;
+            self.last_promotion = Some(self.now);
+        }
+        self.apply_move(parent, children);
+    }
+
+    fn apply_move(&mut self, parent: Option<NodeId>, children: Children) {
+        for c in self.me.children {
+            if !children.contains(c) {
+                self.emit(Event::ChildRemoved(c));
+            }
+        }
+        for c in children {
+            if !self.me.children.contains(c) {
+                self.emit(Event::ChildAdded(c));
+            }
+        }
+        self.me.children = children;
+        if parent != self.me.parent && self.me.role != Role::Broadcaster {
+            let previous = self.me.parent;
+            self.me.parent = parent;
+            let depth = parent.and_then(|p| self.view.get(p)).map_or(DETACHED, |p| {
+                if p.depth < MAX_DEPTH {
+                    p.depth + 1
+                } else {
+                    DETACHED
+                }
+            });
+            // If the new parent's depth is unknown yet, keep ours: the parent's next record fixes it.
+            if depth != DETACHED {
+                self.me.depth = depth;
+            }
+            if let Some(parent) = parent {
+                self.emit(Event::Attached {
+                    parent,
+                    previous,
+                    depth: self.me.depth,
+                });
+            }
+        }
+        self.plan_stale = true;
+        self.dirty = true;
+    }
+
+    // ---- gossip -------------------------------------------------------------------------
+
+    fn expire(&mut self) {
+        for gone in self.view.expire(self.now, self.cfg.ttl, self.me.id) {
+            self.plan_stale = true;
+            if self.me.parent == Some(gone) {
+                self.on_parent_lost();
+            }
+            if self.me.children.contains(gone) {
+                self.on_child_lost(gone);
+            }
+        }
+    }
+
+    /// Publishes the own record if it changed (or a refresh is due).
+    fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        self.me.seq += 1;
+        self.me.uptime_s =
+            u32::try_from(self.now.since(self.started).as_secs()).unwrap_or(u32::MAX);
+        // Our own record is valid by construction; keep it in our view as others see it.
+        let _ = self.view.merge_node(self.me, self.now);
+        self.out.push_back(Output::Publish(NodeRecord {
+            stream: self.cfg.stream.clone(),
+            node: self.me,
+        }));
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.out.push_back(Output::Send { to, msg });
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+}
+
+/// `base` minus up to a tenth, so that timers of many nodes spread out.
+fn jitter(rng: &mut SmallRng, base: Duration) -> Duration {
+    let tenth = base.as_micros() as u64 / 10;
+    base - Duration::from_micros(rng.random_range(0..=tenth))
+}

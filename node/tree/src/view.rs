@@ -1,0 +1,465 @@
+//! The `View`: one node's picture of the tree, merged from gossiped records.
+//!
+//! Merging keeps, for each node, the record with the highest `seq` (ties broken by the record's
+//! total order), so merging the same set of records in any order gives the same view, and
+//! merging a record twice changes nothing. Relations count only where both sides agree.
+//! Indexes kept beside the records make placement and promotion O(log n).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::id::{NodeId, StreamId, Time};
+use crate::record::{
+    DETACHED, MAX_CHILDREN, MAX_DEPTH, Node, NodeRecord, Platform, RecordError, Role,
+};
+
+/// One stream's tree as this node knows it.
+#[derive(Debug, Clone)]
+pub struct View {
+    stream: StreamId,
+    trusted_root: Option<NodeId>,
+    nodes: BTreeMap<NodeId, Entry>,
+    /// Attached nodes with a free slot, best placement first.
+    open: BTreeSet<OpenKey>,
+    /// Attached non-root nodes by (depth, capacity): promotion looks for the weakest high up.
+    ranks: BTreeSet<RankKey>,
+    /// When each node was last heard, oldest first.
+    heard: BTreeSet<(Time, NodeId)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    node: Node,
+    heard: Time,
+}
+
+/// Placement order: shallow first, native before browser, most spare slots, most stable, id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct OpenKey {
+    pub depth: u16,
+    pub platform: Platform,
+    pub used: u8,
+    pub instability: u8,
+    pub id: NodeId,
+}
+
+/// Promotion order: shallow first, then weakest, then least stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct RankKey {
+    pub depth: u16,
+    pub capacity: u8,
+    pub stability: u8,
+    pub id: NodeId,
+}
+
+/// What merging a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// A node we did not know.
+    Inserted,
+    /// A newer record that changed the node's place, capacity or role.
+    Updated,
+    /// A newer record that only refreshed liveness and statistics.
+    Refreshed,
+    /// The same or an older record: nothing changed.
+    Stale,
+}
+
+/// Why a record was not merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// The record belongs to another stream.
+    #[error("record for another stream")]
+    WrongStream,
+    /// The record breaks a structural rule.
+    #[error(transparent)]
+    Invalid(#[from] RecordError),
+    /// A broadcaster record from a node that is not this stream's root.
+    #[error("broadcaster record from a node that is not the stream's root")]
+    NotRoot,
+}
+
+/// A broken invariant, found by [`View::check_invariants`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// A node lists more children than allowed.
+    TooManyChildren(NodeId),
+    /// Following agreed parents from this node loops.
+    Cycle(NodeId),
+    /// More than one broadcaster.
+    SeveralRoots(Vec<NodeId>),
+    /// The child names a parent that does not list it, or the reverse.
+    Disagreement {
+        /// The parent side.
+        parent: NodeId,
+        /// The child side.
+        child: NodeId,
+    },
+    /// The depth a node reports differs from its distance to the root.
+    WrongDepth {
+        /// The node.
+        node: NodeId,
+        /// What it reports.
+        claimed: u16,
+        /// What the agreed relations give.
+        actual: Option<u16>,
+    },
+}
+
+impl View {
+    /// An empty view of `stream`.
+    pub fn new(stream: StreamId) -> Self {
+        View {
+            stream,
+            trusted_root: None,
+            nodes: BTreeMap::new(),
+            open: BTreeSet::new(),
+            ranks: BTreeSet::new(),
+            heard: BTreeSet::new(),
+        }
+    }
+
+    /// Pins the stream's root: broadcaster records from any other node are rejected.
+    pub fn set_trusted_root(&mut self, root: NodeId) {
+        self.trusted_root = Some(root);
+        let impostors: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|e| e.node.role == Role::Broadcaster && e.node.id != root)
+            .map(|e| e.node.id)
+            .collect();
+        for id in impostors {
+            self.remove(id);
+        }
+    }
+
+    /// The stream this view is of.
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// The root: the trusted one if pinned, else the broadcaster with the lowest id.
+    pub fn root(&self) -> Option<NodeId> {
+        match self.trusted_root {
+            Some(r) => self.nodes.contains_key(&r).then_some(r),
+            None => self
+                .nodes
+                .values()
+                .find(|e| e.node.role == Role::Broadcaster)
+                .map(|e| e.node.id),
+        }
+    }
+
+    /// How many nodes are known.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// No nodes known.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A node's record.
+    pub fn get(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(&id).map(|e| &e.node)
+    }
+
+    /// When a node's newest record arrived.
+    pub fn heard(&self, id: NodeId) -> Option<Time> {
+        self.nodes.get(&id).map(|e| e.heard)
+    }
+
+    /// All records, by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
+        self.nodes.values().map(|e| &e.node)
+    }
+
+    /// Merges a gossiped record heard at `now`.
+    pub fn merge(&mut self, record: &NodeRecord, now: Time) -> Result<Merge, MergeError> {
+        if record.stream != self.stream {
+            return Err(MergeError::WrongStream);
+        }
+        self.merge_node(record.node, now)
+    }
+
+    /// Merges a record of this view's stream (the stream was already checked).
+    pub fn merge_node(&mut self, node: Node, now: Time) -> Result<Merge, MergeError> {
+        node.validate()?;
+        if node.role == Role::Broadcaster && self.trusted_root.is_some_and(|r| r != node.id) {
+            return Err(MergeError::NotRoot);
+        }
+        let Some(old) = self.nodes.get(&node.id).copied() else {
+            self.insert(node, now);
+            return Ok(Merge::Inserted);
+        };
+        if (old.node.seq, old.node) >= (node.seq, node) {
+            return Ok(Merge::Stale);
+        }
+        let refresh_only = same_place(&old.node, &node);
+        self.unindex(&old);
+        self.insert(node, now.max(old.heard));
+        Ok(if refresh_only {
+            Merge::Refreshed
+        } else {
+            Merge::Updated
+        })
+    }
+
+    /// Forgets a node (it crashed, left or expired). Returns its last record.
+    pub fn remove(&mut self, id: NodeId) -> Option<Node> {
+        let entry = self.nodes.remove(&id)?;
+        self.unindex(&entry);
+        Some(entry.node)
+    }
+
+    /// Forgets every node not heard from for `ttl`, except `keep` (this node itself).
+    pub fn expire(&mut self, now: Time, ttl: Duration, keep: NodeId) -> Vec<NodeId> {
+        let mut gone = Vec::new();
+        while let Some(&(t, id)) = self.heard.iter().find(|(_, id)| *id != keep) {
+            if now.since(t) <= ttl {
+                break;
+            }
+            self.remove(id);
+            gone.push(id);
+        }
+        gone
+    }
+
+    /// The earliest time a node (other than `keep`) may expire.
+    pub fn next_expiry(&self, ttl: Duration, keep: NodeId) -> Option<Time> {
+        self.heard
+            .iter()
+            .find(|(_, id)| *id != keep)
+            .map(|(t, _)| *t + ttl)
+    }
+
+    /// The parent of `id`, if both sides agree on it.
+    pub fn parent_of(&self, id: NodeId) -> Option<NodeId> {
+        let p = self.get(id)?.parent?;
+        self.get(p)?.children.contains(id).then_some(p)
+    }
+
+    /// The children of `id` that agree they are its children.
+    pub fn children_of(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        let listed = self.get(id).map(|n| n.children).unwrap_or_default();
+        (0..listed.len()).filter_map(move |i| {
+            let c = listed.as_slice()[i];
+            (self.get(c)?.parent == Some(id)).then_some(c)
+        })
+    }
+
+    /// Distance from the root over agreed relations; `None` if not connected to the root (or
+    /// the chain loops or is deeper than [`MAX_DEPTH`]).
+    pub fn depth_of(&self, id: NodeId) -> Option<u16> {
+        let root = self.root()?;
+        let mut at = id;
+        for steps in 0..=MAX_DEPTH {
+            if at == root {
+                return Some(steps);
+            }
+            at = self.parent_of(at)?;
+        }
+        None
+    }
+
+    /// Whether `id` lies in the subtree rooted at `top` (including `top` itself), over agreed
+    /// relations. A walk up from `id`, capped at [`MAX_DEPTH`].
+    pub fn in_subtree(&self, id: NodeId, top: NodeId) -> bool {
+        let mut at = id;
+        for _ in 0..=MAX_DEPTH {
+            if at == top {
+                return true;
+            }
+            match self.parent_of(at) {
+                Some(p) => at = p,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The nodes of the subtree under `top` (itself first), breadth-first over agreed relations,
+    /// at most `limit` of them.
+    pub fn subtree(&self, top: NodeId, limit: usize) -> Vec<NodeId> {
+        let mut out = vec![top];
+        let mut i = 0;
+        while i < out.len() && out.len() < limit {
+            let at = out[i];
+            for c in self.children_of(at) {
+                if out.len() < limit && !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// Attached nodes with a free slot, best placement first (claimed depth, then native before
+    /// browser, more spare slots, more stable, lower id).
+    pub(crate) fn open_slots(&self) -> impl Iterator<Item = &OpenKey> + '_ {
+        self.open.iter()
+    }
+
+    /// Attached non-root nodes at `depth`, weakest first.
+    pub(crate) fn ranked_at(&self, depth: u16) -> impl Iterator<Item = &RankKey> + '_ {
+        let lo = RankKey {
+            depth,
+            capacity: 0,
+            stability: 0,
+            id: NodeId(0),
+        };
+        let hi = RankKey {
+            depth: depth.saturating_add(1),
+            capacity: 0,
+            stability: 0,
+            id: NodeId(0),
+        };
+        self.ranks.range(lo..hi)
+    }
+
+    /// Checks the invariants that hold at every step: at most [`MAX_CHILDREN`] children per
+    /// node, no cycle in agreed relations, one root per stream.
+    pub fn check_invariants(&self) -> Result<(), Vec<Violation>> {
+        let mut v = Vec::new();
+        let roots: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|e| e.node.role == Role::Broadcaster)
+            .map(|e| e.node.id)
+            .collect();
+        if roots.len() > 1 {
+            v.push(Violation::SeveralRoots(roots));
+        }
+        for e in self.nodes.values() {
+            let n = &e.node;
+            if n.children.len() > MAX_CHILDREN {
+                v.push(Violation::TooManyChildren(n.id));
+            }
+            // A cycle: walking agreed parents never ends at a node without one.
+            let mut at = n.id;
+            let mut looped = true;
+            for _ in 0..=self.nodes.len().min(usize::from(MAX_DEPTH) * 4) {
+                match self.parent_of(at) {
+                    Some(p) if p == n.id => break,
+                    Some(p) => at = p,
+                    None => {
+                        looped = false;
+                        break;
+                    }
+                }
+            }
+            if looped {
+                v.push(Violation::Cycle(n.id));
+            }
+        }
+        if v.is_empty() { Ok(()) } else { Err(v) }
+    }
+
+    /// Checks what holds once the tree is quiet (no join, repair or promotion under way): every
+    /// relation is agreed by both sides and every reported depth is the real one.
+    pub fn check_settled(&self) -> Result<(), Vec<Violation>> {
+        let mut v = self.check_invariants().err().unwrap_or_default();
+        for e in self.nodes.values() {
+            let n = &e.node;
+            if let Some(p) = n.parent
+                && !self.get(p).is_some_and(|pn| pn.children.contains(n.id))
+            {
+                v.push(Violation::Disagreement {
+                    parent: p,
+                    child: n.id,
+                });
+            }
+            for c in n.children.iter() {
+                if self.get(c).and_then(|cn| cn.parent) != Some(n.id) {
+                    v.push(Violation::Disagreement {
+                        parent: n.id,
+                        child: c,
+                    });
+                }
+            }
+            let actual = self.depth_of(n.id);
+            let claimed = n.depth;
+            if actual != (claimed != DETACHED).then_some(claimed) {
+                v.push(Violation::WrongDepth {
+                    node: n.id,
+                    claimed,
+                    actual,
+                });
+            }
+        }
+        if v.is_empty() { Ok(()) } else { Err(v) }
+    }
+
+    fn insert(&mut self, node: Node, heard: Time) {
+        let entry = Entry { node, heard };
+        self.index(&entry);
+        self.nodes.insert(node.id, entry);
+    }
+
+    fn index(&mut self, e: &Entry) {
+        self.heard.insert((e.heard, e.node.id));
+        if let Some(k) = open_key(&e.node) {
+            self.open.insert(k);
+        }
+        if let Some(k) = rank_key(&e.node) {
+            self.ranks.insert(k);
+        }
+    }
+
+    fn unindex(&mut self, e: &Entry) {
+        self.heard.remove(&(e.heard, e.node.id));
+        if let Some(k) = open_key(&e.node) {
+            self.open.remove(&k);
+        }
+        if let Some(k) = rank_key(&e.node) {
+            self.ranks.remove(&k);
+        }
+    }
+}
+
+/// Whether two records of one node differ only in liveness and statistics.
+fn same_place(a: &Node, b: &Node) -> bool {
+    a.role == b.role
+        && a.parent == b.parent
+        && a.children == b.children
+        && a.depth == b.depth
+        && a.capacity == b.capacity
+        && a.reach == b.reach
+        && a.platform == b.platform
+        && stability(a.uptime_s) == stability(b.uptime_s)
+}
+
+/// Uptime in coarse buckets (0 under 10 s, then one per doubling), so a ranking does not change
+/// with every heartbeat.
+pub(crate) fn stability(uptime_s: u32) -> u8 {
+    if uptime_s < 10 {
+        0
+    } else {
+        (32 - (uptime_s / 10).leading_zeros()) as u8
+    }
+}
+
+fn attached(n: &Node) -> bool {
+    n.role == Role::Broadcaster || (n.parent.is_some() && n.depth != DETACHED)
+}
+
+fn open_key(n: &Node) -> Option<OpenKey> {
+    (attached(n) && n.spare() > 0).then(|| OpenKey {
+        depth: n.depth,
+        platform: n.platform,
+        used: (MAX_CHILDREN - n.spare()) as u8,
+        instability: u8::MAX - stability(n.uptime_s),
+        id: n.id,
+    })
+}
+
+fn rank_key(n: &Node) -> Option<RankKey> {
+    (attached(n) && n.role != Role::Broadcaster).then(|| RankKey {
+        depth: n.depth,
+        capacity: n.capacity,
+        stability: stability(n.uptime_s),
+        id: n.id,
+    })
+}

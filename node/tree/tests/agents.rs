@@ -1,0 +1,409 @@
+//! Seeded scenario tests: many agents stepped through a simulated network in virtual time.
+//! No sleeps, no wall clock; a failing test prints its seed.
+
+#![allow(clippy::unwrap_used)] // test harness: a panic is a test failure
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+use treecast_tree::*;
+
+const ROOT: NodeId = NodeId(1);
+/// One-way delay of every message and record.
+const DELAY: Duration = Duration::from_millis(20);
+/// How long the shell takes to notice a dead parent or child (media silence).
+const DETECT: Duration = Duration::from_millis(300);
+
+#[derive(Debug)]
+enum Delivery {
+    Record(NodeRecord),
+    Message {
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+    },
+    Input {
+        to: NodeId,
+        input: Input,
+    },
+}
+
+struct Net {
+    now: Time,
+    agents: BTreeMap<NodeId, Agent>,
+    queue: BinaryHeap<Reverse<(Time, u64, NodeIdKey)>>,
+    pending: BTreeMap<u64, Delivery>,
+    seq: u64,
+    events: Vec<(Time, NodeId, Event)>,
+    seed: u64,
+}
+
+/// Orders deliveries with equal time by insertion.
+type NodeIdKey = u64;
+
+impl Net {
+    fn new(seed: u64) -> Self {
+        let mut n = Net {
+            now: Time::ZERO,
+            agents: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            seq: 0,
+            events: Vec::new(),
+            seed,
+        };
+        n.spawn(ROOT, Role::Broadcaster, 4);
+        n
+    }
+
+    fn config(&self, id: NodeId, role: Role, capacity: u8) -> AgentConfig {
+        let mut cfg = AgentConfig::new(Node::new(id, role, capacity), StreamId::new("s").unwrap());
+        cfg.root = Some(ROOT);
+        cfg.seed = self.seed ^ id.0;
+        cfg
+    }
+
+    fn spawn(&mut self, id: NodeId, role: Role, capacity: u8) {
+        let cfg = self.config(id, role, capacity);
+        self.spawn_with(cfg);
+    }
+
+    fn spawn_with(&mut self, cfg: AgentConfig) {
+        let id = cfg.node.id;
+        // A newcomer learns the current records from a bootstrap peer.
+        let known: Vec<NodeRecord> = self
+            .agents
+            .values()
+            .map(|a| NodeRecord {
+                stream: StreamId::new("s").unwrap(),
+                node: *a.node(),
+            })
+            .collect();
+        let mut agent = Agent::new(cfg, self.now);
+        for r in known {
+            agent.handle(self.now, Input::Record(r));
+        }
+        self.agents.insert(id, agent);
+        self.drain(id);
+        self.push(
+            self.now,
+            Delivery::Input {
+                to: id,
+                input: Input::Join,
+            },
+        );
+    }
+
+    fn push(&mut self, at: Time, d: Delivery) {
+        self.seq += 1;
+        self.pending.insert(self.seq, d);
+        self.queue.push(Reverse((at, self.seq, self.seq)));
+    }
+
+    fn drain(&mut self, id: NodeId) {
+        let mut outs = Vec::new();
+        if let Some(a) = self.agents.get_mut(&id) {
+            while let Some(o) = a.poll_output() {
+                outs.push(o);
+            }
+        }
+        for o in outs {
+            match o {
+                Output::Publish(r) => self.push(self.now + DELAY, Delivery::Record(r)),
+                Output::Send { to, msg } => {
+                    self.push(self.now + DELAY, Delivery::Message { from: id, to, msg })
+                }
+                Output::Event(e) => self.events.push((self.now, id, e)),
+            }
+        }
+    }
+
+    /// Kills a node: its parent and children notice after `DETECT`.
+    fn kill(&mut self, id: NodeId) {
+        let a = self.agents.remove(&id).unwrap();
+        let n = *a.node();
+        if let Some(p) = n.parent {
+            self.push(
+                self.now + DETECT,
+                Delivery::Input {
+                    to: p,
+                    input: Input::ChildLost(id),
+                },
+            );
+        }
+        for c in n.children.iter() {
+            self.push(
+                self.now + DETECT,
+                Delivery::Input {
+                    to: c,
+                    input: Input::ParentLost,
+                },
+            );
+        }
+    }
+
+    fn run_until(&mut self, until: Time) {
+        loop {
+            let next_timer = self
+                .agents
+                .iter()
+                .filter_map(|(id, a)| a.poll_timeout().map(|t| (t, *id)))
+                .min();
+            let next_msg = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let t = match (next_timer, next_msg) {
+                (Some((tt, _)), Some(tm)) => tt.min(tm),
+                (Some((tt, _)), None) => tt,
+                (None, Some(tm)) => tm,
+                (None, None) => break,
+            };
+            if t > until {
+                break;
+            }
+            self.now = t;
+            if next_msg == Some(t) {
+                let Reverse((_, key, _)) = self.queue.pop().unwrap();
+                match self.pending.remove(&key).unwrap() {
+                    Delivery::Record(r) => {
+                        let ids: Vec<NodeId> = self.agents.keys().copied().collect();
+                        for id in ids.into_iter().filter(|&i| i != r.node.id) {
+                            self.agents
+                                .get_mut(&id)
+                                .unwrap()
+                                .handle(t, Input::Record(r.clone()));
+                            self.drain(id);
+                        }
+                    }
+                    Delivery::Message { from, to, msg } => {
+                        if let Some(a) = self.agents.get_mut(&to) {
+                            a.handle(t, Input::Message { from, msg });
+                            self.drain(to);
+                        }
+                    }
+                    Delivery::Input { to, input } => {
+                        if let Some(a) = self.agents.get_mut(&to) {
+                            a.handle(t, input);
+                            self.drain(to);
+                        }
+                    }
+                }
+            } else if let Some((_, id)) = next_timer {
+                self.agents.get_mut(&id).unwrap().handle(t, Input::Tick);
+                self.drain(id);
+            }
+        }
+        self.now = until;
+    }
+
+    /// The tree as the nodes themselves say it is (each node's own record).
+    fn truth(&self) -> View {
+        let mut v = View::new(StreamId::new("s").unwrap());
+        v.set_trusted_root(ROOT);
+        for a in self.agents.values() {
+            v.merge_node(*a.node(), self.now).unwrap();
+        }
+        v
+    }
+
+    fn orphaned(&self) -> BTreeSet<NodeId> {
+        self.events
+            .iter()
+            .filter(|(_, _, e)| matches!(e, Event::Orphaned { .. }))
+            .map(|(_, id, _)| *id)
+            .collect()
+    }
+}
+
+fn settle(net: &mut Net, secs: u64) {
+    let until = net.now + Duration::from_secs(secs);
+    net.run_until(until);
+    let truth = net.truth();
+    if let Err(v) = truth.check_settled() {
+        panic!("seed {}: not settled: {v:?}", net.seed);
+    }
+}
+
+#[test]
+fn nodes_join_and_form_a_valid_tree() {
+    for seed in 1..=5 {
+        let mut net = Net::new(seed);
+        for i in 0..40 {
+            net.spawn(NodeId(100 + i), Role::Relay, [4, 2, 1, 0][(i % 4) as usize]);
+            let t = net.now + Duration::from_millis(50);
+            net.run_until(t);
+        }
+        settle(&mut net, 20);
+        let truth = net.truth();
+        for a in net.agents.values() {
+            assert!(
+                truth.depth_of(a.id()).is_some(),
+                "seed {seed}: {:?} is not attached",
+                a.id()
+            );
+            assert!(a.node().children.len() <= usize::from(a.node().capacity) || a.id() == ROOT);
+        }
+    }
+}
+
+#[test]
+fn racers_for_the_last_slot_never_overfill_a_parent() {
+    for seed in 1..=5 {
+        let mut net = Net::new(seed);
+        // The root has one slot; five newcomers ask for it at the same instant.
+        net.agents.remove(&ROOT);
+        let cfg = net.config(ROOT, Role::Broadcaster, 1);
+        net.spawn_with(cfg);
+        net.run_until(Time::from_millis(100));
+        for i in 0..5 {
+            net.spawn(NodeId(100 + i), Role::Relay, 4);
+        }
+        settle(&mut net, 10);
+        let truth = net.truth();
+        assert_eq!(
+            truth.get(ROOT).unwrap().children.len(),
+            1,
+            "seed {seed}: exactly one wins the root's slot"
+        );
+        for i in 0..5 {
+            assert!(
+                truth.depth_of(NodeId(100 + i)).is_some(),
+                "seed {seed}: racer {i} found a place"
+            );
+        }
+        for n in truth.nodes() {
+            assert!(n.children.len() <= 4);
+        }
+    }
+}
+
+#[test]
+fn orphans_repair_and_nobody_else_is_disturbed() {
+    for seed in 1..=5 {
+        let mut net = Net::new(seed);
+        for i in 0..30 {
+            net.spawn(NodeId(100 + i), Role::Relay, 4);
+            let t = net.now + Duration::from_millis(30);
+            net.run_until(t);
+        }
+        settle(&mut net, 5);
+        let truth = net.truth();
+        // The interior node with the biggest subtree below the root.
+        let victim = truth
+            .children_of(ROOT)
+            .max_by_key(|&c| truth.subtree(c, 1000).len())
+            .unwrap();
+        let subtree: BTreeSet<NodeId> = truth.subtree(victim, 1000).into_iter().collect();
+        let orphans: Vec<NodeId> = truth.children_of(victim).collect();
+        assert!(!orphans.is_empty());
+        let kept: Vec<(NodeId, Vec<NodeId>)> = orphans
+            .iter()
+            .map(|&o| (o, truth.children_of(o).collect()))
+            .collect();
+        let before = net.events.len();
+        let killed_at = net.now;
+        net.kill(victim);
+        settle(&mut net, 10);
+        let truth = net.truth();
+        for a in net.agents.values() {
+            assert!(
+                truth.depth_of(a.id()).is_some(),
+                "seed {seed}: {:?} did not recover",
+                a.id()
+            );
+        }
+        for (o, kids) in kept {
+            let now: Vec<NodeId> = truth.children_of(o).collect();
+            for k in kids {
+                assert!(
+                    now.contains(&k),
+                    "seed {seed}: orphan {o:?} lost its child {k:?}"
+                );
+            }
+        }
+        let disturbed: Vec<NodeId> = net.events[before..]
+            .iter()
+            .filter(|(_, _, e)| matches!(e, Event::Orphaned { .. }))
+            .map(|(_, id, _)| *id)
+            .filter(|id| !subtree.contains(id))
+            .collect();
+        assert!(
+            disturbed.is_empty(),
+            "seed {seed}: nodes outside the lost subtree were orphaned: {disturbed:?}"
+        );
+        // Every orphan re-attached quickly: detection plus a round trip or two.
+        for &o in &orphans {
+            let back = net.events[before..]
+                .iter()
+                .find(|(_, id, e)| *id == o && matches!(e, Event::Attached { .. }))
+                .map(|(t, _, _)| t.since(killed_at))
+                .unwrap();
+            assert!(
+                back < Duration::from_millis(1500),
+                "seed {seed}: {o:?} took {back:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_strong_late_joiner_is_promoted_without_orphaning_anyone() {
+    for seed in 1..=5 {
+        let mut net = Net::new(seed);
+        for i in 0..8 {
+            net.spawn(NodeId(100 + i), Role::Relay, 1);
+            let t = net.now + Duration::from_millis(50);
+            net.run_until(t);
+        }
+        settle(&mut net, 5);
+        net.spawn(NodeId(999), Role::Relay, 4);
+        settle(&mut net, 60);
+        let truth = net.truth();
+        assert_eq!(
+            truth.depth_of(NodeId(999)),
+            Some(1),
+            "seed {seed}: the strong node rose to depth 1"
+        );
+        assert!(
+            net.orphaned().is_empty(),
+            "seed {seed}: a swap orphaned {:?}",
+            net.orphaned()
+        );
+        assert!(net.events.iter().any(|(_, _, e)| matches!(
+            e,
+            Event::Swapped {
+                up: NodeId(999),
+                ..
+            }
+        )));
+    }
+}
+
+#[test]
+fn a_leaving_node_hands_its_children_on() {
+    let mut net = Net::new(7);
+    for i in 0..12 {
+        net.spawn(NodeId(100 + i), Role::Relay, 4);
+        let t = net.now + Duration::from_millis(30);
+        net.run_until(t);
+    }
+    settle(&mut net, 5);
+    let truth = net.truth();
+    let leaver = truth
+        .children_of(ROOT)
+        .find(|&c| truth.children_of(c).count() > 0)
+        .unwrap();
+    let t = net.now;
+    net.agents.get_mut(&leaver).unwrap().handle(t, Input::Leave);
+    net.drain(leaver);
+    net.run_until(t + Duration::from_millis(100));
+    net.agents.remove(&leaver);
+    settle(&mut net, 10);
+    let truth = net.truth();
+    for a in net.agents.values() {
+        assert!(
+            truth.depth_of(a.id()).is_some(),
+            "{:?} did not recover",
+            a.id()
+        );
+    }
+}
