@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{Node, assert_contiguous_run, ivf_frames, media, tmp_dir};
+use support::{Node, annexb_access_units, assert_contiguous_run, ivf_frames, media, tmp_dir};
 
 const STREAM: &str = "demo";
 const FRAMES: &str = "90";
@@ -135,6 +135,32 @@ fn vp8_and_opus_through_three_relays_arrive_byte_identical() {
     let start = assert_contiguous_run(&source, &recorded);
     assert_eq!(source[start][0] & 1, 0, "recording starts at a keyframe");
     // 90 frames are 3 s: about 150 pages of 20 ms Opus.
+    let pages = ogg_pages(&audio_out);
+    assert!(pages > 50, "only {pages} Ogg pages of audio");
+}
+
+#[test]
+fn h264_and_opus_through_three_relays_arrive_byte_identical() {
+    let dir = tmp_dir("h264");
+    let nodes = chain(&dir, "test.h264", "test.ogg", &[]);
+    let (video_out, audio_out) = (dir.join("out.h264"), dir.join("out.ogg"));
+    let mut viewer = view(&dir, nodes.last().unwrap(), &video_out, &audio_out, &[]);
+    viewer.expect_line("recording started");
+    assert_chain_status(&nodes);
+    assert!(
+        viewer.wait_success(Duration::from_secs(30)),
+        "{}",
+        viewer.log_tail()
+    );
+
+    let source = annexb_access_units(&media("test.h264"));
+    let recorded = annexb_access_units(&video_out);
+    assert_eq!(recorded.len(), 90);
+    let start = assert_contiguous_run(&source, &recorded);
+    assert!(
+        source[start].iter().any(|nal| nal[0] & 0x1f == 5),
+        "recording starts at an IDR"
+    );
     let pages = ogg_pages(&audio_out);
     assert!(pages > 50, "only {pages} Ogg pages of audio");
 }
