@@ -16,8 +16,10 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
 use webrtc::rtp_transceiver::RtpSender;
 
+use treecast_media::munger::{Munged, Munger, MungerConfig};
+
+use crate::codec::CodecExt;
 use crate::fanout::{Feed, Forwarded};
-use crate::munger::SeqMunger;
 use crate::node::{NodeState, Reservation};
 use crate::peer::PeerError;
 use crate::rtcp_tap::LinkCounters;
@@ -198,8 +200,10 @@ impl Leg {
         }
         let mut rx = self.feed.subscribe();
         self.feed.request_keyframe();
-        let mut munger = SeqMunger::default();
-        let mut waiting_for_keyframe = true;
+        // Per leg: the munger starts at a keyframe and, after a drop, resumes at the next one
+        // with no sequence gap for the child to NACK in vain.
+        let mut munger = Munger::new(MungerConfig::for_codec(self.feed.codec));
+        let epoch = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut bytes_at_tick = 0u64;
         let c = self.counters.clone();
@@ -217,10 +221,10 @@ impl Leg {
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         // Fell behind the ring: drop to the next keyframe, never grow.
                         c.dropped.fetch_add(n, Ordering::Relaxed);
-                        if !waiting_for_keyframe {
+                        if !munger.is_waiting_for_keyframe() {
                             tracing::debug!(skipped = n, "child fell behind; waiting for a keyframe");
                         }
-                        waiting_for_keyframe = true;
+                        munger.resync();
                         self.feed.request_keyframe();
                         continue;
                     }
@@ -228,20 +232,22 @@ impl Leg {
                 },
             };
             let mut packet = f.packet;
-            if waiting_for_keyframe {
-                if !f.keyframe {
+            let h = &mut packet.header;
+            match munger.process(h.sequence_number, h.timestamp, f.keyframe, epoch.elapsed()) {
+                Munged::Forward {
+                    sequence,
+                    timestamp,
+                } => {
+                    h.sequence_number = sequence;
+                    h.timestamp = timestamp;
+                }
+                Munged::Drop(_) => {
                     c.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                waiting_for_keyframe = false;
-                munger.resume_at(packet.header.sequence_number);
             }
-            let Some(seq) = munger.map(packet.header.sequence_number) else {
-                continue;
-            };
-            packet.header.sequence_number = seq;
-            packet.header.ssrc = self.ssrc;
-            packet.header.payload_type = self.payload_type;
+            h.ssrc = self.ssrc;
+            h.payload_type = self.payload_type;
             let len = packet.payload.len() as u64;
             if let Err(e) = self.track.write_rtp(packet).await {
                 tracing::debug!(error = %e, "write to child failed; leg ends");

@@ -1,5 +1,7 @@
 //! The codecs a node carries (VP8, H.264, Opus), how they are registered on every peer
-//! connection, and how a keyframe is recognised in an RTP payload.
+//! connection, and the VP8 payload descriptor length the recorder needs.
+//!
+//! Keyframe detection lives in `treecast-media` ([`Codec::is_keyframe_start`]).
 //!
 //! Every peer connection of every node registers the same codec set, so a relay can always
 //! offer its children exactly the codec its parent sends. Payload types are still only
@@ -36,27 +38,20 @@ impl MediaKind {
     }
 }
 
-/// A codec this node knows how to forward and record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    /// VP8 (RFC 7741).
-    Vp8,
-    /// H.264 (RFC 6184), packetization-mode 1.
-    H264,
-    /// Opus (RFC 7587).
-    Opus,
+pub use treecast_media::keyframe::Codec;
+
+/// What the webrtc shell needs to know about a [`Codec`] beyond keyframe detection.
+pub trait CodecExt {
+    /// The MIME type as webrtc spells it.
+    fn mime(self) -> &'static str;
+    /// Video or audio.
+    fn kind(self) -> MediaKind;
+    /// The codec description for a track this node originates (file source).
+    fn rtp_codec(self) -> RTCRtpCodec;
 }
 
-impl Codec {
-    /// Recognises a MIME type, case-insensitively (GStreamer says `audio/OPUS`: pitfall 6).
-    pub fn from_mime(mime: &str) -> Option<Codec> {
-        [Codec::Vp8, Codec::H264, Codec::Opus]
-            .into_iter()
-            .find(|c| c.mime().eq_ignore_ascii_case(mime))
-    }
-
-    /// The MIME type as webrtc spells it.
-    pub fn mime(self) -> &'static str {
+impl CodecExt for Codec {
+    fn mime(self) -> &'static str {
         match self {
             Codec::Vp8 => MIME_TYPE_VP8,
             Codec::H264 => MIME_TYPE_H264,
@@ -64,24 +59,15 @@ impl Codec {
         }
     }
 
-    /// Video or audio.
-    pub fn kind(self) -> MediaKind {
-        match self {
-            Codec::Vp8 | Codec::H264 => MediaKind::Video,
-            Codec::Opus => MediaKind::Audio,
+    fn kind(self) -> MediaKind {
+        if self.is_video() {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
         }
     }
 
-    /// The RTP clock rate.
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            Codec::Vp8 | Codec::H264 => 90_000,
-            Codec::Opus => 48_000,
-        }
-    }
-
-    /// The codec description used for a track this node originates (file source).
-    pub fn rtp_codec(self) -> RTCRtpCodec {
+    fn rtp_codec(self) -> RTCRtpCodec {
         let (channels, fmtp) = match self {
             Codec::Vp8 => (0, ""),
             Codec::H264 => (0, H264_FMTP),
@@ -93,17 +79,6 @@ impl Codec {
             channels,
             sdp_fmtp_line: fmtp.to_owned(),
             rtcp_feedback: vec![],
-        }
-    }
-
-    /// Whether this payload starts a frame a decoder can start from.
-    ///
-    /// Audio packets always are. Never panics on short or hostile payloads.
-    pub fn is_keyframe_start(self, payload: &[u8]) -> bool {
-        match self {
-            Codec::Vp8 => vp8_keyframe_start(payload),
-            Codec::H264 => h264_has_idr(payload),
-            Codec::Opus => true,
         }
     }
 }
@@ -146,20 +121,6 @@ pub fn register_codecs(engine: &mut MediaEngine) -> Result<(), rtc::shared::erro
     Ok(())
 }
 
-/// VP8 payload descriptor (RFC 7741 section 4.2) followed by the payload header (section 4.3):
-/// a keyframe starts at a packet with S=1, PID=0 whose first payload byte has P=0.
-fn vp8_keyframe_start(p: &[u8]) -> bool {
-    let Some(&b0) = p.first() else { return false };
-    let start_of_partition = b0 & 0x10 != 0;
-    let pid = b0 & 0x07;
-    if !start_of_partition || pid != 0 {
-        return false;
-    }
-    vp8_descriptor_len(p)
-        .and_then(|i| p.get(i))
-        .is_some_and(|h| h & 0x01 == 0)
-}
-
 /// The length of the VP8 payload descriptor at the start of `p` (RFC 7741 section 4.2), or
 /// `None` if `p` is too short to hold it.
 pub fn vp8_descriptor_len(p: &[u8]) -> Option<usize> {
@@ -183,61 +144,19 @@ pub fn vp8_descriptor_len(p: &[u8]) -> Option<usize> {
     (i <= p.len()).then_some(i)
 }
 
-/// An IDR slice (type 5) or SPS (type 7) in a single NAL, STAP-A (24) or starting FU-A (28)
-/// payload (RFC 6184 section 5).
-fn h264_has_idr(p: &[u8]) -> bool {
-    let Some(&b0) = p.first() else { return false };
-    let is_key = |t: u8| t == 5 || t == 7;
-    match b0 & 0x1f {
-        24 => {
-            let mut i = 1;
-            while i + 2 < p.len() {
-                let len = usize::from(u16::from_be_bytes([p[i], p[i + 1]]));
-                if is_key(p[i + 2] & 0x1f) {
-                    return true;
-                }
-                i += 2 + len;
-            }
-            false
-        }
-        28 => p
-            .get(1)
-            .is_some_and(|fu| fu & 0x80 != 0 && is_key(fu & 0x1f)),
-        t => is_key(t),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn vp8_keyframe_detection() {
-        // S=1, PID=0, no extensions; payload header P=0 -> keyframe.
-        assert!(Codec::Vp8.is_keyframe_start(&[0x10, 0x00, 0x9d]));
-        // P=1 -> interframe.
-        assert!(!Codec::Vp8.is_keyframe_start(&[0x10, 0x01]));
-        // Not a partition start.
-        assert!(!Codec::Vp8.is_keyframe_start(&[0x00, 0x00]));
-        // X=1, I=1 with a 15-bit picture id, then P=0.
-        assert!(Codec::Vp8.is_keyframe_start(&[0x90, 0x80, 0x80, 0x01, 0x00]));
-        // Truncated: never panics.
-        assert!(!Codec::Vp8.is_keyframe_start(&[0x90, 0x80, 0x80]));
-        assert!(!Codec::Vp8.is_keyframe_start(&[]));
-    }
-
-    #[test]
-    fn h264_keyframe_detection() {
-        assert!(Codec::H264.is_keyframe_start(&[0x65, 0x88]));
-        assert!(!Codec::H264.is_keyframe_start(&[0x41, 0x9a]));
-        // STAP-A holding SPS.
-        assert!(Codec::H264.is_keyframe_start(&[0x78, 0x00, 0x02, 0x67, 0x42]));
-        // FU-A start of an IDR; FU-A middle is not a start.
-        assert!(Codec::H264.is_keyframe_start(&[0x7c, 0x85, 0x00]));
-        assert!(!Codec::H264.is_keyframe_start(&[0x7c, 0x05, 0x00]));
-        // Hostile STAP-A length runs past the end: no panic.
-        assert!(!Codec::H264.is_keyframe_start(&[0x78, 0xff, 0xff, 0x41]));
-        assert!(!Codec::H264.is_keyframe_start(&[]));
+    fn vp8_descriptor_length() {
+        assert_eq!(vp8_descriptor_len(&[0x10, 0x00]), Some(1));
+        // X=1, I=1 with a 15-bit picture id.
+        assert_eq!(vp8_descriptor_len(&[0x90, 0x80, 0x80, 0x01, 0x00]), Some(4));
+        // X=1, L=1, T=1.
+        assert_eq!(vp8_descriptor_len(&[0x90, 0x60, 0x01, 0x02, 0x00]), Some(4));
+        assert_eq!(vp8_descriptor_len(&[0x90, 0x80, 0x80]), None);
+        assert_eq!(vp8_descriptor_len(&[]), None);
     }
 
     #[test]

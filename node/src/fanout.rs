@@ -8,12 +8,13 @@
 //! children; payloads are `Bytes`, shared, never copied.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::codec::{Codec, MediaKind};
+use crate::codec::{Codec, CodecExt, MediaKind};
 
 /// Packets a feed holds for its slowest consumer: about two seconds of 1 Mb/s video.
 pub const FEED_CAPACITY: usize = 512;
@@ -36,19 +37,23 @@ pub struct Feed {
     pub rtp_codec: RTCRtpCodec,
     packets: broadcast::Sender<Forwarded>,
     keyframe_requests: mpsc::Sender<()>,
+    /// Keyframe starts pushed so far (video), so the upstream request limiter can tell that
+    /// a held request was satisfied.
+    keyframes: AtomicU64,
 }
 
 impl Feed {
-    /// A feed and the receiving end of its keyframe requests. The request channel holds one
-    /// entry, so requests arriving while one is pending merge into it.
+    /// A feed and the receiving end of its keyframe requests. The request channel is small;
+    /// requests beyond it are dropped, which merges them (one is already on its way).
     pub fn new(codec: Codec, rtp_codec: RTCRtpCodec) -> (Arc<Feed>, mpsc::Receiver<()>) {
         let (packets, _) = broadcast::channel(FEED_CAPACITY);
-        let (keyframe_requests, rx) = mpsc::channel(1);
+        let (keyframe_requests, rx) = mpsc::channel(16);
         let feed = Feed {
             codec,
             rtp_codec,
             packets,
             keyframe_requests,
+            keyframes: AtomicU64::new(0),
         };
         (Arc::new(feed), rx)
     }
@@ -65,8 +70,16 @@ impl Feed {
         packet.header.extension_profile = 0;
         packet.header.extensions.clear();
         let keyframe = self.codec.is_keyframe_start(&packet.payload);
+        if keyframe && self.codec.is_video() {
+            self.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
         // No receivers is normal (no child yet).
         let _ = self.packets.send(Forwarded { packet, keyframe });
+    }
+
+    /// Keyframe starts pushed so far (0 for audio).
+    pub fn keyframes_seen(&self) -> u64 {
+        self.keyframes.load(Ordering::Relaxed)
     }
 
     /// A new consumer, starting with the next packet.

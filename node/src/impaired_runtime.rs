@@ -16,7 +16,9 @@ use webrtc::runtime::{
     Transmit, default_runtime,
 };
 
-use crate::impairment::{Dice, Fate, Impairment};
+use treecast_media::impairment::{Impairment as Link, Verdict};
+
+use crate::impairment::Impairment;
 
 /// The default runtime with impaired UDP sockets, or `None` if there is no default runtime.
 pub fn runtime(spec: Impairment) -> Option<Arc<dyn Runtime>> {
@@ -41,9 +43,12 @@ impl Runtime for ImpairedRuntime {
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let salt = self.sockets.fetch_add(1, Ordering::Relaxed);
+        // Each socket its own sequence, all derived from the one seed.
+        let seed = self.spec.seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Ok(Arc::new(ImpairedSocket {
             inner: self.inner.wrap_udp_socket(socket)?,
-            dice: Mutex::new(Dice::new(self.spec, salt)),
+            link: Mutex::new(Link::new(self.spec.config, seed)),
+            epoch: tokio::time::Instant::now(),
         }))
     }
 
@@ -84,9 +89,10 @@ impl Runtime for ImpairedRuntime {
 #[derive(Debug)]
 struct ImpairedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
-    /// Lock: the dice are advanced once per datagram from whichever task sends; held only for
-    /// the roll, never across an await.
-    dice: Mutex<Dice>,
+    /// Lock: the link model is advanced once per datagram from whichever task sends; held
+    /// only for the decision, never across an await.
+    link: Mutex<Link>,
+    epoch: tokio::time::Instant,
 }
 
 impl AsyncUdpSocket for ImpairedSocket {
@@ -95,20 +101,22 @@ impl AsyncUdpSocket for ImpairedSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        let fate = self
-            .dice
+        let now = self.epoch.elapsed();
+        let verdict = self
+            .link
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .roll();
-        match fate {
-            Fate::Drop => Poll::Ready(Ok(transmit.contents.len())),
-            Fate::Send(d) if d.is_zero() => self.inner.poll_send(cx, transmit),
-            Fate::Send(d) => {
+            .decide(now, transmit.contents.len());
+        match verdict {
+            Verdict::Drop => Poll::Ready(Ok(transmit.contents.len())),
+            Verdict::DeliverAt(at) if at <= now => self.inner.poll_send(cx, transmit),
+            Verdict::DeliverAt(at) => {
                 let inner = self.inner.clone();
                 let buf = transmit.contents.to_vec();
                 let to = transmit.destination;
+                let due = self.epoch + at;
                 tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
+                    tokio::time::sleep_until(due).await;
                     let _ = inner.send_to(&buf, to).await;
                 });
                 Poll::Ready(Ok(transmit.contents.len()))

@@ -7,7 +7,7 @@
 //!
 //! Codemap: [`config`] (the validated configuration), [`peer`] (how every peer connection is
 //! built), [`upstream`] (pulling from the parent), [`source`] (file sources), [`fanout`] (one
-//! bounded ring per track), [`child`] (one downstream leg), [`munger`] (sequence continuity),
+//! bounded ring per track), [`child`] (one downstream leg),
 //! [`record`] (the viewer's files), [`http`] and [`status`] (the API), [`rtcp_tap`] (feedback
 //! counters and keyframe-request delivery), [`impairment`] (seeded loss for tests).
 
@@ -17,7 +17,6 @@ pub mod config;
 pub mod fanout;
 pub mod http;
 pub mod impairment;
-pub mod munger;
 pub mod node;
 pub mod peer;
 pub mod record;
@@ -37,6 +36,7 @@ pub use config::{Config, Role};
 
 use tracing::Instrument;
 
+use crate::codec::CodecExt;
 use crate::fanout::{Feed, Tracks};
 use crate::node::NodeState;
 use crate::peer::PeerFactory;

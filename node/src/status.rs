@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use crate::child::ChildLink;
-use crate::codec::MediaKind;
+use crate::codec::{CodecExt, MediaKind};
 use crate::config::{NodeId, RoleName, StreamId};
 use crate::node::NodeState;
 use crate::rtcp_tap::LinkCounters;

@@ -10,6 +10,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
 use tracing::Instrument;
+use treecast_media::keyframe_requests::KeyframeRequests;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
@@ -21,7 +22,8 @@ use crate::whep_client::{WhepError, post_offer};
 
 /// At most one keyframe request per this interval goes upstream per track (pitfall 7; LiveKit
 /// and Galène use the same figure). Requests in between merge into one.
-pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+pub const KEYFRAME_REQUEST_INTERVAL: Duration =
+    treecast_media::keyframe_requests::DEFAULT_MIN_INTERVAL;
 
 /// How long the tracks announced in the answer may take to start.
 const TRACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,8 +141,10 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
     }
     for (feed, track, requests, ssrc) in started {
         let span = tracing::info_span!("upstream", kind = ?feed.kind());
-        tokio::spawn(read_track(node.clone(), feed, track.clone()).instrument(span.clone()));
-        tokio::spawn(send_keyframe_requests(track, requests, ssrc).instrument(span));
+        tokio::spawn(
+            read_track(node.clone(), feed.clone(), track.clone()).instrument(span.clone()),
+        );
+        tokio::spawn(send_keyframe_requests(feed, track, requests, ssrc).instrument(span));
     }
     if !node.set_tracks(tracks) {
         tracing::warn!("tracks were already set; a parent change is not supported yet");
@@ -167,14 +171,41 @@ async fn read_track(node: Arc<NodeState>, feed: Arc<Feed>, track: Arc<dyn TrackR
     tracing::info!("upstream track ended");
 }
 
-/// Sends one PLI per pending request, then waits [`KEYFRAME_REQUEST_INTERVAL`]; requests that
-/// arrive meanwhile merge in the feed's one-slot channel, so at most two per second go up.
+/// Turns the feed's keyframe requests into PLIs upstream through `treecast-media`'s limiter:
+/// at most one per [`KEYFRAME_REQUEST_INTERVAL`]; a request held back is sent when the
+/// interval ends, unless a keyframe arrived meanwhile.
 async fn send_keyframe_requests(
+    feed: Arc<Feed>,
     track: Arc<dyn TrackRemote>,
     mut requests: mpsc::Receiver<()>,
     media_ssrc: u32,
 ) {
-    while requests.recv().await.is_some() {
+    let epoch = tokio::time::Instant::now();
+    let mut limiter = KeyframeRequests::new(KEYFRAME_REQUEST_INTERVAL);
+    let mut keyframes_at_hold = feed.keyframes_seen();
+    loop {
+        let deadline = limiter.next_deadline().map(|d| epoch + d);
+        let send = tokio::select! {
+            r = requests.recv() => match r {
+                Some(()) => {
+                    let send = limiter.request(epoch.elapsed());
+                    if send.is_none() {
+                        keyframes_at_hold = feed.keyframes_seen();
+                    }
+                    send
+                }
+                None => return,
+            },
+            _ = sleep_until_some(deadline) => {
+                if feed.keyframes_seen() != keyframes_at_hold {
+                    limiter.keyframe_arrived();
+                }
+                limiter.poll(epoch.elapsed())
+            }
+        };
+        if send.is_none() {
+            continue;
+        }
         let pli = PictureLossIndication {
             sender_ssrc: 0,
             media_ssrc,
@@ -183,8 +214,14 @@ async fn send_keyframe_requests(
             tracing::debug!(error = %e, "PLI upstream failed");
             return;
         }
-        tracing::debug!("keyframe request sent upstream");
-        tokio::time::sleep(KEYFRAME_REQUEST_INTERVAL).await;
+        tracing::debug!(stats = ?limiter.stats(), "keyframe request sent upstream");
+    }
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
