@@ -134,12 +134,19 @@ async fn run_node(
         );
     }
 
-    let upstream = async {
-        match &parent {
-            Some(url) => upstream::run(node.clone(), url.clone()).await,
-            None => std::future::pending().await,
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut upstream = tokio::spawn(
+        {
+            let node = node.clone();
+            async move {
+                match parent {
+                    Some(url) => upstream::run(node, url, stop_rx).await,
+                    None => Ok(()),
+                }
+            }
         }
-    };
+        .in_current_span(),
+    );
     let work = async {
         match &config.role {
             Role::View { recording, .. } => {
@@ -151,12 +158,26 @@ async fn run_node(
             _ => std::future::pending().await,
         }
     };
-    tokio::select! {
+    let result = tokio::select! {
         _ = shutdown => {
             tracing::info!("shutting down");
             Ok(())
         }
-        r = upstream => r.map_err(NodeError::from),
+        r = &mut upstream, if node.parent.is_some() => match r {
+            Ok(r) => r.map_err(NodeError::from),
+            Err(_) => Ok(()),
+        },
         r = work => r,
+    };
+    // Close every connection so parent and children notice at once (a DTLS close, not an ICE
+    // timeout seconds later) and webrtc stops delivering into tracks nobody drains.
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, upstream).await;
+    for child in node.children() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, child.close()).await;
     }
+    result
 }
+
+/// How long closing one connection may take at exit.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -150,11 +150,13 @@ fn main() -> anyhow::Result<()> {
         .with_max_children(common.max_children)?
         .with_impairment(common.impair);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
         treecast_node::run(config, shutdown).await
-    })?;
-    Ok(())
+    });
+    // The connections are closed; do not wait for webrtc's background work to wind down.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(result?)
 }

@@ -31,6 +31,9 @@ pub struct NodeState {
     pub factory: PeerFactory,
     /// Counters of the upstream leg.
     pub upstream: Arc<LinkCounters>,
+    /// Summed counters of children that have left, so totals survive their departure.
+    pub departed: LinkCounters,
+    departed_count: AtomicU64,
     /// `None` until the tracks are known; set once.
     tracks: watch::Sender<Option<Tracks>>,
     /// Lock: the map is touched only to add, remove and snapshot links, never across an
@@ -80,6 +83,8 @@ impl NodeState {
             max_children,
             factory,
             upstream: Arc::new(LinkCounters::default()),
+            departed: LinkCounters::default(),
+            departed_count: AtomicU64::new(0),
             tracks: watch::Sender::new(None),
             children: Mutex::new(Children::default()),
             started: Instant::now(),
@@ -147,7 +152,15 @@ impl NodeState {
 
     /// Removes a child link (it closed or was deleted); returns it if it was there.
     pub fn remove_child(&self, id: &str) -> Option<Arc<ChildLink>> {
-        self.lock_children().links.remove(id)
+        let link = self.lock_children().links.remove(id)?;
+        self.departed.absorb(&link.counters);
+        self.departed_count.fetch_add(1, Ordering::Relaxed);
+        Some(link)
+    }
+
+    /// How many children have left.
+    pub fn departed_count(&self) -> u64 {
+        self.departed_count.load(Ordering::Relaxed)
     }
 
     /// A snapshot of the child links.

@@ -25,6 +25,9 @@ use crate::fanout::{Feed, Forwarded, Tracks};
 
 /// Packets the sample builder may hold back waiting for a missing one (a retransmission).
 const MAX_LATE_PACKETS: u16 = 512;
+/// How long it waits for a missing packet before it gives the frame up: several NACK round
+/// trips, short enough that a permanent loss does not stall the recording for seconds.
+const MAX_LATE_TIME: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What to record and when to stop.
 #[derive(Debug, Clone)]
@@ -82,7 +85,7 @@ pub async fn record(tracks: Tracks, rec: Recording) -> Result<u64, RecordError> 
         tokio::select! {
             r = video_rx.recv() => match r {
                 Ok(f) => {
-                    video.push(f)?;
+                    video.push(f, rec.frames)?;
                     if rec.frames.is_some_and(|n| video.frames >= n) {
                         break Ok(video.frames);
                     }
@@ -154,16 +157,14 @@ impl VideoFile {
     fn create(path: &Path, codec: Codec) -> Result<VideoFile, RecordError> {
         let mut out = create(path)?;
         let builder = match codec {
-            Codec::H264 => Builder::H264(SampleBuilder::new(
-                MAX_LATE_PACKETS,
-                H264Packet::default(),
-                90_000,
-            )),
-            _ => Builder::Vp8(SampleBuilder::new(
-                MAX_LATE_PACKETS,
-                Vp8Depacketizer::default(),
-                90_000,
-            )),
+            Codec::H264 => Builder::H264(
+                SampleBuilder::new(MAX_LATE_PACKETS, H264Packet::default(), 90_000)
+                    .with_max_time_delay(MAX_LATE_TIME),
+            ),
+            _ => Builder::Vp8(
+                SampleBuilder::new(MAX_LATE_PACKETS, Vp8Depacketizer::default(), 90_000)
+                    .with_max_time_delay(MAX_LATE_TIME),
+            ),
         };
         if codec == Codec::Vp8 {
             // IVF header (width/height patched at the first keyframe, count at the end).
@@ -191,7 +192,8 @@ impl VideoFile {
         })
     }
 
-    fn push(&mut self, f: Forwarded) -> Result<(), RecordError> {
+    /// Adds a packet and writes the frames it completes, at most up to `limit` frames in all.
+    fn push(&mut self, f: Forwarded, limit: Option<u64>) -> Result<(), RecordError> {
         let now = Instant::now();
         let mut samples = Vec::new();
         match &mut self.builder {
@@ -209,6 +211,9 @@ impl VideoFile {
             }
         }
         for (sample, ts) in samples {
+            if limit.is_some_and(|n| self.frames >= n) {
+                break;
+            }
             self.write_frame(&sample.data, ts)?;
         }
         Ok(())

@@ -45,6 +45,23 @@ pub struct LinkCounters {
     pub bitrate_bps: AtomicU64,
 }
 
+impl LinkCounters {
+    /// Adds `other`'s event counts into these (for the totals of departed children); the
+    /// gauges (loss, RTT, bitrate) are not summed.
+    pub fn absorb(&self, other: &LinkCounters) {
+        let add = |a: &AtomicU64, b: &AtomicU64| {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        add(&self.packets, &other.packets);
+        add(&self.bytes, &other.bytes);
+        add(&self.dropped, &other.dropped);
+        add(&self.nacks, &other.nacks);
+        add(&self.nacked_packets, &other.nacked_packets);
+        add(&self.plis, &other.plis);
+        add(&self.firs, &other.firs);
+    }
+}
+
 /// The interceptor; build one per peer connection with [`RtcpTap::new`].
 pub struct RtcpTap {
     counters: Arc<LinkCounters>,

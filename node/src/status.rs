@@ -31,6 +31,18 @@ pub struct Status {
     pub upstream: LinkStatus,
     /// One entry per child leg.
     pub children: Vec<ChildStatus>,
+    /// Totals of the children that have left.
+    pub departed_children: DepartedStatus,
+}
+
+/// Children that have left.
+#[derive(Debug, Serialize)]
+pub struct DepartedStatus {
+    /// How many.
+    pub count: u64,
+    /// Their summed counters (gauges are zero).
+    #[serde(flatten)]
+    pub link: LinkStatus,
 }
 
 /// One track.
@@ -121,6 +133,10 @@ impl Status {
             tracks,
             upstream: LinkStatus::of(&node.upstream),
             children: node.children().iter().map(|l| child(l)).collect(),
+            departed_children: DepartedStatus {
+                count: node.departed_count(),
+                link: LinkStatus::of(&node.departed),
+            },
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use treecast_media::keyframe_requests::KeyframeRequests;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -49,33 +49,49 @@ pub enum UpstreamError {
 }
 
 /// Pulls from `url` (retrying while the parent is busy or not up yet) until the connection is
-/// up and the tracks are known, then keeps forwarding until the parent is lost.
-pub async fn run(node: Arc<NodeState>, url: String) -> Result<(), UpstreamError> {
-    let mut peer = loop {
-        match connect(&node, &url).await {
-            Ok(peer) => break peer,
-            Err(UpstreamError::Whep(WhepError::RetryAfter(d))) => {
-                tracing::info!(retry_in = ?d, "parent busy or not ready");
-                tokio::time::sleep(d).await;
+/// up and the tracks are known, then keeps forwarding until the parent is lost, or until `stop`
+/// turns true: then it closes the connection (so the parent frees the slot at once) and
+/// returns `Ok`.
+pub async fn run(
+    node: Arc<NodeState>,
+    url: String,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), UpstreamError> {
+    let connecting = async {
+        loop {
+            match connect(&node, &url).await {
+                Ok(peer) => return Ok(peer),
+                Err(UpstreamError::Whep(WhepError::RetryAfter(d))) => {
+                    tracing::info!(retry_in = ?d, "parent busy or not ready");
+                    tokio::time::sleep(d).await;
+                }
+                Err(UpstreamError::Whep(e @ WhepError::Http(_))) => {
+                    tracing::info!(error = %e, "parent unreachable; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
             }
-            Err(UpstreamError::Whep(e @ WhepError::Http(_))) => {
-                tracing::info!(error = %e, "parent unreachable; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e),
         }
     };
-    let _ = peer
-        .state
-        .wait_for(|s| {
+    let mut peer = tokio::select! {
+        p = connecting => p?,
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    };
+    let lost = tokio::select! {
+        _ = peer.state.wait_for(|s| {
             matches!(
                 s,
                 RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
             )
-        })
-        .await;
+        }) => true,
+        _ = stop.wait_for(|s| *s) => false,
+    };
     let _ = peer.pc.close().await;
-    Err(UpstreamError::Lost)
+    if lost {
+        Err(UpstreamError::Lost)
+    } else {
+        Ok(())
+    }
 }
 
 async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError> {
@@ -102,6 +118,7 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
         }
     };
     let expected = sending_kinds(&answer.sdp);
+    let answer_sdp_for_log = answer.sdp.clone();
     if expected.is_empty() {
         return Err(UpstreamError::NoTracks);
     }
@@ -112,9 +129,9 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
         .await
         .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
     tracing::info!(parent = url, ?expected, "answer from parent");
+    tracing::trace!(sdp = %answer_sdp_for_log, "answer");
 
     let mut tracks = Tracks::default();
-    let mut started = Vec::new();
     let deadline = tokio::time::Instant::now() + TRACK_TIMEOUT;
     while tracks.iter().count() < expected.len() {
         let Ok(Some(track)) = tokio::time::timeout_at(deadline, peer.tracks.recv()).await else {
@@ -132,19 +149,17 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
         };
         let (feed, requests) = Feed::new(codec, rtp_codec);
         if tracks.insert(feed.clone()) {
-            started.push((feed, track, requests, ssrc));
+            // Drain at once, even before the other tracks start (pitfall 5).
+            let span = tracing::info_span!("upstream", kind = ?feed.kind());
+            tokio::spawn(
+                read_track(node.clone(), feed.clone(), track.clone()).instrument(span.clone()),
+            );
+            tokio::spawn(send_keyframe_requests(feed, track, requests, ssrc).instrument(span));
         }
     }
     if tracks.iter().next().is_none() {
         let _ = peer.pc.close().await;
         return Err(UpstreamError::NoTracks);
-    }
-    for (feed, track, requests, ssrc) in started {
-        let span = tracing::info_span!("upstream", kind = ?feed.kind());
-        tokio::spawn(
-            read_track(node.clone(), feed.clone(), track.clone()).instrument(span.clone()),
-        );
-        tokio::spawn(send_keyframe_requests(feed, track, requests, ssrc).instrument(span));
     }
     if !node.set_tracks(tracks) {
         tracing::warn!("tracks were already set; a parent change is not supported yet");
@@ -225,16 +240,28 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// The media kinds an SDP answer says the parent will send: m-sections with a non-zero port and
-/// a sending direction (RFC 8866 section 6.7; sendrecv is the default).
+/// The media kinds an SDP answer says the parent will send: m-sections with a non-zero port,
+/// a sending direction (RFC 8866 section 6.7; sendrecv is the default) and a source (`a=ssrc`
+/// or `a=msid`). The source check matters: webrtc 0.21 answers `a=sendonly` for a section it
+/// has no track for.
 pub fn sending_kinds(sdp: &str) -> Vec<MediaKind> {
+    #[derive(Clone, Copy)]
+    struct Section {
+        kind: MediaKind,
+        open: bool,
+        sends: bool,
+        has_source: bool,
+    }
     let mut kinds = Vec::new();
-    let mut current: Option<(MediaKind, bool)> = None;
-    let close = |cur: Option<(MediaKind, bool)>, kinds: &mut Vec<MediaKind>| {
-        if let Some((k, true)) = cur
-            && !kinds.contains(&k)
+    let mut current: Option<Section> = None;
+    let close = |cur: Option<Section>, kinds: &mut Vec<MediaKind>| {
+        if let Some(s) = cur
+            && s.open
+            && s.sends
+            && s.has_source
+            && !kinds.contains(&s.kind)
         {
-            kinds.push(k);
+            kinds.push(s.kind);
         }
     };
     for line in sdp.lines().map(str::trim) {
@@ -246,11 +273,17 @@ pub fn sending_kinds(sdp: &str) -> Vec<MediaKind> {
                 Some("audio") => Some(MediaKind::Audio),
                 _ => None,
             };
-            let port_open = parts.next().is_some_and(|p| p != "0");
-            current = kind.map(|k| (k, port_open));
-        } else if let Some((_, sends)) = current.as_mut() {
+            let open = parts.next().is_some_and(|p| p != "0");
+            current = kind.map(|kind| Section {
+                kind,
+                open,
+                sends: true,
+                has_source: false,
+            });
+        } else if let Some(s) = current.as_mut() {
             match line {
-                "a=recvonly" | "a=inactive" => *sends = false,
+                "a=recvonly" | "a=inactive" => s.sends = false,
+                l if l.starts_with("a=ssrc:") || l.starts_with("a=msid:") => s.has_source = true,
                 _ => {}
             }
         }
@@ -265,11 +298,16 @@ mod tests {
 
     #[test]
     fn kinds_from_answer() {
-        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n\
-                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=inactive\r\n";
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ssrc:1 cname:x\r\na=sendonly\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:s a\r\na=inactive\r\n";
         assert_eq!(sending_kinds(sdp), vec![MediaKind::Video]);
-        let sdp = "m=audio 9 RTP 111\r\nm=video 0 RTP 96\r\nm=application 9 x\r\n";
+        let sdp = "m=audio 9 RTP 111\r\na=msid:s a\r\nm=video 0 RTP 96\r\na=ssrc:2 x\r\n\
+                   m=application 9 x\r\n";
         assert_eq!(sending_kinds(sdp), vec![MediaKind::Audio]);
+        // What webrtc 0.21 answers for a section without a track: sendonly, but no source.
+        let sdp =
+            "m=video 9 RTP 96\r\na=ssrc:3 x\r\na=sendonly\r\nm=audio 9 RTP 111\r\na=sendonly\r\n";
+        assert_eq!(sending_kinds(sdp), vec![MediaKind::Video]);
         assert!(sending_kinds("garbage\0\u{fffd}").is_empty());
     }
 }
