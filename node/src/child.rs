@@ -21,7 +21,7 @@ use treecast_media::munger::{Munged, Munger, MungerConfig};
 use crate::codec::CodecExt;
 use crate::fanout::{Feed, Forwarded};
 use crate::node::{NodeState, Reservation};
-use crate::peer::PeerError;
+use crate::peer::{Peer, PeerError};
 use crate::rtcp_tap::LinkCounters;
 
 /// How long a new child may take to connect before its leg is torn down.
@@ -108,17 +108,14 @@ pub async fn attach(
         legs.push((feed, track, sender, ssrc));
     }
 
-    let offer = RTCSessionDescription::offer(offer_sdp).map_err(AttachError::BadOffer)?;
-    peer.pc
-        .set_remote_description(offer)
-        .await
-        .map_err(AttachError::BadOffer)?;
-    let answer = peer
-        .pc
-        .create_answer(None)
-        .await
-        .map_err(AttachError::BadOffer)?;
-    let answer_sdp = peer.finish_local(answer).await?;
+    let answer_sdp = match negotiate(&mut peer, offer_sdp).await {
+        Ok(sdp) => sdp,
+        Err(e) => {
+            // Release the sockets and tasks of a connection that will never carry media.
+            let _ = peer.pc.close().await;
+            return Err(e);
+        }
+    };
 
     let (closed, _) = watch::channel(false);
     let link = Arc::new(ChildLink {
@@ -152,6 +149,21 @@ pub async fn attach(
     }
     tokio::spawn(watch_state(node.clone(), link.clone(), peer.state).instrument(span));
     Ok((link, answer_sdp))
+}
+
+/// Applies the child's offer and produces our answer.
+async fn negotiate(peer: &mut Peer, offer_sdp: String) -> Result<String, AttachError> {
+    let offer = RTCSessionDescription::offer(offer_sdp).map_err(AttachError::BadOffer)?;
+    peer.pc
+        .set_remote_description(offer)
+        .await
+        .map_err(AttachError::BadOffer)?;
+    let answer = peer
+        .pc
+        .create_answer(None)
+        .await
+        .map_err(AttachError::BadOffer)?;
+    Ok(peer.finish_local(answer).await?)
 }
 
 /// The payload type this leg negotiated for the feed's codec (pitfall 1: it differs per leg).
