@@ -77,6 +77,9 @@ enum Command {
         /// Exit after this many video frames (default: record until Ctrl-C).
         #[arg(long)]
         frames: Option<u64>,
+        /// Test only: request a keyframe every this many milliseconds.
+        #[arg(long, hide = true)]
+        keyframe_request_every_ms: Option<u64>,
         /// Stream name; defaults to the last path segment of --pull.
         #[arg(long)]
         stream: Option<String>,
@@ -128,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             record,
             record_audio,
             frames,
+            keyframe_request_every_ms,
             stream,
             common,
         } => {
@@ -142,6 +146,8 @@ fn main() -> anyhow::Result<()> {
                 video: record,
                 audio: record_audio,
                 frames,
+                keyframe_request_every: keyframe_request_every_ms
+                    .map(std::time::Duration::from_millis),
             };
             (stream, Role::View { pull, recording }, common)
         }

@@ -38,6 +38,8 @@ pub struct Recording {
     pub audio: Option<PathBuf>,
     /// Stop after this many video frames.
     pub frames: Option<u64>,
+    /// Test only: ask for a keyframe this often (exercises the request merging upstream).
+    pub keyframe_request_every: Option<std::time::Duration>,
 }
 
 /// Why recording failed.
@@ -75,7 +77,16 @@ pub async fn record(tracks: Tracks, rec: Recording) -> Result<u64, RecordError> 
         }
         _ => None,
     };
+    let mut nag = rec
+        .keyframe_request_every
+        .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     let result = loop {
+        let nag_tick = async {
+            match nag.as_mut() {
+                Some(i) => i.tick().await,
+                None => std::future::pending().await,
+            }
+        };
         let audio_rx = async {
             match audio.as_mut() {
                 Some(a) => a.rx.recv().await,
@@ -93,6 +104,7 @@ pub async fn record(tracks: Tracks, rec: Recording) -> Result<u64, RecordError> 
                 Err(RecvError::Lagged(n)) => tracing::warn!(lost = n, "recorder fell behind"),
                 Err(RecvError::Closed) => break Err(RecordError::Ended(video.frames)),
             },
+            _ = nag_tick => video_feed.request_keyframe(),
             r = audio_rx => match r {
                 Ok(f) => {
                     if let Some(a) = audio.as_mut() {

@@ -128,3 +128,89 @@ fn a_relay_without_its_parent_answers_503_retry_after() {
     assert_eq!(s["receiving"], false);
     assert_eq!(s["parent"], "http://127.0.0.1:9/whep/demo");
 }
+
+#[test]
+fn keyframe_requests_from_many_leaves_reach_the_root_at_most_twice_per_second() {
+    let dir = tmp_dir("pli");
+    let video = media("test.ivf");
+    let root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--video",
+            video.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &root.whep_url("demo"),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    // Four leaves, each asking for a keyframe every 50 ms for 4 s.
+    let mut leaves: Vec<Node> = (0..4)
+        .map(|i| {
+            let out = dir.join(format!("leaf{i}.ivf"));
+            Node::spawn(
+                &format!("leaf{i}"),
+                &dir,
+                &[
+                    "view",
+                    "--pull",
+                    &relay.whep_url("demo"),
+                    "--record",
+                    out.to_str().unwrap(),
+                    "--frames",
+                    "120",
+                    "--keyframe-request-every-ms",
+                    "50",
+                ],
+                &[],
+            )
+        })
+        .collect();
+    for leaf in &mut leaves {
+        assert!(
+            leaf.wait_success(std::time::Duration::from_secs(30)),
+            "{}",
+            leaf.log_tail()
+        );
+    }
+
+    let r = relay.status();
+    let plis = |v: &serde_json::Value| v["plis"].as_u64().unwrap_or(0);
+    let asked: u64 = r["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(plis)
+        .sum::<u64>()
+        + plis(&r["departed_children"]);
+    let s = root.status();
+    let link = &s["children"][0];
+    let reached = plis(link);
+    let seconds = link["age_s"].as_u64().unwrap() + 1;
+    println!("leaves sent {asked} PLIs to the relay; {reached} reached the root in {seconds} s");
+    assert!(
+        reached <= 2 * seconds + 1,
+        "{reached} PLIs in {seconds} s: {s}"
+    );
+    assert!(
+        asked >= 3 * reached.max(1),
+        "the relay merged nothing? {asked} vs {reached}"
+    );
+}
