@@ -18,7 +18,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use treecast_media::munger::{Munged, Munger, MungerConfig};
 
-use crate::codec::CodecExt;
+use crate::codec::{CodecExt, MediaKind};
 use crate::fanout::{Feed, Forwarded};
 use crate::node::{NodeState, Reservation};
 use crate::peer::{Peer, PeerError};
@@ -35,6 +35,8 @@ pub struct ChildLink {
     pub counters: Arc<LinkCounters>,
     /// When the child attached.
     pub since: Instant,
+    /// What this leg sends: per track its SSRC and payload type on this leg.
+    pub tracks: Vec<LegInfo>,
     pc: Arc<dyn PeerConnection>,
     closed: watch::Sender<bool>,
 }
@@ -46,6 +48,17 @@ impl std::fmt::Debug for ChildLink {
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
+}
+
+/// One track of a child leg, as negotiated on that leg.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct LegInfo {
+    /// video or audio.
+    pub kind: MediaKind,
+    /// The SSRC this leg sends with.
+    pub ssrc: u32,
+    /// The payload type negotiated on this leg.
+    pub payload_type: u8,
 }
 
 /// Why a child could not attach.
@@ -117,8 +130,29 @@ pub async fn attach(
         }
     };
 
+    let span = tracing::info_span!("child", id = %&id[..8]);
+    let mut accepted = Vec::new();
+    for (feed, track, sender, ssrc) in legs {
+        match negotiated_payload_type(&sender, &feed).await {
+            Some(payload_type) => accepted.push((feed, track, ssrc, payload_type)),
+            None => {
+                tracing::info!(parent: &span, codec = ?feed.codec, "child did not accept this track")
+            }
+        }
+    }
+    let tracks = accepted
+        .iter()
+        .map(|(feed, _, ssrc, payload_type)| LegInfo {
+            kind: feed.kind(),
+            ssrc: *ssrc,
+            payload_type: *payload_type,
+        })
+        .collect();
+    tracing::info!(parent: &span, ?tracks, "child attached");
+
     let (closed, _) = watch::channel(false);
     let link = Arc::new(ChildLink {
+        tracks,
         id: id.clone(),
         counters: counters.clone(),
         since: Instant::now(),
@@ -127,12 +161,7 @@ pub async fn attach(
     });
     slot.commit(link.clone());
 
-    let span = tracing::info_span!("child", id = %&id[..8]);
-    for (feed, track, sender, ssrc) in legs {
-        let Some(payload_type) = negotiated_payload_type(&sender, &feed).await else {
-            tracing::info!(parent: &span, codec = ?feed.codec, "child did not accept this track");
-            continue;
-        };
+    for (feed, track, ssrc, payload_type) in accepted {
         let leg = Leg {
             feed: feed.clone(),
             track: track.clone(),

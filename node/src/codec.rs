@@ -83,9 +83,24 @@ impl CodecExt for Codec {
     }
 }
 
+/// Which payload type numbers a node offers. Payload types are per leg (pitfall 1): a browser
+/// picks its own (Chrome offered H.264 as 108 where the child leg negotiated 102). Viewers use
+/// [`PayloadTypes::Viewer`] so that the last leg of every chain differs from the ones above it
+/// and the per-leg rewrite is exercised by every end-to-end test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadTypes {
+    /// VP8 96, H.264 102, Opus 111.
+    Node,
+    /// VP8 97, H.264 108, Opus 109.
+    Viewer,
+}
+
 /// Registers VP8, H.264 and Opus with NACK, PLI and FIR feedback; no RTX, so a retransmission
 /// arrives on the media SSRC and passes through the fan-out like any other packet.
-pub fn register_codecs(engine: &mut MediaEngine) -> Result<(), rtc::shared::error::Error> {
+pub fn register_codecs(
+    engine: &mut MediaEngine,
+    payload_types: PayloadTypes,
+) -> Result<(), rtc::shared::error::Error> {
     let video_fb = || {
         vec![
             RTCPFeedback {
@@ -102,10 +117,14 @@ pub fn register_codecs(engine: &mut MediaEngine) -> Result<(), rtc::shared::erro
             },
         ]
     };
+    let (vp8, h264, opus) = match payload_types {
+        PayloadTypes::Node => (96, 102, 111),
+        PayloadTypes::Viewer => (97, 108, 109),
+    };
     let entries = [
-        (Codec::Vp8, 96, video_fb()),
-        (Codec::H264, 102, video_fb()),
-        (Codec::Opus, 111, vec![]),
+        (Codec::Vp8, vp8, video_fb()),
+        (Codec::H264, h264, video_fb()),
+        (Codec::Opus, opus, vec![]),
     ];
     for (codec, payload_type, rtcp_feedback) in entries {
         let mut rtp_codec = codec.rtp_codec();

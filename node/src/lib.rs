@@ -36,7 +36,7 @@ pub use config::{Config, Role};
 
 use tracing::Instrument;
 
-use crate::codec::CodecExt;
+use crate::codec::{CodecExt, PayloadTypes};
 use crate::fanout::{Feed, Tracks};
 use crate::node::NodeState;
 use crate::peer::PeerFactory;
@@ -90,13 +90,17 @@ async fn run_node(
         Role::Relay { pull } | Role::View { pull, .. } => Some(pull.clone()),
         Role::Broadcast { .. } => None,
     };
+    let payload_types = match config.role {
+        Role::View { .. } => PayloadTypes::Viewer,
+        _ => PayloadTypes::Node,
+    };
     let node = Arc::new(NodeState::new(
         config.node_id.clone(),
         config.stream.clone(),
         config.role.name(),
         parent.clone(),
         config.max_children,
-        PeerFactory::new(config.ice_ip, runtime),
+        PeerFactory::new(config.ice_ip, runtime, payload_types),
     ));
     tracing::info!(role = ?node.role, stream = node.stream.as_str(), "starting");
 

@@ -18,7 +18,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::runtime::Runtime;
 
-use crate::codec::register_codecs;
+use crate::codec::{PayloadTypes, register_codecs};
 use crate::rtcp_tap::{LinkCounters, RtcpTap};
 
 /// How long an answer or offer waits for ICE gathering before it goes out with what it has
@@ -41,6 +41,7 @@ pub enum PeerError {
 pub struct PeerFactory {
     ip: IpAddr,
     runtime: Arc<dyn Runtime>,
+    payload_types: PayloadTypes,
 }
 
 impl std::fmt::Debug for PeerFactory {
@@ -69,15 +70,20 @@ impl std::fmt::Debug for Peer {
 }
 
 impl PeerFactory {
-    /// A factory binding every peer connection's UDP sockets to `ip` with the given runtime.
-    pub fn new(ip: IpAddr, runtime: Arc<dyn Runtime>) -> Self {
-        Self { ip, runtime }
+    /// A factory binding every peer connection's UDP sockets to `ip` with the given runtime,
+    /// offering `payload_types`.
+    pub fn new(ip: IpAddr, runtime: Arc<dyn Runtime>, payload_types: PayloadTypes) -> Self {
+        Self {
+            ip,
+            runtime,
+            payload_types,
+        }
     }
 
     /// A new peer connection whose RTCP feedback is counted into `counters`.
     pub async fn build(&self, counters: Arc<LinkCounters>) -> Result<Peer, PeerError> {
         let mut engine = MediaEngine::default();
-        register_codecs(&mut engine)?;
+        register_codecs(&mut engine, self.payload_types)?;
         let registry = register_default_interceptors(Registry::new(), &mut engine)?;
         // Application-most, so every interceptor has seen the RTCP before we narrow it.
         let registry = registry.with(Slot::from(14_000), RtcpTap::new(counters));

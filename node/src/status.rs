@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use crate::child::ChildLink;
+use crate::child::{ChildLink, LegInfo};
 use crate::codec::{CodecExt, MediaKind};
 use crate::config::{NodeId, RoleName, StreamId};
 use crate::node::NodeState;
@@ -61,6 +61,8 @@ pub struct ChildStatus {
     pub id: String,
     /// Seconds since the child attached.
     pub age_s: u64,
+    /// Per track: SSRC and payload type on this leg.
+    pub tracks: Vec<LegInfo>,
     /// The link's counters.
     #[serde(flatten)]
     pub link: LinkStatus,
@@ -145,6 +147,7 @@ fn child(l: &ChildLink) -> ChildStatus {
     ChildStatus {
         id: l.id.clone(),
         age_s: l.since.elapsed().as_secs(),
+        tracks: l.tracks.clone(),
         link: LinkStatus::of(&l.counters),
     }
 }

@@ -109,6 +109,15 @@ fn assert_chain_status(nodes: &[Node]) {
         }
         assert!(c.get("rtt_ms").is_some(), "{name}: {s}");
     }
+    // Payload types are per leg: the viewer offered other numbers than the relays, so the last
+    // leg carries the same packets under a different payload type (and every leg its own SSRC).
+    let leg = |n: &Node| n.status()["children"][0]["tracks"][0].clone();
+    let (inner, last) = (leg(&nodes[nodes.len() - 2]), leg(&nodes[nodes.len() - 1]));
+    assert_ne!(
+        inner["payload_type"], last["payload_type"],
+        "{inner} {last}"
+    );
+    assert_ne!(inner["ssrc"], last["ssrc"], "{inner} {last}");
 }
 
 fn ogg_pages(path: &Path) -> usize {
