@@ -151,27 +151,31 @@ async fn run_node(
         }
         .in_current_span(),
     );
+    let (finish_recording, finish_rx) = tokio::sync::watch::channel(false);
     let work = async {
         match &config.role {
             Role::View { recording, .. } => {
                 let tracks = node.wait_tracks().await;
-                let frames = record::record(tracks, recording.clone()).await?;
+                let frames = record::record(tracks, recording.clone(), finish_rx).await?;
                 println!("recorded {frames} video frames");
                 Ok(())
             }
             _ => std::future::pending().await,
         }
     };
+    tokio::pin!(work);
     let result = tokio::select! {
         _ = shutdown => {
             tracing::info!("shutting down");
-            Ok(())
+            // Let the recorder finish its files (IVF frame count) before the connections go.
+            finish_recording.send_replace(true);
+            tokio::time::timeout(CLOSE_TIMEOUT, &mut work).await.unwrap_or(Ok(()))
         }
         r = &mut upstream, if node.parent.is_some() => match r {
             Ok(r) => r.map_err(NodeError::from),
             Err(_) => Ok(()),
         },
-        r = work => r,
+        r = &mut work => r,
     };
     // Close every connection so parent and children notice at once (a DTLS close, not an ICE
     // timeout seconds later) and webrtc stops delivering into tracks nobody drains.

@@ -61,9 +61,13 @@ pub enum RecordError {
     Ended(u64),
 }
 
-/// Records `tracks` until `rec.frames` video frames are written (or forever). Returns the number
-/// of video frames written.
-pub async fn record(tracks: Tracks, rec: Recording) -> Result<u64, RecordError> {
+/// Records `tracks` until `rec.frames` video frames are written or `finish` turns true, then
+/// finishes the files. Returns the number of video frames written.
+pub async fn record(
+    tracks: Tracks,
+    rec: Recording,
+    mut finish: tokio::sync::watch::Receiver<bool>,
+) -> Result<u64, RecordError> {
     let video_feed = tracks.video.clone().ok_or(RecordError::NoVideo)?;
     let mut video_rx = video_feed.subscribe();
     // The recorder starts mid-stream: ask for a keyframe now rather than wait a GOP.
@@ -105,6 +109,7 @@ pub async fn record(tracks: Tracks, rec: Recording) -> Result<u64, RecordError> 
                 Err(RecvError::Closed) => break Err(RecordError::Ended(video.frames)),
             },
             _ = nag_tick => video_feed.request_keyframe(),
+            _ = finish.wait_for(|f| *f) => break Ok(video.frames),
             r = audio_rx => match r {
                 Ok(f) => {
                     if let Some(a) = audio.as_mut() {
