@@ -189,22 +189,37 @@ fn load_ivf(path: &Path) -> Result<Clip, SourceError> {
     non_empty(path, Codec::Vp8, frames)
 }
 
-/// Groups NAL units into access units: an AU ends with its slice (x264 baseline writes one
-/// slice per picture; SPS/PPS precede the IDR slice they belong to).
+/// Groups NAL units into access units (H.264 section 7.4.1.2.3): a new one starts at a
+/// parameter set, SEI or AUD after a slice, or at a slice whose `first_mb_in_slice` is 0 after a
+/// slice. x264 with `-tune zerolatency` writes several slices per picture, so "one slice, one
+/// frame" would give every slice its own timestamp and break decoding.
 fn load_h264(path: &Path, fps: u32) -> Result<Clip, SourceError> {
     let mut reader = H26xReader::new(open(path)?, 1 << 20, false);
     let ticks = 90_000 / fps.clamp(1, 240);
     let mut frames = Vec::new();
     let mut au = BytesMut::new();
+    let mut au_has_slice = false;
     while let Ok(nal) = reader.next_nal() {
         let H26xNAL::H264(nal) = nal else { continue };
         let data = nal.data;
-        let Some(&first) = data.first() else { continue };
+        let Some(&header) = data.first() else {
+            continue;
+        };
+        let nal_type = header & 0x1f;
+        let is_slice = matches!(nal_type, 1 | 5);
+        // first_mb_in_slice is ue(v); 0 is coded as a single 1 bit.
+        let first_slice_of_picture = is_slice && data.get(1).is_some_and(|b| b & 0x80 != 0);
+        let starts_au = matches!(nal_type, 6..=9) || first_slice_of_picture;
+        if au_has_slice && starts_au {
+            frames.push((au.split().freeze(), ticks));
+            au_has_slice = false;
+        }
         au.extend_from_slice(&[0, 0, 0, 1]);
         au.extend_from_slice(&data);
-        if matches!(first & 0x1f, 1 | 5) {
-            frames.push((au.split().freeze(), ticks));
-        }
+        au_has_slice |= is_slice;
+    }
+    if au_has_slice {
+        frames.push((au.split().freeze(), ticks));
     }
     non_empty(path, Codec::H264, frames)
 }

@@ -198,8 +198,8 @@ pub fn ivf_frames(path: &Path) -> Vec<Vec<u8>> {
     frames
 }
 
-/// The NAL units of an Annex-B file, grouped into access units (one per slice NAL), without
-/// start codes; SEI, AUD and filler are left out (WebRTC senders may drop them).
+/// The NAL units of an Annex-B file, grouped into access units (pictures), without start
+/// codes; SEI, AUD and filler are left out (WebRTC senders may drop them).
 pub fn annexb_access_units(path: &Path) -> Vec<Vec<Vec<u8>>> {
     let data = std::fs::read(path).unwrap();
     let mut nals = Vec::new();
@@ -219,18 +219,27 @@ pub fn annexb_access_units(path: &Path) -> Vec<Vec<Vec<u8>>> {
     if let Some(s) = start {
         nals.push(trim_zeros(&data[s..]).to_vec());
     }
+    // Access units as H.264 section 7.4.1.2.3 delimits them: a new one at a parameter set or
+    // AUD after a slice, or at a slice with first_mb_in_slice == 0 after a slice.
     let mut aus = Vec::new();
-    let mut au = Vec::new();
+    let mut au: Vec<Vec<u8>> = Vec::new();
+    let mut au_has_slice = false;
     for nal in nals {
         let Some(&h) = nal.first() else { continue };
         let t = h & 0x1f;
-        if matches!(t, 6 | 9 | 12) {
-            continue;
-        }
-        au.push(nal);
-        if matches!(t, 1 | 5) {
+        let is_slice = matches!(t, 1 | 5);
+        let first_slice = is_slice && nal.get(1).is_some_and(|b| b & 0x80 != 0);
+        if au_has_slice && (matches!(t, 6..=9) || first_slice) {
             aus.push(std::mem::take(&mut au));
+            au_has_slice = false;
         }
+        au_has_slice |= is_slice;
+        if !matches!(t, 6 | 9 | 12) {
+            au.push(nal);
+        }
+    }
+    if au_has_slice {
+        aus.push(au);
     }
     aus
 }

@@ -1,0 +1,166 @@
+//! Independent peers against treecast nodes: headless Chromium plays over WHEP (a standard
+//! player: `tests/assets/whep_player.html`) and keeps decoding frames.
+//!
+//! Skipped, loudly, when Chromium is not installed (`scripts/install-test-deps` installs it).
+
+// Helpers below the tests unwrap freely: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::{Node, media, tmp_dir};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Headless Chromium in its own process group, killed with its helpers on drop.
+struct Chromium {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Chromium {
+    fn play(whep_url: &str, dir: &Path) -> Chromium {
+        let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/assets/whep_player.html");
+        let profile = dir.join("chromium-profile");
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+                // Plain host candidates, not mDNS names webrtc-rs would have to resolve.
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("file://{}?whep={whep_url}", page.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn chromium");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("CONSOLE") && tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Chromium { child, lines }
+    }
+
+    /// Waits (bounded) until the player reports at least `frames` decoded frames; returns the
+    /// last stats line.
+    fn wait_decoded(&self, frames: u64, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("(no stats)");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!("Chromium did not decode {frames} frames in {timeout:?}; last: {last}");
+            };
+            if line.contains("ERROR") {
+                panic!("player error: {line}");
+            }
+            if let Some(n) = field(&line, "framesDecoded=") {
+                last = line.clone();
+                if n >= frames {
+                    return line;
+                }
+            }
+        }
+    }
+}
+
+fn field(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn chromium_plays_through_a_relay(video: &str, test: &str) {
+    if !Path::new(CHROMIUM).exists() {
+        eprintln!("SKIPPED: {CHROMIUM} not installed (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir(test);
+    let video = media(video);
+    let audio = media("test.ogg");
+    let root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--video",
+            video.to_str().unwrap(),
+            "--audio",
+            audio.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &root.whep_url("demo"),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let browser = Chromium::play(&relay.whep_url("demo"), &dir);
+    let first = browser.wait_decoded(30, Duration::from_secs(20));
+    // Frames keep rising: two more seconds of video decoded.
+    let later = browser.wait_decoded(
+        field(&first, "framesDecoded=").unwrap() + 60,
+        Duration::from_secs(10),
+    );
+    println!("Chromium: {later}");
+    assert!(field(&later, "keyFramesDecoded=").unwrap() >= 1, "{later}");
+    assert_eq!(field(&later, "frameWidth="), Some(320), "{later}");
+    let s = relay.status();
+    assert_eq!(s["children"].as_array().unwrap().len(), 1, "{s}");
+}
+
+#[test]
+fn chromium_plays_vp8_over_whep_from_a_relay() {
+    chromium_plays_through_a_relay("test.ivf", "chromium-vp8");
+}
+
+#[test]
+fn chromium_plays_h264_over_whep_from_a_relay() {
+    chromium_plays_through_a_relay("test.h264", "chromium-h264");
+}
