@@ -131,6 +131,10 @@ pub async fn record(
 struct AudioFile {
     rx: broadcast::Receiver<Forwarded>,
     writer: OggWriter<BufWriter<File>>,
+    /// RTP timestamp of the first packet written; later ones are written relative to it.
+    first_ts: Option<u32>,
+    /// Relative timestamp of the newest packet written.
+    last_rel: Option<u32>,
 }
 
 impl AudioFile {
@@ -144,11 +148,29 @@ impl AudioFile {
         Ok(AudioFile {
             rx: feed.subscribe(),
             writer,
+            first_ts: None,
+            last_rel: None,
         })
     }
 
+    /// Writes packets in timestamp order only. rc's `OggWriter` subtracts the previous RTP
+    /// timestamp unchecked: a reordered or retransmitted packet (or a timestamp wrap) panics in
+    /// a debug build and corrupts the granule position in release. So late packets are dropped
+    /// (an Ogg page cannot be inserted afterwards anyway) and timestamps are handed over
+    /// relative to the first one, which does not wrap for 24 hours of 48 kHz audio.
     fn write(&mut self, f: &Forwarded) {
-        if let Err(e) = self.writer.write_rtp(&f.packet) {
+        let ts = f.packet.header.timestamp;
+        let first = *self.first_ts.get_or_insert(ts);
+        let rel = ts.wrapping_sub(first);
+        let late = rel >= 0x8000_0000 || self.last_rel.is_some_and(|last| rel <= last);
+        if late {
+            return;
+        }
+        self.last_rel = Some(rel);
+        let mut packet = f.packet.clone();
+        // 1 is the writer's "no previous packet" marker; start above it.
+        packet.header.timestamp = rel.wrapping_add(2);
+        if let Err(e) = self.writer.write_rtp(&packet) {
             tracing::debug!(error = %e, "audio packet not written");
         }
     }
@@ -280,15 +302,24 @@ impl VideoFile {
     }
 }
 
-/// Whether a depacketized frame is one a decoder can start from.
+/// Whether a depacketized frame is a whole one a decoder can start from.
 fn is_keyframe(codec: Codec, data: &[u8]) -> bool {
     match codec {
         // VP8 frame tag (RFC 6386 section 9.1): bit 0 clear for a key frame.
         Codec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
-        // Annex-B: any IDR or SPS NAL unit.
-        _ => data
-            .windows(4)
-            .any(|w| w[..3] == [0, 0, 1] && matches!(w[3] & 0x1f, 5 | 7)),
+        // Annex-B: the first NAL unit is an SPS, or the first slice (first_mb_in_slice == 0) of
+        // an IDR picture. A sample that starts with a later slice lost its beginning.
+        _ => {
+            let first = data
+                .windows(4)
+                .position(|w| w[..3] == [0, 0, 1])
+                .map(|i| &data[i + 3..]);
+            match first {
+                Some([h, ..]) if h & 0x1f == 7 => true,
+                Some([h, b, ..]) => h & 0x1f == 5 && b & 0x80 != 0,
+                _ => false,
+            }
+        }
     }
 }
 
@@ -345,6 +376,42 @@ impl Depacketizer for Vp8Depacketizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h264_recording_starts_at_a_whole_idr_picture() {
+        assert!(is_keyframe(
+            Codec::H264,
+            &[0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65]
+        ));
+        assert!(is_keyframe(Codec::H264, &[0, 0, 0, 1, 0x65, 0x88]));
+        // The second slice of an IDR picture (first_mb_in_slice != 0): its start was lost.
+        assert!(!is_keyframe(Codec::H264, &[0, 0, 0, 1, 0x65, 0x40]));
+        assert!(!is_keyframe(Codec::H264, &[0, 0, 0, 1, 0x41, 0x9a]));
+        assert!(!is_keyframe(Codec::H264, &[0, 0, 1]));
+    }
+
+    #[test]
+    fn audio_survives_reordering_and_timestamp_wrap() {
+        use crate::codec::CodecExt;
+        let (feed, _requests) = Feed::new(Codec::Opus, Codec::Opus.rtp_codec());
+        let path = std::env::temp_dir().join(format!("treecast-ogg-{}.ogg", std::process::id()));
+        let mut audio = AudioFile::create(&path, &feed).unwrap();
+        let mut written = 0;
+        for ts in [u32::MAX - 1919, u32::MAX - 959, u32::MAX - 1919, 0, 960, 0, 1920] {
+            let mut packet = rtc::rtp::Packet::default();
+            packet.header.timestamp = ts;
+            packet.payload = Bytes::from_static(&[0xf8, 0xff, 0xfe]);
+            let before = audio.last_rel;
+            audio.write(&Forwarded {
+                packet,
+                keyframe: true,
+            });
+            written += usize::from(audio.last_rel != before);
+        }
+        assert_eq!(written, 5, "two late packets dropped, the wrap followed");
+        audio.writer.close().unwrap();
+        let _ = std::fs::remove_file(path);
+    }
 
     #[test]
     fn short_vp8_tail_is_depacketized() {
