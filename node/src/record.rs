@@ -307,19 +307,15 @@ fn is_keyframe(codec: Codec, data: &[u8]) -> bool {
     match codec {
         // VP8 frame tag (RFC 6386 section 9.1): bit 0 clear for a key frame.
         Codec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
-        // Annex-B: the first NAL unit is an SPS, or the first slice (first_mb_in_slice == 0) of
-        // an IDR picture. A sample that starts with a later slice lost its beginning.
-        _ => {
-            let first = data
-                .windows(4)
-                .position(|w| w[..3] == [0, 0, 1])
-                .map(|i| &data[i + 3..]);
-            match first {
-                Some([h, ..]) if h & 0x1f == 7 => true,
-                Some([h, b, ..]) => h & 0x1f == 5 && b & 0x80 != 0,
-                _ => false,
-            }
-        }
+        // Annex-B: the first NAL unit is an SPS. An IDR picture without its parameter sets in
+        // front lost its first packet (the STAP-A), typically the very first packet of a new
+        // connection, sent before the receiver had its SRTP keys; the file would not decode.
+        // x264 (repeat-headers), Chromium and OBS put SPS/PPS before every IDR.
+        _ => data
+            .windows(4)
+            .position(|w| w[..3] == [0, 0, 1])
+            .and_then(|i| data.get(i + 3))
+            .is_some_and(|h| h & 0x1f == 7),
     }
 }
 
@@ -378,14 +374,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn h264_recording_starts_at_a_whole_idr_picture() {
+    fn h264_recording_starts_at_an_sps() {
         assert!(is_keyframe(
             Codec::H264,
             &[0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65]
         ));
-        assert!(is_keyframe(Codec::H264, &[0, 0, 0, 1, 0x65, 0x88]));
-        // The second slice of an IDR picture (first_mb_in_slice != 0): its start was lost.
-        assert!(!is_keyframe(Codec::H264, &[0, 0, 0, 1, 0x65, 0x40]));
+        // An IDR picture whose parameter sets were lost.
+        assert!(!is_keyframe(Codec::H264, &[0, 0, 0, 1, 0x65, 0x88]));
         assert!(!is_keyframe(Codec::H264, &[0, 0, 0, 1, 0x41, 0x9a]));
         assert!(!is_keyframe(Codec::H264, &[0, 0, 1]));
     }
@@ -397,7 +392,15 @@ mod tests {
         let path = std::env::temp_dir().join(format!("treecast-ogg-{}.ogg", std::process::id()));
         let mut audio = AudioFile::create(&path, &feed).unwrap();
         let mut written = 0;
-        for ts in [u32::MAX - 1919, u32::MAX - 959, u32::MAX - 1919, 0, 960, 0, 1920] {
+        for ts in [
+            u32::MAX - 1919,
+            u32::MAX - 959,
+            u32::MAX - 1919,
+            0,
+            960,
+            0,
+            1920,
+        ] {
             let mut packet = rtc::rtp::Packet::default();
             packet.header.timestamp = ts;
             packet.payload = Bytes::from_static(&[0xf8, 0xff, 0xfe]);
