@@ -65,14 +65,10 @@ pub enum RoleName {
 /// What a node does, with what it needs for it.
 #[derive(Debug, Clone)]
 pub enum Role {
-    /// The root, playing files in a loop.
+    /// The root.
     Broadcast {
-        /// `.ivf` (VP8) or `.h264` (Annex-B).
-        video: PathBuf,
-        /// Ogg Opus, optional.
-        audio: Option<PathBuf>,
-        /// Frame rate for Annex-B input (which carries no timestamps).
-        fps: u32,
+        /// Where the media comes from.
+        source: Source,
     },
     /// Pulls from a WHEP URL and serves children.
     Relay {
@@ -97,6 +93,25 @@ impl Role {
             Role::View { .. } => RoleName::View,
         }
     }
+}
+
+/// The root's media source.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Files played in a loop.
+    Files {
+        /// `.ivf` (VP8) or `.h264` (Annex-B).
+        video: PathBuf,
+        /// Ogg Opus, optional.
+        audio: Option<PathBuf>,
+        /// Frame rate for Annex-B input (which carries no timestamps).
+        fps: u32,
+    },
+    /// A WHIP publisher presenting this bearer token.
+    Whip {
+        /// The token (never logged).
+        token: String,
+    },
 }
 
 /// A validated node configuration.

@@ -31,6 +31,7 @@ pub fn router(node: Arc<NodeState>) -> Router {
         .route("/whep/{stream}", post(whep_offer))
         .route("/whep/{stream}/{session}", delete(whep_delete))
         .route("/api/status", get(status))
+        .merge(crate::whip::router())
         .layer(DefaultBodyLimit::max(MAX_OFFER))
         .layer(cors)
         .with_state(node)

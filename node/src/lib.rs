@@ -25,6 +25,7 @@ pub mod source;
 pub mod status;
 pub mod upstream;
 pub mod whep_client;
+pub mod whip;
 
 mod impaired_runtime;
 
@@ -32,7 +33,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{Config, Role};
+pub use config::{Config, Role, Source};
 
 use tracing::Instrument;
 
@@ -101,10 +102,19 @@ async fn run_node(
         parent.clone(),
         config.max_children,
         PeerFactory::new(config.ice_ip, runtime, payload_types),
+        match &config.role {
+            Role::Broadcast {
+                source: Source::Whip { token },
+            } => Some(whip::WhipIngest::new(token.clone())),
+            _ => None,
+        },
     ));
     tracing::info!(role = ?node.role, stream = node.stream.as_str(), "starting");
 
-    if let Role::Broadcast { video, audio, fps } = &config.role {
+    if let Role::Broadcast {
+        source: Source::Files { video, audio, fps },
+    } = &config.role
+    {
         let mut clips = vec![Clip::load_video(video, *fps)?];
         if let Some(audio) = audio {
             clips.push(Clip::load_audio(audio)?);

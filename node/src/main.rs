@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use treecast_node::impairment::Impairment;
 use treecast_node::record::Recording;
-use treecast_node::{Config, Role};
+use treecast_node::{Config, Role, Source};
 
 /// treecast: one live broadcast to many viewers over a tree of WebRTC nodes.
 ///
@@ -23,17 +23,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Be the root: play a file in a loop and serve it over WHEP.
+    /// Be the root: play a file in a loop, or take a WHIP publisher, and serve it over WHEP.
     ///
     /// Example: treecast broadcast --stream demo --video examples/media/test.ivf
     ///          --audio examples/media/test.ogg --http 127.0.0.1:8080
+    ///
+    /// WHIP: treecast broadcast --stream demo --whip-token SECRET --http 127.0.0.1:8080,
+    /// then publish (OBS, a browser, aiortc) to http://127.0.0.1:8080/whip/demo with
+    /// `Authorization: Bearer SECRET`.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["video", "whip_token"])))]
     Broadcast {
         /// Stream name (A-Z a-z 0-9 - _), the last segment of the WHEP URL.
         #[arg(long)]
         stream: String,
         /// Video file: VP8 in IVF (.ivf) or H.264 Annex-B (.h264), constrained baseline.
         #[arg(long)]
-        video: PathBuf,
+        video: Option<PathBuf>,
+        /// Take the media from a WHIP publisher at /whip/STREAM presenting this bearer token.
+        #[arg(long, env = "TREECAST_WHIP_TOKEN", hide_env_values = true, conflicts_with_all = ["audio"])]
+        whip_token: Option<String>,
         /// Audio file: Opus in Ogg (.ogg).
         #[arg(long)]
         audio: Option<PathBuf>,
@@ -117,10 +125,19 @@ fn main() -> anyhow::Result<()> {
         Command::Broadcast {
             stream,
             video,
+            whip_token,
             audio,
             fps,
             common,
-        } => (stream, Role::Broadcast { video, audio, fps }, common),
+        } => {
+            let source = match (video, whip_token) {
+                (Some(video), _) => Source::Files { video, audio, fps },
+                (None, Some(token)) => Source::Whip { token },
+                // clap's "source" group requires one of them.
+                (None, None) => anyhow::bail!("give --video FILE or --whip-token TOKEN"),
+            };
+            (stream, Role::Broadcast { source }, common)
+        }
         Command::Relay {
             stream,
             pull,

@@ -12,6 +12,7 @@ use crate::config::{NodeId, RoleName, StreamId};
 use crate::fanout::Tracks;
 use crate::peer::PeerFactory;
 use crate::rtcp_tap::LinkCounters;
+use crate::whip::WhipIngest;
 use tokio::sync::watch;
 
 /// A node's shared state.
@@ -29,6 +30,8 @@ pub struct NodeState {
     pub max_children: usize,
     /// Builds every peer connection of this node.
     pub factory: PeerFactory,
+    /// WHIP ingest, at a root fed by a publisher.
+    pub whip: Option<WhipIngest>,
     /// Counters of the upstream leg.
     pub upstream: Arc<LinkCounters>,
     /// Summed counters of children that have left, so totals survive their departure.
@@ -74,8 +77,10 @@ impl NodeState {
         parent: Option<String>,
         max_children: usize,
         factory: PeerFactory,
+        whip: Option<WhipIngest>,
     ) -> Self {
         Self {
+            whip,
             node_id,
             stream,
             role,

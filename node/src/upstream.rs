@@ -131,10 +131,29 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
     tracing::info!(parent = url, ?expected, "answer from parent");
     tracing::trace!(sdp = %answer_sdp_for_log, "answer");
 
+    let tracks = adopt_tracks(node, &mut peer.tracks, &expected).await;
+    if tracks.iter().next().is_none() {
+        let _ = peer.pc.close().await;
+        return Err(UpstreamError::NoTracks);
+    }
+    if !node.set_tracks(tracks) {
+        tracing::warn!("tracks were already set; a parent change is not supported yet");
+    }
+    Ok(peer)
+}
+
+/// Turns the remote tracks of a connection (from a parent, or a WHIP publisher) into feeds as
+/// they start, until one per `expected` kind arrived or [`TRACK_TIMEOUT`] passed. Each track
+/// is drained from its first packet on (pitfall 5) and gets its keyframe request sender.
+pub async fn adopt_tracks(
+    node: &Arc<NodeState>,
+    remote: &mut mpsc::Receiver<Arc<dyn TrackRemote>>,
+    expected: &[MediaKind],
+) -> Tracks {
     let mut tracks = Tracks::default();
     let deadline = tokio::time::Instant::now() + TRACK_TIMEOUT;
     while tracks.iter().count() < expected.len() {
-        let Ok(Some(track)) = tokio::time::timeout_at(deadline, peer.tracks.recv()).await else {
+        let Ok(Some(track)) = tokio::time::timeout_at(deadline, remote.recv()).await else {
             break;
         };
         let Some(ssrc) = track.ssrcs().await.first().copied() else {
@@ -157,14 +176,7 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
             tokio::spawn(send_keyframe_requests(feed, track, requests, ssrc).instrument(span));
         }
     }
-    if tracks.iter().next().is_none() {
-        let _ = peer.pc.close().await;
-        return Err(UpstreamError::NoTracks);
-    }
-    if !node.set_tracks(tracks) {
-        tracing::warn!("tracks were already set; a parent change is not supported yet");
-    }
-    Ok(peer)
+    tracks
 }
 
 /// Drains the remote track continuously (pitfall 5) into the feed.

@@ -164,3 +164,168 @@ fn chromium_plays_vp8_over_whep_from_a_relay() {
 fn chromium_plays_h264_over_whep_from_a_relay() {
     chromium_plays_through_a_relay("test.h264", "chromium-h264");
 }
+
+/// A Python helper process (aiortc), killed on drop.
+struct Script {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Script {
+    fn python() -> Option<std::path::PathBuf> {
+        let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        py.exists().then_some(py)
+    }
+
+    fn spawn(script: &str, args: &[&str]) -> Script {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/assets")
+            .join(script);
+        let mut child = Command::new(Self::python().unwrap())
+            .arg(path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Script { child, lines }
+    }
+
+    fn expect_line(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => println!("script: {line}"),
+                Err(_) => panic!("no line {prefix:?} from the script within {timeout:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn aiortc_publishes_over_whip_and_plays_over_whep_through_a_relay() {
+    if Script::python().is_none() {
+        eprintln!("SKIPPED: .venv with aiortc missing (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("aiortc");
+    let root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--whip-token",
+            "s3cret",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let addr = root.http.unwrap();
+    let whip = format!("http://{addr}/whip/demo");
+    let sdp = ("Content-Type", "application/sdp");
+    let (code, _) = support::http(addr, "POST", "/whip/demo", &[sdp], b"v=0\r\n");
+    assert_eq!(code, 401, "no token");
+    let wrong = ("Authorization", "Bearer guess");
+    let (code, _) = support::http(addr, "POST", "/whip/demo", &[sdp, wrong], b"v=0\r\n");
+    assert_eq!(code, 401, "wrong token");
+
+    let publisher = Script::spawn(
+        "aiortc_whip.py",
+        &[&whip, "s3cret", media("test.ivf").to_str().unwrap(), "12"],
+    );
+    let line = publisher.expect_line("publishing ", Duration::from_secs(20));
+    let session = line["publishing ".len()..].trim().to_owned();
+    let path = &session[session.find("/whip/").unwrap()..];
+
+    // The session resource: ICE restart unsupported (422), stale ETag (412), trickle (204).
+    let auth = ("Authorization", "Bearer s3cret");
+    let frag = ("Content-Type", "application/trickle-ice-sdpfrag");
+    let candidate = b"a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let (code, _) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", "*")],
+        candidate,
+    );
+    assert_eq!(code, 422);
+    let (code, _) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", "\"x\"")],
+        candidate,
+    );
+    assert_eq!(code, 412);
+    let (code, body) = support::http(addr, "PATCH", path, &[auth, frag], candidate);
+    assert_eq!(code, 204, "{body}");
+
+    // A relay below the root, and two independent viewers below the relay.
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &root.whep_url("demo"),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let viewer = Script::spawn("aiortc_whep.py", &[&relay.whep_url("demo"), "60", "20"]);
+    let decoded = viewer.expect_line("decoded ", Duration::from_secs(30));
+    println!("aiortc viewer: {decoded}");
+    assert!(decoded.ends_with("320x240"), "{decoded}");
+
+    let out = dir.join("out.ivf");
+    let mut recorder = Node::spawn(
+        "view",
+        &dir,
+        &[
+            "view",
+            "--pull",
+            &relay.whep_url("demo"),
+            "--record",
+            out.to_str().unwrap(),
+            "--frames",
+            "60",
+        ],
+        &[],
+    );
+    assert!(
+        recorder.wait_success(Duration::from_secs(30)),
+        "{}",
+        recorder.log_tail()
+    );
+    let frames = support::ivf_frames(&out);
+    assert_eq!(frames.len(), 60);
+    assert_eq!(frames[0][0] & 1, 0, "starts at a keyframe");
+    let s = root.status();
+    assert_eq!(s["role"], "broadcast");
+    assert!(s["parent"].is_null());
+    assert_eq!(s["tracks"][0]["codec"], "video/VP8", "{s}");
+}
