@@ -16,30 +16,24 @@ pub const AUDIO_CAPACITY: usize = 128;
 pub const MAX_CAPACITY: usize = 1 << 15;
 
 /// Ring buffer of recent packets keyed by outgoing sequence number.
+///
+/// `T` is what the shell needs to resend a packet; by default the packet's `Bytes`. A shell
+/// whose legs differ (SSRC, PT, extension ids) can store the upstream packet together with its
+/// outgoing timestamp and rewrite it for the asking leg.
 #[derive(Debug, Clone)]
-pub struct PacketCache {
-    slots: Box<[Option<Slot>]>,
+pub struct PacketCache<T = Bytes> {
+    slots: Box<[Option<Slot<T>>]>,
     /// Extended sequence number of the newest packet inserted.
     highest: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
-struct Slot {
+struct Slot<T> {
     seq: i64,
-    packet: Bytes,
+    packet: T,
 }
 
-impl PacketCache {
-    /// A cache holding the newest `capacity` sequence numbers (clamped to 1..=[`MAX_CAPACITY`]).
-    /// Allocates its slots once, here.
-    pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.clamp(1, MAX_CAPACITY);
-        PacketCache {
-            slots: vec![None; capacity].into_boxed_slice(),
-            highest: None,
-        }
-    }
-
+impl PacketCache<Bytes> {
     /// A cache of [`VIDEO_CAPACITY`].
     pub fn video() -> Self {
         Self::new(VIDEO_CAPACITY)
@@ -49,6 +43,18 @@ impl PacketCache {
     pub fn audio() -> Self {
         Self::new(AUDIO_CAPACITY)
     }
+}
+
+impl<T> PacketCache<T> {
+    /// A cache holding the newest `capacity` sequence numbers (clamped to 1..=[`MAX_CAPACITY`]).
+    /// Allocates its slots once, here.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
+        PacketCache {
+            slots: (0..capacity).map(|_| None).collect(),
+            highest: None,
+        }
+    }
 
     /// How many consecutive sequence numbers the cache spans.
     pub fn capacity(&self) -> usize {
@@ -57,7 +63,7 @@ impl PacketCache {
 
     /// Stores `packet` under outgoing sequence number `seq`, replacing whatever held its slot.
     /// A packet older than the cache's window is ignored (it would evict a newer one).
-    pub fn insert(&mut self, seq: u16, packet: Bytes) {
+    pub fn insert(&mut self, seq: u16, packet: T) {
         let ext = match self.highest {
             None => {
                 let ext = (1 << 32) + i64::from(seq);
@@ -79,7 +85,7 @@ impl PacketCache {
     }
 
     /// The packet sent as `seq`, if it is still within the window.
-    pub fn get(&self, seq: u16) -> Option<&Bytes> {
+    pub fn get(&self, seq: u16) -> Option<&T> {
         let highest = self.highest?;
         let ext = extend(highest, seq);
         if ext > highest || !self.in_window(highest, ext) {

@@ -42,7 +42,7 @@ use crate::placement::{Avoid, place};
 use crate::promotion::{plan_promotion, swap};
 use crate::record::{Children, DETACHED, LinkStats, MAX_DEPTH, Node, NodeRecord, Role};
 use crate::repair::{Repair, RepairTarget, plan_repair};
-use crate::view::View;
+use crate::view::{Merge, POOR_LOSS_PERMILLE, View};
 
 /// Settings of one agent. Defaults are documented on [`AgentConfig::new`].
 #[derive(Debug, Clone)]
@@ -73,11 +73,15 @@ pub struct AgentConfig {
     pub promotion_min_uptime: Duration,
     /// Housekeeping period: expiry, repair plan refresh.
     pub tick: Duration,
+    /// How long the link from the parent may stay poor (loss at or above
+    /// [`POOR_LOSS_PERMILLE`]) before the node leaves that parent.
+    pub poor_parent_after: Duration,
 }
 
 impl AgentConfig {
     /// Defaults: refresh 30 s, ttl 90 s, attach timeout 2 s, replace wait 1 s, promotion margin
-    /// 1 slot, at most one promotion per node per 30 s after 5 s of uptime, tick 1 s.
+    /// 1 slot, at most one promotion per node per 30 s after 5 s of uptime, tick 1 s, leave a
+    /// parent after 10 s of poor delivery.
     pub fn new(node: Node, stream: StreamId) -> Self {
         AgentConfig {
             node,
@@ -93,6 +97,7 @@ impl AgentConfig {
             promotion_interval: Duration::from_secs(30),
             promotion_min_uptime: Duration::from_secs(5),
             tick: Duration::from_secs(1),
+            poor_parent_after: Duration::from_secs(10),
         }
     }
 }
@@ -220,15 +225,25 @@ pub struct Agent {
     next_tick: Time,
     plan: Option<Repair>,
     plan_stale: bool,
+    plan_made: Option<Time>,
+    next_promotion_check: Time,
     lost_children: Vec<NodeId>,
     replacing: Vec<PendingReplace>,
     last_promotion: Option<Time>,
     swap_target: Option<NodeId>,
     dirty: bool,
+    poor_since: Option<Time>,
+    shunned: Vec<(NodeId, Time)>,
 }
 
 /// How many candidates a join or repair ranks at once.
 const CANDIDATES: usize = 8;
+/// A repair plan is recomputed when the neighbourhood changes, and at least this often.
+const PLAN_MAX_AGE: Duration = Duration::from_secs(10);
+/// How long a node stays away from a parent it left for poor delivery.
+const SHUN_FOR: Duration = Duration::from_secs(300);
+/// How often a node looks for a promotion (jittered).
+const PROMOTION_CHECK: Duration = Duration::from_secs(5);
 
 impl Agent {
     /// A new agent; publishes its first record at once.
@@ -261,11 +276,15 @@ impl Agent {
             next_refresh: first_refresh,
             plan: None,
             plan_stale: true,
+            plan_made: None,
+            next_promotion_check: now + PROMOTION_CHECK,
             lost_children: Vec::new(),
             replacing: Vec::new(),
             last_promotion: None,
             swap_target: None,
             dirty: true,
+            poor_since: None,
+            shunned: Vec::new(),
         };
         a.flush();
         a
@@ -318,13 +337,7 @@ impl Agent {
                     self.dirty = true;
                 }
             }
-            Input::SetLink { link, receiving } => {
-                self.me.link = link;
-                if receiving != self.me.receiving {
-                    self.me.receiving = receiving;
-                    self.dirty = true;
-                }
-            }
+            Input::SetLink { link, receiving } => self.on_link(link, receiving),
         }
         self.flush();
     }
@@ -339,7 +352,10 @@ impl Agent {
         if matches!(self.state, State::Left) {
             return None;
         }
-        let mut t = self.next_tick.min(self.next_refresh);
+        let mut t = self
+            .next_tick
+            .min(self.next_refresh)
+            .min(self.next_promotion_check);
         match self.state {
             State::Joining { deadline, .. } => t = t.min(deadline),
             State::Backoff { until, .. } => t = t.min(until),
@@ -358,6 +374,9 @@ impl Agent {
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick;
             self.expire();
+        }
+        if now >= self.next_promotion_check {
+            self.next_promotion_check = now + jitter(&mut self.rng, PROMOTION_CHECK);
             self.maybe_promote();
         }
         if now >= self.next_refresh {
@@ -380,7 +399,9 @@ impl Agent {
             State::Backoff { until, lost } if now >= until => self.start_join(lost),
             _ => {}
         }
-        if self.plan_stale && matches!(self.state, State::Attached) {
+        let plan_old = self.plan_made.is_none_or(|t| now.since(t) >= PLAN_MAX_AGE);
+        if (self.plan_stale || plan_old) && matches!(self.state, State::Attached) {
+            self.plan_made = Some(now);
             self.plan = plan_repair(&self.view, self.me.id, CANDIDATES);
             self.plan_stale = false;
         }
@@ -391,10 +412,23 @@ impl Agent {
             return; // nobody speaks for this node but itself
         }
         let id = rec.node.id;
-        if self.view.merge(&rec, self.now).is_err() {
+        let Ok(merge) = self.view.merge(&rec, self.now) else {
             return;
+        };
+        // The repair plan depends on the parent, the grandparent and the siblings; other
+        // changes only touch its fallbacks, which are re-ranked anyway when they run out.
+        if merge == Merge::Updated || merge == Merge::Inserted {
+            let parent = self.me.parent;
+            let near = Some(id) == parent
+                || parent.is_some_and(|p| {
+                    self.view
+                        .get(p)
+                        .is_some_and(|pn| pn.parent == Some(id) || pn.children.contains(id))
+                });
+            if near {
+                self.plan_stale = true;
+            }
         }
-        self.plan_stale = true;
         // Follow the parent's depth, once it is attached itself.
         if self.me.parent == Some(id)
             && matches!(self.state, State::Attached)
@@ -490,6 +524,50 @@ impl Agent {
         }
     }
 
+    fn on_link(&mut self, link: LinkStats, receiving: bool) {
+        let poor = receiving && link.loss_permille >= POOR_LOSS_PERMILLE;
+        let was_poor = self.me.receiving && self.me.link.loss_permille >= POOR_LOSS_PERMILLE;
+        // Others judge the parent by these figures: publish when the verdict changes.
+        if receiving != self.me.receiving || poor != was_poor {
+            self.dirty = true;
+        }
+        self.me.link = link;
+        self.me.receiving = receiving;
+        match (poor, self.poor_since) {
+            (false, _) => self.poor_since = None,
+            (true, None) => self.poor_since = Some(self.now),
+            (true, Some(since)) => {
+                if self.now.since(since) >= self.cfg.poor_parent_after
+                    && let (Some(parent), State::Attached) = (self.me.parent, &self.state)
+                {
+                    // The parent does not deliver what it promised: leave it for the repair plan's
+                    // next best, and do not go back to it for a while.
+                    self.poor_since = None;
+                    self.shun(parent);
+                    self.send(parent, Message::Detach);
+                    self.on_parent_lost();
+                }
+            }
+        }
+    }
+
+    fn shun(&mut self, id: NodeId) {
+        let until = self.now + SHUN_FOR;
+        self.shunned.retain(|&(n, t)| n != id && t > self.now);
+        if self.shunned.len() >= 16 {
+            self.shunned.remove(0);
+        }
+        self.shunned.push((id, until));
+    }
+
+    fn shunned_ids(&self) -> Vec<NodeId> {
+        self.shunned
+            .iter()
+            .filter(|&&(_, t)| t > self.now)
+            .map(|&(n, _)| n)
+            .collect()
+    }
+
     // ---- parent side --------------------------------------------------------------------
 
     fn on_attach(&mut self, from: NodeId, replaces: Option<NodeId>) {
@@ -560,8 +638,10 @@ impl Agent {
     // ---- child side ---------------------------------------------------------------------
 
     fn start_join(&mut self, lost: Option<NodeId>) {
+        let mut nodes = self.shunned_ids();
+        nodes.extend(lost);
         let avoid = Avoid {
-            nodes: lost.into_iter().collect(),
+            nodes,
             subtrees: lost.into_iter().collect(),
         };
         let queue = place(&self.view, self.me.id, &avoid, CANDIDATES)
@@ -613,8 +693,10 @@ impl Agent {
         tried.extend(refused);
         if queue.is_empty() {
             // The ranked list ran out: rank again, without those that refused.
+            let mut nodes = tried.clone();
+            nodes.extend(self.shunned_ids());
             let avoid = Avoid {
-                nodes: tried.clone(),
+                nodes,
                 subtrees: lost.into_iter().collect(),
             };
             let fresh = place(&self.view, self.me.id, &avoid, CANDIDATES)

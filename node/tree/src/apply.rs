@@ -55,8 +55,15 @@ impl View {
         if p.spare() == 0 {
             return Err(ApplyError::Full(parent));
         }
-        let depth = self.depth_of(parent).ok_or(ApplyError::Detached(parent))?;
-        if self.in_subtree(parent, child) || depth >= MAX_DEPTH {
+        // One walk: the parent is attached, and not inside the child's subtree.
+        let depth = self.depth_avoiding(parent, &[child]).ok_or_else(|| {
+            if self.in_subtree(parent, child) {
+                ApplyError::Cycle
+            } else {
+                ApplyError::Detached(parent)
+            }
+        })?;
+        if depth >= MAX_DEPTH {
             return Err(ApplyError::Cycle);
         }
         if let Some(old) = c.parent.filter(|&old| old != parent) {
@@ -137,7 +144,9 @@ impl View {
         }
     }
 
-    /// Sets every depth in the subtree under `top` (itself included) from its agreed parent.
+    /// Sets the depths in the subtree under `top` (itself included) from agreed parents.
+    /// Below a node whose depth was already right nothing changes, so the walk stops there:
+    /// a swap near the root touches the nodes that moved, not the whole tree under them.
     fn fix_depths(&mut self, top: NodeId, now: Time) {
         let mut stack = vec![top];
         let mut visited = 0usize;
@@ -150,13 +159,14 @@ impl View {
                 Some(p) if p.depth < MAX_DEPTH => p.depth + 1,
                 _ => DETACHED,
             };
-            if self
-                .get(at)
-                .is_some_and(|n| n.depth != depth && n.role != crate::Role::Broadcaster)
-            {
+            let Some(n) = self.get(at) else { continue };
+            let changed = n.depth != depth && n.role != crate::Role::Broadcaster;
+            if changed {
                 self.edit(at, now, |n| n.depth = depth);
             }
-            stack.extend(self.children_of(at));
+            if changed || at == top {
+                stack.extend(self.children_of(at));
+            }
         }
     }
 }

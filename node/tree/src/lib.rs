@@ -27,6 +27,7 @@ mod placement;
 mod promotion;
 mod record;
 mod repair;
+mod store;
 mod view;
 
 pub use agent::{Agent, AgentConfig, Event, Input, Output};
@@ -41,7 +42,7 @@ pub use record::{
     Reachability, RecordError, Role, capacity_for,
 };
 pub use repair::{Repair, RepairTarget, plan_repair, successor};
-pub use view::{Merge, MergeError, View, Violation};
+pub use view::{Merge, MergeError, POOR_LOSS_PERMILLE, View, Violation};
 
 /// The version of the records and messages this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

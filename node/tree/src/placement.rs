@@ -46,7 +46,11 @@ pub struct Avoid {
 /// Ranks up to `limit` places for `joiner` in `view`.
 pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placement {
     let mut candidates = Vec::with_capacity(limit.min(16));
+    let mut struggling = Vec::new();
     // Bounded scan: a hostile view could hold many nodes that look open but are not attached.
+    let mut forbidden = Vec::with_capacity(1 + avoid.subtrees.len());
+    forbidden.push(joiner);
+    forbidden.extend_from_slice(&avoid.subtrees);
     let scan_cap = limit.saturating_mul(64).max(256);
     for (scanned, key) in view.open_slots().enumerate() {
         if candidates.len() >= limit || scanned >= scan_cap {
@@ -56,20 +60,26 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
         if p == joiner || avoid.nodes.contains(&p) {
             continue;
         }
-        // The claimed depth must be the real one: the chain to the root is intact.
-        let Some(depth) = view.depth_of(p) else {
+        // The claimed depth must be the real one (the chain to the root is intact), and the
+        // chain must not pass through the joiner or a subtree to avoid: one walk checks both.
+        let Some(depth) = view.depth_avoiding(p, &forbidden) else {
             continue;
         };
         if depth != key.depth || depth >= MAX_DEPTH {
             continue;
         }
-        if view.in_subtree(p, joiner) || avoid.subtrees.iter().any(|&t| view.in_subtree(p, t)) {
-            continue;
-        }
-        candidates.push(Candidate {
+        let c = Candidate {
             parent: p,
             depth: depth + 1,
-        });
+        };
+        if view.is_struggling(p) {
+            struggling.push(c);
+        } else {
+            candidates.push(c);
+        }
     }
+    // A parent whose children report heavy loss is a last resort.
+    let room = limit.saturating_sub(candidates.len());
+    candidates.extend(struggling.into_iter().take(room));
     Placement { candidates }
 }

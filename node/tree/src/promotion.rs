@@ -57,24 +57,25 @@ pub struct Promotion {
 /// The swap `me` should propose, if any node higher up is weaker by at least `margin`.
 pub fn plan_promotion(view: &View, me: NodeId, margin: u8) -> Option<Promotion> {
     let up = view.get(me)?;
-    if up.role == Role::Broadcaster || up.slots() == 0 {
+    // A node whose children report heavy loss has shown it cannot feed what it declares.
+    if up.role == Role::Broadcaster || up.slots() == 0 || view.is_struggling(me) {
         return None;
     }
     let my_depth = view.depth_of(me)?;
     for depth in 1..my_depth {
-        // The weakest node at this depth; its claimed depth must be its real one.
-        let Some(down) = view
-            .ranked_at(depth)
-            .find(|k| view.depth_of(k.id) == Some(depth))
-        else {
-            continue;
-        };
-        let Some(d) = view.get(down.id) else { continue };
-        if up.capacity < d.capacity.saturating_add(margin.max(1)) || up.platform > d.platform {
-            continue;
-        }
-        if let Some(p) = swap(view, me, down.id) {
-            return Some(p);
+        // The weakest nodes at this depth by their claims; only an eligible one is verified
+        // (its claimed depth must be its real one), so a scan costs one index lookup per level.
+        for k in view.ranked_at(depth) {
+            if up.capacity < k.capacity.saturating_add(margin.max(1)) {
+                break; // the rest of this level is at least as strong
+            }
+            let Some(d) = view.get(k.id) else { continue };
+            if up.platform > d.platform || view.depth_of(k.id) != Some(depth) {
+                continue;
+            }
+            if let Some(p) = swap(view, me, k.id) {
+                return Some(p);
+            }
         }
     }
     None

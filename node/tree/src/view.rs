@@ -5,20 +5,27 @@
 //! merging a record twice changes nothing. Relations count only where both sides agree.
 //! Indexes kept beside the records make placement and promotion O(log n).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::id::{NodeId, StreamId, Time};
 use crate::record::{
     DETACHED, MAX_CHILDREN, MAX_DEPTH, Node, NodeRecord, Platform, RecordError, Role,
 };
+use crate::store::Store;
+
+/// Loss on the link from a parent, per mille before repair, from which the child counts the
+/// link as poor (see [`View::is_struggling`]).
+pub const POOR_LOSS_PERMILLE: u16 = 80;
 
 /// One stream's tree as this node knows it.
 #[derive(Debug, Clone)]
 pub struct View {
     stream: StreamId,
     trusted_root: Option<NodeId>,
-    nodes: BTreeMap<NodeId, Entry>,
+    nodes: Store<Entry>,
+    /// Every node claiming to be a broadcaster (normally one).
+    broadcasters: BTreeSet<NodeId>,
     /// Attached nodes with a free slot, best placement first.
     open: BTreeSet<OpenKey>,
     /// Attached non-root nodes by (depth, capacity): promotion looks for the weakest high up.
@@ -112,7 +119,8 @@ impl View {
         View {
             stream,
             trusted_root: None,
-            nodes: BTreeMap::new(),
+            nodes: Store::default(),
+            broadcasters: BTreeSet::new(),
             open: BTreeSet::new(),
             ranks: BTreeSet::new(),
             heard: BTreeSet::new(),
@@ -142,11 +150,7 @@ impl View {
     pub fn root(&self) -> Option<NodeId> {
         match self.trusted_root {
             Some(r) => self.nodes.contains_key(&r).then_some(r),
-            None => self
-                .nodes
-                .values()
-                .find(|e| e.node.role == Role::Broadcaster)
-                .map(|e| e.node.id),
+            None => self.broadcasters.first().copied(),
         }
     }
 
@@ -170,7 +174,7 @@ impl View {
         self.nodes.get(&id).map(|e| e.heard)
     }
 
-    /// All records, by id.
+    /// All records, in no particular order (the same order for the same history).
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.nodes.values().map(|e| &e.node)
     }
@@ -197,8 +201,12 @@ impl View {
             return Ok(Merge::Stale);
         }
         let refresh_only = same_place(&old.node, &node);
-        self.unindex(&old);
-        self.insert(node, now.max(old.heard));
+        let new = Entry {
+            node,
+            heard: now.max(old.heard),
+        };
+        self.reindex(&old, &new);
+        self.nodes.insert(node.id, new);
         Ok(if refresh_only {
             Merge::Refreshed
         } else {
@@ -252,28 +260,60 @@ impl View {
     /// Distance from the root over agreed relations; `None` if not connected to the root (or
     /// the chain loops or is deeper than [`MAX_DEPTH`]).
     pub fn depth_of(&self, id: NodeId) -> Option<u16> {
+        self.depth_avoiding(id, &[])
+    }
+
+    /// The distance from the root over agreed relations, walking up from `id`, or `None` if the
+    /// chain is broken, too deep, or passes through one of `forbidden` (including `id` itself):
+    /// one walk answers both "is it attached?" and "is it outside these subtrees?".
+    pub fn depth_avoiding(&self, id: NodeId, forbidden: &[NodeId]) -> Option<u16> {
         let root = self.root()?;
-        let mut at = id;
+        let mut at = self.get(id)?;
         for steps in 0..=MAX_DEPTH {
-            if at == root {
+            if forbidden.contains(&at.id) {
+                return None;
+            }
+            if at.id == root {
                 return Some(steps);
             }
-            at = self.parent_of(at)?;
+            // One lookup a step: the parent's record, which must list this node.
+            let parent = self.get(at.parent?)?;
+            if !parent.children.contains(at.id) {
+                return None;
+            }
+            at = parent;
         }
         None
+    }
+
+    /// Whether `id` fails its children: at least half of its agreed children (and at least one)
+    /// report loss of [`POOR_LOSS_PERMILLE`] or more on the link from it. Capacity is declared
+    /// by the node itself; this is what its children measure, so a node that overstates its
+    /// upload is found out by the records of the nodes it feeds.
+    pub fn is_struggling(&self, id: NodeId) -> bool {
+        let (mut total, mut poor) = (0, 0);
+        for c in self.children_of(id).filter_map(|c| self.get(c)) {
+            total += 1;
+            if c.receiving && c.link.loss_permille >= POOR_LOSS_PERMILLE {
+                poor += 1;
+            }
+        }
+        poor > 0 && poor * 2 >= total
     }
 
     /// Whether `id` lies in the subtree rooted at `top` (including `top` itself), over agreed
     /// relations. A walk up from `id`, capped at [`MAX_DEPTH`].
     pub fn in_subtree(&self, id: NodeId, top: NodeId) -> bool {
-        let mut at = id;
+        let Some(mut at) = self.get(id) else {
+            return id == top;
+        };
         for _ in 0..=MAX_DEPTH {
-            if at == top {
+            if at.id == top {
                 return true;
             }
-            match self.parent_of(at) {
-                Some(p) => at = p,
-                None => return false,
+            match at.parent.and_then(|p| self.get(p)) {
+                Some(parent) if parent.children.contains(at.id) => at = parent,
+                _ => return false,
             }
         }
         false
@@ -320,40 +360,40 @@ impl View {
     }
 
     /// Checks the invariants that hold at every step: at most [`MAX_CHILDREN`] children per
-    /// node, no cycle in agreed relations, one root per stream.
+    /// node, no cycle in agreed relations, one root per stream. O(n · depth): for a big view
+    /// after a small change, [`View::check_nodes`] checks just the nodes it touched.
     pub fn check_invariants(&self) -> Result<(), Vec<Violation>> {
+        let ids: Vec<NodeId> = self.nodes.values().map(|e| e.node.id).collect();
+        self.check_nodes(&ids)
+    }
+
+    /// [`View::check_invariants`] restricted to `ids` (and the root count).
+    pub fn check_nodes(&self, ids: &[NodeId]) -> Result<(), Vec<Violation>> {
         let mut v = Vec::new();
-        let roots: Vec<NodeId> = self
-            .nodes
-            .values()
-            .filter(|e| e.node.role == Role::Broadcaster)
-            .map(|e| e.node.id)
-            .collect();
-        if roots.len() > 1 {
-            v.push(Violation::SeveralRoots(roots));
+        if self.broadcasters.len() > 1 {
+            v.push(Violation::SeveralRoots(
+                self.broadcasters.iter().copied().collect(),
+            ));
         }
-        for e in self.nodes.values() {
-            let n = &e.node;
+        for &id in ids {
+            let Some(n) = self.get(id) else { continue };
             if n.children.len() > MAX_CHILDREN {
                 v.push(Violation::TooManyChildren(n.id));
             }
-            // A cycle: walking agreed parents never ends at a node without one.
+            // A cycle: walking agreed parents comes back to where it started.
             let mut at = n.id;
-            let mut looped = true;
             for _ in 0..=self.nodes.len().min(usize::from(MAX_DEPTH) * 4) {
                 match self.parent_of(at) {
-                    Some(p) if p == n.id => break,
-                    Some(p) => at = p,
-                    None => {
-                        looped = false;
+                    Some(p) if p == n.id => {
+                        v.push(Violation::Cycle(n.id));
                         break;
                     }
+                    Some(p) => at = p,
+                    None => break,
                 }
             }
-            if looped {
-                v.push(Violation::Cycle(n.id));
-            }
         }
+        v.sort_by_key(|x| format!("{x:?}"));
         if v.is_empty() { Ok(()) } else { Err(v) }
     }
 
@@ -400,6 +440,9 @@ impl View {
 
     fn index(&mut self, e: &Entry) {
         self.heard.insert((e.heard, e.node.id));
+        if e.node.role == Role::Broadcaster {
+            self.broadcasters.insert(e.node.id);
+        }
         if let Some(k) = open_key(&e.node) {
             self.open.insert(k);
         }
@@ -408,8 +451,44 @@ impl View {
         }
     }
 
+    /// Moves a node's index entries from `old` to `new`, touching only the indexes whose key
+    /// changed: most edits change one of them, and each touch is a B-tree remove and insert.
+    fn reindex(&mut self, old: &Entry, new: &Entry) {
+        if old.heard != new.heard {
+            self.heard.remove(&(old.heard, old.node.id));
+            self.heard.insert((new.heard, new.node.id));
+        }
+        if old.node.role != new.node.role {
+            self.broadcasters.remove(&old.node.id);
+            if new.node.role == Role::Broadcaster {
+                self.broadcasters.insert(new.node.id);
+            }
+        }
+        let (o, n) = (open_key(&old.node), open_key(&new.node));
+        if o != n {
+            if let Some(k) = o {
+                self.open.remove(&k);
+            }
+            if let Some(k) = n {
+                self.open.insert(k);
+            }
+        }
+        let (o, n) = (rank_key(&old.node), rank_key(&new.node));
+        if o != n {
+            if let Some(k) = o {
+                self.ranks.remove(&k);
+            }
+            if let Some(k) = n {
+                self.ranks.insert(k);
+            }
+        }
+    }
+
     fn unindex(&mut self, e: &Entry) {
         self.heard.remove(&(e.heard, e.node.id));
+        if e.node.role == Role::Broadcaster {
+            self.broadcasters.remove(&e.node.id);
+        }
         if let Some(k) = open_key(&e.node) {
             self.open.remove(&k);
         }

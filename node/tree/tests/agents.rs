@@ -407,3 +407,65 @@ fn a_leaving_node_hands_its_children_on() {
         );
     }
 }
+
+#[test]
+fn children_of_a_node_that_cannot_deliver_move_away() {
+    let mut net = Net::new(11);
+    // The liar declares four slots and joins first, so it sits right under the root.
+    net.spawn(NodeId(50), Role::Relay, 4);
+    net.run_until(Time::from_millis(200));
+    for i in 0..10 {
+        net.spawn(NodeId(100 + i), Role::Relay, 4);
+        let t = net.now + Duration::from_millis(50);
+        net.run_until(t);
+    }
+    settle(&mut net, 3);
+    let victims: Vec<NodeId> = net.truth().children_of(NodeId(50)).collect();
+    assert!(!victims.is_empty(), "the liar got children");
+    // Its children measure heavy loss on the link from it, every second.
+    let poor = LinkStats {
+        kbps: 300,
+        loss_permille: 250,
+        rtt_ms: 30,
+    };
+    for _ in 0..15 {
+        let t = net.now;
+        for &v in &victims {
+            let still = net
+                .agents
+                .get(&v)
+                .is_some_and(|a| a.node().parent == Some(NodeId(50)));
+            if still {
+                net.agents.get_mut(&v).unwrap().handle(
+                    t,
+                    Input::SetLink {
+                        link: poor,
+                        receiving: true,
+                    },
+                );
+                net.drain(v);
+            }
+        }
+        if net.truth().is_struggling(NodeId(50)) {
+            let p = place(&net.truth(), NodeId(9999), &Avoid::default(), 1)
+                .best()
+                .unwrap();
+            assert_ne!(
+                p.parent,
+                NodeId(50),
+                "a failing parent is not offered while others have room"
+            );
+        }
+        net.run_until(t + Duration::from_secs(1));
+    }
+    settle(&mut net, 5);
+    let truth = net.truth();
+    for v in victims {
+        assert_ne!(
+            truth.parent_of(v),
+            Some(NodeId(50)),
+            "{v:?} left the failing parent"
+        );
+        assert!(truth.depth_of(v).is_some(), "{v:?} found another parent");
+    }
+}

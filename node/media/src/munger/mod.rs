@@ -1,8 +1,8 @@
 //! Sequence number and timestamp continuity for children when the upstream source changes.
 //!
 //! A node forwards one track to its children under one outgoing sequence/timestamp space. When
-//! the node's parent changes, the new parent's packets carry the same SSRC-less payload but
-//! unrelated numbers (a relay keeps its own numbering, or the root restarted). Children must see
+//! the node's parent changes, the new parent's packets carry the same media under unrelated
+//! numbers (every relay keeps its own numbering, or the root restarted). Children must see
 //! neither a gap nor a jump backwards, or their jitter buffers stall or drop everything. The
 //! munger (LiveKit's name for the idea) keeps an offset per source:
 //!
@@ -15,8 +15,13 @@
 //! - packets of the new source older than that keyframe are dropped: they would map onto
 //!   numbers already used by the previous source.
 //!
+//! A jump of more than [`MAX_JUMP`] sequence numbers within a source is taken as a restart of
+//! that source and handled like a switch.
+//!
 //! The same mechanism, without the timestamp jump, serves a per-child instance after the child's
-//! queue dropped packets ([`Munger::resync`]): the child then sees no gap to NACK.
+//! queue dropped packets ([`Munger::resync`]): the child then sees no gap to NACK, and the
+//! child's NACKs map back to the track's numbering (and its cache) through
+//! [`Munger::incoming_seq`].
 
 use std::time::Duration;
 
@@ -24,6 +29,9 @@ use crate::keyframe::Codec;
 
 #[cfg(test)]
 mod tests;
+
+/// A sequence number this far from the newest one (either way) means the source restarted.
+pub const MAX_JUMP: i64 = 3000;
 
 /// How the timestamp advances across a source switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +154,15 @@ impl Munger {
     /// Maps one incoming packet of the current source. `keyframe_start` comes from
     /// [`Codec::is_keyframe_start`]; `now` is the arrival time since any fixed epoch.
     pub fn process(&mut self, seq: u16, ts: u32, keyframe_start: bool, now: Duration) -> Munged {
+        if let State::Forwarding(source) = self.state {
+            let jump = i64::from(seq.wrapping_sub(source.highest_in as u16) as i16);
+            if jump.abs() > MAX_JUMP {
+                // No reordering is this large: the source restarted its numbering (same SSRC,
+                // e.g. a publisher reconnecting) or lost seconds of packets. Either way, treat
+                // it as a new source.
+                self.switch_source();
+            }
+        }
         let (source, started) = match self.state {
             State::Forwarding(source) => (source, false),
             State::Waiting { .. } if !keyframe_start => {

@@ -146,6 +146,24 @@ fn resync_before_any_packet_is_harmless() {
     assert_eq!(m.process(3, 30, true, ms(0)), fwd(3, 30));
 }
 
+#[test]
+fn a_large_jump_is_a_restart() {
+    let mut m = Munger::new(config(TimestampGap::WallClock));
+    let _ = m.process(100, 1000, true, ms(0));
+    let _ = m.process(101, 4000, false, ms(33));
+    // Same SSRC, numbering restarted far behind: wait for its keyframe, then continue
+    // (timestamp: 66 ms of wall clock later, 5940 ticks).
+    assert_eq!(
+        m.process(40_000, 5, false, ms(66)),
+        Munged::Drop(DropReason::WaitingForKeyframe)
+    );
+    assert_eq!(m.process(40_001, 5, true, ms(99)), fwd(102, 9940));
+    // Far ahead: the same.
+    assert_eq!(m.process(50_000, 3005, true, ms(132)), fwd(103, 12940));
+    // Within MAX_JUMP: an ordinary loss gap, kept.
+    assert_eq!(m.process(51_000, 6005, false, ms(165)), fwd(1103, 15940));
+}
+
 /// One upstream source in a generated scenario.
 #[derive(Debug, Clone)]
 struct SourceSpec {

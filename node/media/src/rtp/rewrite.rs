@@ -286,6 +286,42 @@ mod tests {
     }
 
     proptest! {
+        /// Hostile input: whatever parses, rewritten under any table, parses again with the
+        /// same payload and padding. Never panics.
+        #[test]
+        fn rewrite_of_arbitrary_parsed_input_parses(
+            first in 0x80u8..0xc0,
+            rest in proptest::collection::vec(any::<u8>(), 11..200),
+            ext in proptest::option::of((
+                prop_oneof![Just(ONE_BYTE_PROFILE), Just(TWO_BYTE_PROFILE), any::<u16>()],
+                proptest::collection::vec(any::<[u8; 4]>(), 0..12),
+            )),
+            identity in any::<bool>(),
+        ) {
+            let mut input = vec![first];
+            input.extend(rest);
+            if let Some((profile, words)) = ext {
+                // Force a well-framed block with arbitrary elements after a CSRC-free header.
+                input[0] = (first & 0xe0) | 0x10;
+                let tail = input.split_off(12);
+                input.extend(profile.to_be_bytes());
+                input.extend((words.len() as u16).to_be_bytes());
+                input.extend(words.concat());
+                input.extend(tail);
+            }
+            if let Ok(p) = Packet::parse(&input) {
+                let map = if identity { ExtensionMap::identity() } else { ExtensionMap::strip_all() };
+                let out = rewrite(&p, &LEG, &map);
+                let q = Packet::parse(&out).expect("rewritten packet parses");
+                prop_assert_eq!(q.payload(), p.payload());
+                prop_assert_eq!(q.has_padding(), p.has_padding());
+                prop_assert_eq!(q.csrcs().collect::<Vec<_>>(), p.csrcs().collect::<Vec<_>>());
+                let before: Vec<_> = p.extension().filter(|_| identity).map(|e| e.elements().collect()).unwrap_or_default();
+                let after: Vec<_> = q.extension().map(|e| e.elements().collect()).unwrap_or_default();
+                prop_assert_eq!(after, before);
+            }
+        }
+
         /// Any valid packet rewritten under any table parses again, with the leg's fields, the
         /// same payload, and exactly the mapped elements.
         #[test]

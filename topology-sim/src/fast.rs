@@ -1,0 +1,534 @@
+//! Fast mode: one shared [`View`], to which the core's decisions are applied directly
+//! (`View::apply_*`), as if every node involved had carried out its part at the same instant.
+//!
+//! The simulator only drives: it decides *when* things happen (arrivals, leaves, crashes) and
+//! asks the core *what* happens ([`place`], [`plan_repair`], [`plan_promotion`]). Times that
+//! the protocol would take are estimated: a repair costs the detection time (crashes only) plus
+//! one request round trip per target tried.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use treecast_tree::{
+    Avoid, MAX_DEPTH, Node, NodeId, Platform, Reachability, Repair, RepairTarget, Role, StreamId,
+    Time, View, place, plan_promotion, plan_repair,
+};
+
+use crate::config::{CheckPolicy, Config, CrashSelect, LeaveKind, ROOT_ID};
+use crate::dist;
+use crate::metrics::{Shape, Tally};
+use crate::queue::Queue;
+
+/// Candidates asked for per placement, and targets per repair plan.
+const CANDIDATES: usize = 4;
+const REPAIR_TARGETS: usize = 8;
+/// Below this many nodes the auto policy checks invariants after every step.
+const CHECK_ALL_BELOW: usize = 2_000;
+/// Failed placements per retry round of waiting nodes (bounds the cost when the tree is full).
+const RETRY_FAILURES: usize = 8;
+
+/// What happens in virtual time.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// The next of the scenario's viewers arrives.
+    Arrive,
+    /// A newcomer replacing a leaver arrives.
+    Replace,
+    /// A viewer's session ends.
+    Leave(NodeId),
+    /// The crash batch with this index in the config.
+    Crash(usize),
+    /// Every node looks for a promotion.
+    Promote,
+}
+
+/// The outcome of a fast run: counters and the final tree.
+#[derive(Debug)]
+pub struct Run {
+    /// Counters.
+    pub tally: Tally,
+    /// The tree at the end, detached nodes removed.
+    pub view: View,
+    /// Its shape.
+    pub shape: Shape,
+}
+
+/// Runs `cfg` in fast mode; `progress` gets the fraction done now and then.
+pub fn run(cfg: &Config, progress: &mut dyn FnMut(f64)) -> Run {
+    let mut sim = Fast::new(cfg);
+    sim.run(progress);
+    sim.finish()
+}
+
+struct Fast<'c> {
+    cfg: &'c Config,
+    view: View,
+    rng: SmallRng,
+    queue: Queue<Event>,
+    now: Time,
+    end: Time,
+    arrived: u64,
+    next_id: u64,
+    /// Nodes not connected to the root, waiting for a slot, since when.
+    waiting: BTreeMap<NodeId, Time>,
+    tally: Tally,
+    steps_since_check: usize,
+    /// Nodes whose parent or children changed in this step: `check_nodes` looks at them.
+    touched: Vec<NodeId>,
+}
+
+impl<'c> Fast<'c> {
+    fn new(cfg: &'c Config) -> Self {
+        let stream = StreamId::new("sim").expect("a valid constant stream name");
+        let mut view = View::new(stream);
+        let root = NodeId(ROOT_ID);
+        view.set_trusted_root(root);
+        view.apply_join(
+            Node::new(root, Role::Broadcaster, cfg.root_capacity),
+            Time::ZERO,
+        );
+        let mut queue = Queue::default();
+        if cfg.viewers > 0 {
+            queue.push(Time::ZERO, Event::Arrive);
+        }
+        if cfg.promotion_interval > 0.0 {
+            queue.push(secs(cfg.promotion_interval), Event::Promote);
+        }
+        for (i, c) in cfg.crashes.iter().enumerate() {
+            queue.push(secs(c.at.unwrap_or(0.0)), Event::Crash(i));
+        }
+        Fast {
+            cfg,
+            view,
+            rng: SmallRng::seed_from_u64(cfg.seed),
+            queue,
+            now: Time::ZERO,
+            end: secs(cfg.duration),
+            arrived: 0,
+            next_id: ROOT_ID + 1,
+            waiting: BTreeMap::new(),
+            tally: Tally::default(),
+            steps_since_check: 0,
+            touched: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, progress: &mut dyn FnMut(f64)) {
+        let mut steps = 0u64;
+        while let Some(at) = self.queue.next_at() {
+            if at > self.end {
+                break;
+            }
+            let Some((at, event)) = self.queue.pop() else {
+                break;
+            };
+            self.advance(at);
+            match event {
+                Event::Arrive => {
+                    self.arrived += 1;
+                    if self.arrived < self.cfg.viewers {
+                        let gap = self
+                            .cfg
+                            .join_rate
+                            .map_or(0.0, |r| dist::exponential(&mut self.rng, 1.0 / r));
+                        self.queue.push(self.now + secs_f(gap), Event::Arrive);
+                    }
+                    self.join();
+                }
+                Event::Replace => self.join(),
+                Event::Leave(id) => self.fail(&[id], self.cfg.leave),
+                Event::Crash(i) => {
+                    let victims = self.pick_victims(i);
+                    self.fail(&victims, LeaveKind::Crash);
+                }
+                Event::Promote => {
+                    self.promotion_round();
+                    let next = self.now + secs_f(self.cfg.promotion_interval);
+                    self.queue.push(next, Event::Promote);
+                }
+            }
+            self.retry_waiting();
+            self.check();
+            steps += 1;
+            if steps.is_multiple_of(4096) {
+                progress(self.done());
+            }
+        }
+        self.advance(self.end.max(self.now));
+        progress(1.0);
+    }
+
+    fn done(&self) -> f64 {
+        if self.cfg.join_rate.is_none() && self.arrived < self.cfg.viewers {
+            self.arrived as f64 / self.cfg.viewers as f64
+        } else {
+            self.now.as_micros() as f64 / self.end.as_micros().max(1) as f64
+        }
+    }
+
+    /// Moves the clock, integrating the population for per-node rates.
+    fn advance(&mut self, to: Time) {
+        let dt = to.since(self.now).as_secs_f64();
+        self.tally.node_seconds += dt * self.view.len() as f64;
+        self.now = to;
+    }
+
+    fn join(&mut self) {
+        let id = NodeId(self.next_id);
+        self.next_id += 1;
+        let cfg = self.cfg;
+        let mut node = Node::new(id, Role::Viewer, cfg.capacity_mix.pick(self.rng.random()));
+        if self.rng.random::<f64>() < cfg.relay_only {
+            node.reach = Reachability::RelayOnly;
+        }
+        if self.rng.random::<f64>() < cfg.browser {
+            node.platform = Platform::Browser;
+        }
+        self.view.apply_join(node, self.now);
+        self.tally.joins += 1;
+        if let Some(churn) = cfg.churn {
+            let s = dist::session(&mut self.rng, churn.distribution, churn.mean_session);
+            self.queue.push(self.now + secs_f(s), Event::Leave(id));
+        }
+        if self.attach(id, &Avoid::default()).is_some() {
+            self.promote(id);
+        } else {
+            self.tally.unplaced_joins += 1;
+            self.waiting.insert(id, self.now);
+        }
+    }
+
+    /// Attaches `id` at the best place it may use, trying ranked candidates in turn; returns
+    /// the number of requests it took.
+    fn attach(&mut self, id: NodeId, avoid: &Avoid) -> Option<u32> {
+        let placement = place(&self.view, id, avoid, CANDIDATES);
+        let mut tries = 0;
+        for c in placement.candidates {
+            tries += 1;
+            self.tally.requests += 2;
+            let old = self.view.get(id).and_then(|n| n.parent);
+            if self.view.apply_attach(id, c.parent, self.now).is_ok() {
+                self.touched.extend([id, c.parent]);
+                self.touched.extend(old);
+                return Some(tries);
+            }
+        }
+        None
+    }
+
+    /// Lets `id` rise while a weaker node sits higher up.
+    fn promote(&mut self, id: NodeId) {
+        for _ in 0..MAX_DEPTH {
+            if !self.promote_once(id) {
+                return;
+            }
+        }
+    }
+
+    /// One swap for `id` if the core plans one; whether it happened.
+    fn promote_once(&mut self, id: NodeId) -> bool {
+        {
+            let Some(plan) = plan_promotion(&self.view, id, self.cfg.promotion_margin) else {
+                return false;
+            };
+            let moved = plan
+                .placed
+                .iter()
+                .filter(|p| self.view.get(p.node).is_some_and(|n| n.parent != p.parent))
+                .count();
+            if self.view.apply_promotion(&plan, self.now).is_err() {
+                return false;
+            }
+            self.touched.extend(plan.placed.iter().map(|p| p.node));
+            self.tally.promotions += 1;
+            self.tally.reparents += moved as u64;
+            // A request and an answer per link opened, a notice per link closed.
+            self.tally.requests += 2 * plan.open.len() as u64 + plan.close.len() as u64;
+            true
+        }
+    }
+
+    /// Every node that could feed children looks for one promotion, as each live agent does
+    /// once per promotion interval (in id order; a node moved by an earlier swap of the round
+    /// plans from the tree as it is then).
+    fn promotion_round(&mut self) {
+        let ids: Vec<NodeId> = self
+            .view
+            .nodes()
+            .filter(|n| n.slots() > 0 && n.depth > 1 && n.role != Role::Broadcaster)
+            .map(|n| n.id)
+            .collect();
+        for id in ids {
+            if self.promote_once(id) {
+                self.check();
+            }
+        }
+    }
+
+    /// `victims` leave at once (gracefully or by crashing); their orphans repair with the
+    /// plans they held before (each node keeps one ready, see `plan_repair`).
+    fn fail(&mut self, victims: &[NodeId], kind: LeaveKind) {
+        let root = NodeId(ROOT_ID);
+        let victims: BTreeSet<NodeId> = victims
+            .iter()
+            .copied()
+            .filter(|&v| v != root && self.view.get(v).is_some())
+            .collect();
+        if victims.is_empty() {
+            return;
+        }
+        let mut plans: Vec<(NodeId, Option<Repair>)> = Vec::new();
+        for &v in &victims {
+            for o in self.view.children_of(v) {
+                if !victims.contains(&o) {
+                    plans.push((o, plan_repair(&self.view, o, REPAIR_TARGETS)));
+                }
+            }
+        }
+        for &v in &victims {
+            if let Some(n) = self.view.get(v) {
+                self.tally.publications_of(self.view.stream(), &n.clone());
+            }
+            if let Some(since) = self.waiting.remove(&v) {
+                self.tally.viewer_seconds_without_media += self.now.since(since).as_secs_f64();
+            }
+            self.touched.extend(self.view.parent_of(v));
+            let orphans = self.view.apply_remove(v, self.now);
+            self.touched.extend(orphans);
+            match kind {
+                LeaveKind::Graceful => self.tally.leaves += 1,
+                LeaveKind::Crash => self.tally.crashes += 1,
+            }
+            if self.cfg.churn.is_some_and(|c| c.rejoin) {
+                self.queue.push(self.now, Event::Replace);
+            }
+        }
+        // The successor first: its siblings' plans attach under it once it is back in place.
+        plans.sort_by_key(|(_, p)| {
+            !matches!(
+                p.as_ref().and_then(|p| p.targets.first()),
+                Some(RepairTarget::Replace { .. })
+            )
+        });
+        let avoid = Avoid {
+            nodes: victims.iter().copied().collect(),
+            subtrees: Vec::new(),
+        };
+        let detect_ms = match kind {
+            LeaveKind::Graceful => 0.0,
+            LeaveKind::Crash => self.cfg.detection_ms,
+        };
+        for (o, plan) in plans {
+            let size = self.subtree_size(o);
+            let mut tries = 0u32;
+            let mut done = false;
+            if let Some(plan) = plan {
+                for t in plan.targets {
+                    tries += 1;
+                    self.tally.requests += 2;
+                    if self.view.apply_repair(o, plan.lost, t, self.now).is_ok() {
+                        self.touched.extend([o, t.parent()]);
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if !done && let Some(more) = self.attach(o, &avoid) {
+                // The plan ran out: a fresh placement, as a live node does.
+                tries += more;
+                done = true;
+            }
+            if done {
+                let ms = detect_ms + self.round_trips_ms(tries);
+                self.tally.repair_ms.push(ms);
+                self.tally.viewer_seconds_without_media += ms / 1000.0 * size as f64;
+                self.tally.reparents += 1;
+                self.promote(o);
+            } else {
+                self.tally.unrepaired += 1;
+                self.waiting.insert(o, self.now);
+            }
+        }
+    }
+
+    /// Places waiting nodes while slots are found.
+    fn retry_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let ids: Vec<(NodeId, Time)> = self.waiting.iter().map(|(&k, &v)| (k, v)).collect();
+        let mut failures = 0;
+        for (id, since) in ids {
+            if self.view.get(id).is_none() {
+                self.waiting.remove(&id);
+                continue;
+            }
+            if self.attach(id, &Avoid::default()).is_some() {
+                self.waiting.remove(&id);
+                let size = self.subtree_size(id);
+                self.tally.viewer_seconds_without_media +=
+                    self.now.since(since).as_secs_f64() * size as f64;
+                self.promote(id);
+            } else {
+                failures += 1;
+                if failures >= RETRY_FAILURES {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pick_victims(&mut self, i: usize) -> Vec<NodeId> {
+        let spec = &self.cfg.crashes[i];
+        let root = NodeId(ROOT_ID);
+        let mut pool: Vec<NodeId> = match spec.select {
+            CrashSelect::Nodes => return spec.nodes.iter().map(|&n| NodeId(n)).collect(),
+            CrashSelect::Random => self
+                .view
+                .nodes()
+                .filter(|n| n.id != root)
+                .map(|n| n.id)
+                .collect(),
+            CrashSelect::Interior => self
+                .view
+                .nodes()
+                .filter(|n| n.id != root && self.view.children_of(n.id).next().is_some())
+                .map(|n| n.id)
+                .collect(),
+            CrashSelect::Depth => self
+                .view
+                .nodes()
+                .filter(|n| n.id != root && Some(n.depth) == spec.depth)
+                .map(|n| n.id)
+                .collect(),
+        };
+        // A partial Fisher-Yates shuffle: the first `count` are a uniform sample.
+        let count = (spec.count as usize).min(pool.len());
+        for k in 0..count {
+            let j = self.rng.random_range(k..pool.len());
+            pool.swap(k, j);
+        }
+        pool.truncate(count);
+        pool
+    }
+
+    /// Sum of `tries` request round trips, ms (jitter drawn per message).
+    fn round_trips_ms(&mut self, tries: u32) -> f64 {
+        (0..2 * tries)
+            .map(|_| dist::delay(&mut self.rng, self.cfg.latency_ms, self.cfg.jitter_ms))
+            .sum::<Duration>()
+            .as_secs_f64()
+            * 1000.0
+    }
+
+    /// Nodes in the subtree under `top`, itself included (a capped walk: a counting loop, not
+    /// `View::subtree`, whose duplicate check is quadratic in the subtree size).
+    fn subtree_size(&self, top: NodeId) -> u64 {
+        let mut stack = vec![top];
+        let mut n = 0u64;
+        while let Some(at) = stack.pop() {
+            n += 1;
+            if n as usize > self.view.len() {
+                break; // only a cycle gets here, and check_invariants reports it
+            }
+            stack.extend(self.view.children_of(at));
+        }
+        n
+    }
+
+    /// Checks the invariants after a step: around the nodes it touched (`View::check_nodes`)
+    /// every time, and the whole view as often as the policy says.
+    fn check(&mut self) {
+        self.steps_since_check += 1;
+        let full = match self.cfg.check {
+            CheckPolicy::Every => true,
+            CheckPolicy::End => false,
+            CheckPolicy::Auto => {
+                self.view.len() <= CHECK_ALL_BELOW || self.steps_since_check >= self.view.len()
+            }
+        };
+        let found = if full {
+            self.steps_since_check = 0;
+            self.tally.full_checks += 1;
+            self.view.check_invariants()
+        } else if self.touched.is_empty() {
+            Ok(())
+        } else {
+            self.touched.sort_unstable();
+            self.touched.dedup();
+            self.view.check_nodes(&self.touched)
+        };
+        self.touched.clear();
+        self.tally.invariant_checks += 1;
+        if let Err(v) = found {
+            let at = format!("{:?}", self.now);
+            self.tally.violations(&v, &at);
+        }
+    }
+
+    fn finish(mut self) -> Run {
+        let end = self.now;
+        for (&id, &since) in &self.waiting {
+            let size = self.subtree_size(id);
+            self.tally.viewer_seconds_without_media += end.since(since).as_secs_f64() * size as f64;
+        }
+        // Liveness re-publications: one per node per heartbeat.
+        let beats = (self.tally.node_seconds / self.cfg.heartbeat) as u64;
+        let stream = self.view.stream().clone();
+        for n in self.view.nodes() {
+            self.tally.publications_of(&stream, n);
+        }
+        let avg_len = self
+            .tally
+            .publication_bytes
+            .checked_div(self.tally.publications)
+            .unwrap_or(0);
+        self.tally.publications += beats;
+        self.tally.publication_bytes += beats * avg_len;
+
+        let mut detached = 0;
+        if !self.waiting.is_empty() {
+            // Detached nodes are about to go: check them first. (Otherwise the settled check
+            // below covers check_invariants; both walk the whole view.)
+            self.tally.invariant_checks += 1;
+            self.tally.full_checks += 1;
+            if let Err(v) = self.view.check_invariants() {
+                self.tally.violations(&v, "end");
+            }
+            // Nodes not connected to the root are still repairing or waiting: not in the tree.
+            let gone: Vec<NodeId> = self
+                .view
+                .nodes()
+                .filter(|n| n.role != Role::Broadcaster && self.view.depth_of(n.id).is_none())
+                .map(|n| n.id)
+                .collect();
+            for id in gone {
+                self.view.remove(id);
+                detached += 1;
+            }
+        }
+        let mut shape = Shape::of(&self.view);
+        shape.detached = detached;
+        self.tally.invariant_checks += 1;
+        self.tally.full_checks += 1;
+        if let Err(v) = self.view.check_settled() {
+            self.tally.settled_violations += v.len() as u64;
+            self.tally.violations(&v, "settled");
+        }
+        Run {
+            tally: self.tally,
+            view: self.view,
+            shape,
+        }
+    }
+}
+
+fn secs(s: f64) -> Time {
+    Time::ZERO + secs_f(s)
+}
+
+fn secs_f(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}

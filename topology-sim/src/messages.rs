@@ -1,0 +1,461 @@
+//! Message-level mode: every node runs its own [`Agent`]; records and messages travel through a
+//! simulated network with delays, in virtual time.
+//!
+//! The network: a published record reaches every other agent after one gossip delay (the
+//! one-way latency times the hops of a gossip mesh of degree `gossip_fanout`, about
+//! `log_D(n)`); a direct message reaches its one receiver after one latency. Both get jitter.
+//! A newcomer receives the current records of everyone at once when it arrives (the sync a
+//! shell does from a gossip peer on joining). A crash is noticed by the crashed node's parent
+//! and children after the detection time (media silence); a graceful leaver runs
+//! `Input::Leave`, whose messages tell its neighbours.
+//!
+//! Beside the agents the simulator keeps a *truth* view: the latest record each live node
+//! published. Metrics and invariant checks look at it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use treecast_tree::{
+    Agent, AgentConfig, Event, Input, Message, Node, NodeId, NodeRecord, Output, Platform,
+    Reachability, Role, StreamId, Time, View,
+};
+
+use crate::config::{CheckPolicy, Config, CrashSelect, LeaveKind, ROOT_ID};
+use crate::dist;
+use crate::fast::Run;
+use crate::metrics::{Shape, Tally};
+use crate::queue::Queue;
+
+/// Quiet time after the scenario's last event, so joins, repairs and swaps under way finish
+/// before the settled check.
+const SETTLE: Duration = Duration::from_secs(10);
+/// Below this many nodes the auto policy checks the whole truth view after every step (lower
+/// than fast mode's: here a step is one delivery, and there are many more of them).
+const CHECK_ALL_BELOW: usize = 100;
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Arrive,
+    Replace,
+    Leave(NodeId),
+    Crash(usize),
+    /// An agent's timer.
+    Wake(NodeId),
+    /// A direct message arrives.
+    Deliver {
+        to: NodeId,
+        from: NodeId,
+        msg: Message,
+    },
+    /// A published record reaches every other agent.
+    Gossip(NodeRecord),
+    /// Media silence: the node notices its parent is gone.
+    ParentLost(NodeId),
+    /// The node notices a child is gone.
+    ChildLost {
+        parent: NodeId,
+        child: NodeId,
+    },
+}
+
+/// Runs `cfg` with one agent per node.
+pub fn run(cfg: &Config, progress: &mut dyn FnMut(f64)) -> Run {
+    let mut net = Net::new(cfg);
+    net.run(progress);
+    net.finish()
+}
+
+struct Net<'c> {
+    cfg: &'c Config,
+    stream: StreamId,
+    rng: SmallRng,
+    queue: Queue<Ev>,
+    now: Time,
+    /// Scenario events stop here; agents run on until `end + SETTLE`.
+    end: Time,
+    agents: BTreeMap<NodeId, Agent>,
+    /// The timer scheduled for each agent (an older `Wake` in the queue is stale).
+    wake: BTreeMap<NodeId, Time>,
+    truth: View,
+    arrived: u64,
+    next_id: u64,
+    /// Orphans repairing: since when, and which parent they lost.
+    orphaned: BTreeMap<NodeId, Time>,
+    tally: Tally,
+    touched: Vec<NodeId>,
+    steps_since_check: usize,
+}
+
+impl<'c> Net<'c> {
+    fn new(cfg: &'c Config) -> Self {
+        let stream = StreamId::new("sim").expect("a valid constant stream name");
+        let mut truth = View::new(stream.clone());
+        truth.set_trusted_root(NodeId(ROOT_ID));
+        let mut net = Net {
+            cfg,
+            stream,
+            rng: SmallRng::seed_from_u64(cfg.seed),
+            queue: Queue::default(),
+            now: Time::ZERO,
+            end: Time::ZERO + Duration::from_secs_f64(cfg.duration),
+            agents: BTreeMap::new(),
+            wake: BTreeMap::new(),
+            truth,
+            arrived: 0,
+            next_id: ROOT_ID + 1,
+            orphaned: BTreeMap::new(),
+            tally: Tally::default(),
+            touched: Vec::new(),
+            steps_since_check: 0,
+        };
+        let root = Node::new(NodeId(ROOT_ID), Role::Broadcaster, cfg.root_capacity);
+        net.spawn(root);
+        if cfg.viewers > 0 {
+            net.queue.push(Time::ZERO, Ev::Arrive);
+        }
+        for (i, c) in cfg.crashes.iter().enumerate() {
+            let at = Time::ZERO + Duration::from_secs_f64(c.at.unwrap_or(0.0));
+            net.queue.push(at, Ev::Crash(i));
+        }
+        net
+    }
+
+    fn run(&mut self, progress: &mut dyn FnMut(f64)) {
+        let stop = self.end + SETTLE;
+        let mut steps = 0u64;
+        while let Some(at) = self.queue.next_at() {
+            if at > stop {
+                break;
+            }
+            let Some((at, ev)) = self.queue.pop() else {
+                break;
+            };
+            self.advance(at);
+            let scenario_over = at > self.end;
+            match ev {
+                Ev::Arrive | Ev::Replace | Ev::Leave(_) | Ev::Crash(_) if scenario_over => {}
+                Ev::Arrive => {
+                    self.arrived += 1;
+                    if self.arrived < self.cfg.viewers {
+                        let gap = self
+                            .cfg
+                            .join_rate
+                            .map_or(0.0, |r| dist::exponential(&mut self.rng, 1.0 / r));
+                        let next = self.now + Duration::from_secs_f64(gap);
+                        self.queue.push(next, Ev::Arrive);
+                    }
+                    self.join();
+                }
+                Ev::Replace => self.join(),
+                Ev::Leave(id) => self.fail(&[id], self.cfg.leave),
+                Ev::Crash(i) => {
+                    let victims = self.pick_victims(i);
+                    self.fail(&victims, LeaveKind::Crash);
+                }
+                Ev::Wake(id) => {
+                    if self.wake.get(&id) == Some(&at) {
+                        self.wake.remove(&id);
+                        self.input(id, Input::Tick);
+                    }
+                }
+                Ev::Deliver { to, from, msg } => self.input(to, Input::Message { from, msg }),
+                Ev::Gossip(rec) => {
+                    let author = rec.node.id;
+                    let ids: Vec<NodeId> = self.agents.keys().copied().collect();
+                    for id in ids.into_iter().filter(|&id| id != author) {
+                        self.input(id, Input::Record(rec.clone()));
+                    }
+                }
+                Ev::ParentLost(id) => self.input(id, Input::ParentLost),
+                Ev::ChildLost { parent, child } => self.input(parent, Input::ChildLost(child)),
+            }
+            self.check();
+            steps += 1;
+            if steps.is_multiple_of(1024) {
+                progress(self.now.as_micros() as f64 / stop.as_micros().max(1) as f64);
+            }
+        }
+        self.advance(stop.max(self.now));
+        progress(1.0);
+    }
+
+    fn advance(&mut self, to: Time) {
+        let dt = to.since(self.now).as_secs_f64();
+        self.tally.node_seconds += dt * self.agents.len() as f64;
+        self.now = to;
+    }
+
+    /// Starts an agent for `node`, gives it everyone's records and lets it join.
+    fn spawn(&mut self, node: Node) {
+        let id = node.id;
+        let mut ac = AgentConfig::new(node, self.stream.clone());
+        ac.root = Some(NodeId(ROOT_ID));
+        ac.seed = self.cfg.seed ^ id.0.rotate_left(17);
+        ac.refresh = Duration::from_secs_f64(self.cfg.heartbeat);
+        ac.ttl = ac.refresh * 3;
+        ac.promotion_margin = self.cfg.promotion_margin;
+        if self.cfg.promotion_interval > 0.0 {
+            ac.promotion_interval = Duration::from_secs_f64(self.cfg.promotion_interval);
+        }
+        let mut agent = Agent::new(ac, self.now);
+        for n in self.truth.nodes() {
+            let rec = NodeRecord {
+                stream: self.stream.clone(),
+                node: *n,
+            };
+            agent.handle(self.now, Input::Record(rec));
+        }
+        self.agents.insert(id, agent);
+        self.input(id, Input::Join);
+    }
+
+    fn join(&mut self) {
+        let id = NodeId(self.next_id);
+        self.next_id += 1;
+        let cfg = self.cfg;
+        let mut node = Node::new(id, Role::Viewer, cfg.capacity_mix.pick(self.rng.random()));
+        if self.rng.random::<f64>() < cfg.relay_only {
+            node.reach = Reachability::RelayOnly;
+        }
+        if self.rng.random::<f64>() < cfg.browser {
+            node.platform = Platform::Browser;
+        }
+        self.tally.joins += 1;
+        if let Some(churn) = cfg.churn {
+            let s = dist::session(&mut self.rng, churn.distribution, churn.mean_session);
+            self.queue
+                .push(self.now + Duration::from_secs_f64(s), Ev::Leave(id));
+        }
+        self.spawn(node);
+    }
+
+    /// Feeds one input to an agent and carries out what it asks for.
+    fn input(&mut self, id: NodeId, input: Input) {
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return; // gone: messages to it are lost
+        };
+        agent.handle(self.now, input);
+        let mut outs = Vec::new();
+        while let Some(o) = agent.poll_output() {
+            outs.push(o);
+        }
+        let wake = agent.poll_timeout();
+        for o in outs {
+            self.output(id, o);
+        }
+        if let Some(t) = wake
+            && self.wake.get(&id) != Some(&t)
+        {
+            self.wake.insert(id, t);
+            self.queue.push(t.max(self.now), Ev::Wake(id));
+        }
+    }
+
+    fn output(&mut self, id: NodeId, out: Output) {
+        match out {
+            Output::Publish(rec) => {
+                self.tally.publications += 1;
+                self.tally.publication_bytes += rec.encode().len() as u64;
+                if self.truth.merge(&rec, self.now).is_ok() {
+                    self.touched.push(id);
+                    self.touched.extend(rec.node.parent);
+                    self.touched.extend(rec.node.children.iter());
+                }
+                let delay = self.gossip_delay();
+                self.queue.push(self.now + delay, Ev::Gossip(rec));
+            }
+            Output::Send { to, msg } => {
+                self.tally.requests += 1;
+                let delay = dist::delay(&mut self.rng, self.cfg.latency_ms, self.cfg.jitter_ms);
+                self.queue
+                    .push(self.now + delay, Ev::Deliver { to, from: id, msg });
+            }
+            Output::Event(e) => self.event(id, e),
+        }
+    }
+
+    fn event(&mut self, id: NodeId, e: Event) {
+        match e {
+            Event::Attached { previous, .. } => {
+                if previous.is_some() {
+                    self.tally.reparents += 1;
+                }
+                if let Some(since) = self.orphaned.remove(&id) {
+                    let secs = self.now.since(since).as_secs_f64();
+                    self.tally.repair_ms.push(secs * 1000.0);
+                    let size = subtree_size(&self.truth, id);
+                    self.tally.viewer_seconds_without_media += secs * size as f64;
+                }
+            }
+            Event::Orphaned { .. } => {
+                self.orphaned.entry(id).or_insert(self.now);
+            }
+            Event::Swapped { .. } => self.tally.promotions += 1,
+            Event::NoPlace => self.tally.unplaced_joins += 1,
+            Event::ChildAdded(_) | Event::ChildRemoved(_) => {}
+        }
+    }
+
+    /// `victims` go: gracefully (their agents say goodbye) or by crashing (neighbours notice
+    /// after the detection time).
+    fn fail(&mut self, victims: &[NodeId], kind: LeaveKind) {
+        let detect = Duration::from_secs_f64(self.cfg.detection_ms / 1000.0);
+        for &v in victims {
+            if v == NodeId(ROOT_ID) || !self.agents.contains_key(&v) {
+                continue;
+            }
+            let me = *self.agents[&v].node();
+            for c in me.children.iter() {
+                self.orphaned.entry(c).or_insert(self.now);
+            }
+            match kind {
+                LeaveKind::Graceful => {
+                    self.tally.leaves += 1;
+                    self.input(v, Input::Leave);
+                }
+                LeaveKind::Crash => {
+                    self.tally.crashes += 1;
+                    for c in me.children.iter() {
+                        self.queue.push(self.now + detect, Ev::ParentLost(c));
+                    }
+                    if let Some(p) = me.parent {
+                        self.queue.push(
+                            self.now + detect,
+                            Ev::ChildLost {
+                                parent: p,
+                                child: v,
+                            },
+                        );
+                    }
+                }
+            }
+            self.agents.remove(&v);
+            self.wake.remove(&v);
+            self.orphaned.remove(&v);
+            self.truth.remove(v);
+            if self.cfg.churn.is_some_and(|c| c.rejoin) {
+                self.queue.push(self.now, Ev::Replace);
+            }
+        }
+    }
+
+    fn pick_victims(&mut self, i: usize) -> Vec<NodeId> {
+        let spec = &self.cfg.crashes[i];
+        let root = NodeId(ROOT_ID);
+        let mut pool: Vec<NodeId> = match spec.select {
+            CrashSelect::Nodes => return spec.nodes.iter().map(|&n| NodeId(n)).collect(),
+            CrashSelect::Random => self
+                .agents
+                .keys()
+                .copied()
+                .filter(|&id| id != root)
+                .collect(),
+            CrashSelect::Interior => self
+                .agents
+                .iter()
+                .filter(|(id, a)| **id != root && !a.node().children.is_empty())
+                .map(|(id, _)| *id)
+                .collect(),
+            CrashSelect::Depth => self
+                .agents
+                .iter()
+                .filter(|(id, a)| **id != root && Some(a.node().depth) == spec.depth)
+                .map(|(id, _)| *id)
+                .collect(),
+        };
+        let count = (spec.count as usize).min(pool.len());
+        for k in 0..count {
+            let j = self.rng.random_range(k..pool.len());
+            pool.swap(k, j);
+        }
+        pool.truncate(count);
+        pool
+    }
+
+    /// One latency per gossip hop; a mesh of degree D reaches n nodes in about log_D(n) hops.
+    fn gossip_delay(&mut self) -> Duration {
+        let n = self.agents.len().max(2) as f64;
+        let d = f64::from(self.cfg.gossip_fanout.max(2));
+        let hops = (n.ln() / d.ln()).ceil().max(1.0) as u32;
+        (0..hops)
+            .map(|_| dist::delay(&mut self.rng, self.cfg.latency_ms, self.cfg.jitter_ms))
+            .sum()
+    }
+
+    fn check(&mut self) {
+        self.steps_since_check += 1;
+        let full = match self.cfg.check {
+            CheckPolicy::Every => true,
+            CheckPolicy::End => false,
+            CheckPolicy::Auto => {
+                self.truth.len() <= CHECK_ALL_BELOW || self.steps_since_check >= self.truth.len()
+            }
+        };
+        let found = if full {
+            self.steps_since_check = 0;
+            self.tally.full_checks += 1;
+            self.truth.check_invariants()
+        } else if self.touched.is_empty() {
+            Ok(())
+        } else {
+            self.touched.sort_unstable();
+            self.touched.dedup();
+            self.truth.check_nodes(&self.touched)
+        };
+        self.touched.clear();
+        self.tally.invariant_checks += 1;
+        if let Err(v) = found {
+            let at = format!("{:?}", self.now);
+            self.tally.violations(&v, &at);
+        }
+    }
+
+    fn finish(mut self) -> Run {
+        for &since in self.orphaned.values() {
+            self.tally.viewer_seconds_without_media += self.now.since(since).as_secs_f64();
+        }
+        // Liveness re-publications were counted as they happened.
+        self.tally.invariant_checks += 1;
+        self.tally.full_checks += 1;
+        if let Err(v) = self.truth.check_invariants() {
+            self.tally.violations(&v, "end");
+        }
+        let gone: Vec<NodeId> = self
+            .truth
+            .nodes()
+            .filter(|n| n.role != Role::Broadcaster && self.truth.depth_of(n.id).is_none())
+            .map(|n| n.id)
+            .collect();
+        for &id in &gone {
+            self.truth.remove(id);
+        }
+        let mut shape = Shape::of(&self.truth);
+        shape.detached = gone.len() as u64;
+        self.tally.invariant_checks += 1;
+        self.tally.full_checks += 1;
+        if let Err(v) = self.truth.check_settled() {
+            self.tally.settled_violations += v.len() as u64;
+            self.tally.violations(&v, "settled");
+        }
+        Run {
+            tally: self.tally,
+            view: self.truth,
+            shape,
+        }
+    }
+}
+
+fn subtree_size(view: &View, top: NodeId) -> u64 {
+    let mut stack = vec![top];
+    let mut n = 0u64;
+    while let Some(at) = stack.pop() {
+        n += 1;
+        if n as usize > view.len() {
+            break;
+        }
+        stack.extend(view.children_of(at));
+    }
+    n
+}

@@ -1,0 +1,95 @@
+//! Message-level mode: one `Agent` per node over a simulated network.
+
+#![allow(clippy::unwrap_used)] // a panicking test helper is a test failure
+
+use treecast_sim::config::Churn;
+use treecast_sim::{Mode, Report, Scenario, run};
+
+fn messages(viewers: u64, seed: u64) -> Scenario {
+    Scenario {
+        mode: Some(Mode::Messages),
+        viewers: Some(viewers),
+        seed: Some(seed),
+        join_rate: Some(20.0),
+        duration: Some(viewers as f64 / 20.0 + 20.0),
+        ..Default::default()
+    }
+}
+
+fn simulate(s: Scenario) -> Report {
+    run(&s.build().unwrap(), &mut |_| {}).unwrap().report
+}
+
+#[test]
+fn agents_build_a_tree_over_the_network() {
+    let r = simulate(messages(150, 3));
+    assert_eq!(r.viewers_attached, 150, "seed 3: {r:?}");
+    assert_eq!(
+        r.invariant_violations, 0,
+        "seed 3: {:?}",
+        r.first_violations
+    );
+    assert!(r.publications > 150 && r.requests > 150);
+    let opt = r.optimal_depth.unwrap();
+    assert!(
+        r.max_depth <= opt + 2,
+        "seed 3: max {} optimum {opt}",
+        r.max_depth
+    );
+}
+
+#[test]
+fn message_runs_are_reproducible() {
+    let json = |s: Scenario| {
+        let mut v = serde_json::to_value(simulate(s)).unwrap();
+        v.as_object_mut().unwrap().remove("elapsed_ms");
+        v
+    };
+    let s = Scenario {
+        jitter_ms: Some(10.0),
+        churn: Some(Churn {
+            mean_session: 60.0,
+            distribution: Default::default(),
+            rejoin: true,
+        }),
+        ..messages(80, 4)
+    };
+    assert_eq!(json(s.clone()), json(s));
+}
+
+/// Found by this simulator: two orphans of different lost parents repair into each other's
+/// subtree at the same time, each on a view that has not heard of the other's move yet, and
+/// the agreed relations form a cycle (here 0x6e under 0xaa while 0xaa's chain runs through 0x79,
+/// 0x6e's child, at t = 13.07 s; it lasts until 20.9 s). Replay:
+/// `treecast-sim --mode messages --viewers 150 --seed 2 --join-rate 20 --duration 60
+///  --mean-session 60 --rejoin --crash-interior 3 --crash-at 20`
+#[test]
+#[ignore = "fails with the current Agent: concurrent repairs form cycles (see the doc comment)"]
+fn agents_never_form_a_cycle_under_churn() {
+    let r = simulate(Scenario {
+        duration: Some(60.0),
+        churn: Some(Churn {
+            mean_session: 60.0,
+            distribution: Default::default(),
+            rejoin: true,
+        }),
+        ..messages(150, 2)
+    });
+    assert_eq!(r.invariant_violations, 0, "{:?}", r.first_violations);
+}
+
+/// Found by this simulator: two swaps that share a parent run at once; the second
+/// coordinator's `Move` lists the parent's children from a view taken before the first swap,
+/// and the parent keeps listing a child that has moved away (0x23 lists 0xba after 0xba rose
+/// to depth 1 at t = 42.76 s). Replay: `treecast-sim --mode messages --viewers 200 --seed 1
+/// --duration 60`.
+#[test]
+#[ignore = "fails with the current Agent: a stale Move re-lists a child that moved away"]
+fn agents_settle_without_disagreement() {
+    let r = simulate(Scenario {
+        join_rate: None,
+        duration: Some(60.0),
+        ..messages(200, 1)
+    });
+    assert_eq!(r.settled_violations, 0, "{:?}", r.first_violations);
+}
