@@ -107,6 +107,15 @@ pub enum Source {
         /// Frame rate for Annex-B input (which carries no timestamps).
         fps: u32,
     },
+    /// Plain RTP over UDP (ffmpeg `-f rtp`, GStreamer `udpsink`).
+    Rtp {
+        /// Where video RTP arrives (port 0: any free port, printed at start).
+        video: std::net::SocketAddr,
+        /// The video codec (VP8 or H.264).
+        codec: crate::codec::Codec,
+        /// Where Opus RTP arrives, if any.
+        audio: Option<std::net::SocketAddr>,
+    },
     /// A WHIP publisher presenting this bearer token.
     Whip {
         /// The token (never logged).

@@ -21,6 +21,7 @@ pub mod node;
 pub mod peer;
 pub mod record;
 pub mod rtcp_tap;
+pub mod rtp_in;
 pub mod source;
 pub mod status;
 pub mod upstream;
@@ -37,7 +38,7 @@ pub use config::{Config, Role, Source};
 
 use tracing::Instrument;
 
-use crate::codec::{CodecExt, PayloadTypes};
+use crate::codec::{Codec, CodecExt, PayloadTypes};
 use crate::fanout::{Feed, Tracks};
 use crate::node::NodeState;
 use crate::peer::PeerFactory;
@@ -124,6 +125,32 @@ async fn run_node(
             let (feed, requests) = Feed::new(clip.codec, clip.codec.rtp_codec());
             tracks.insert(feed.clone());
             tokio::spawn(source::play(node.clone(), clip, feed, requests).in_current_span());
+        }
+        node.set_tracks(tracks);
+    }
+
+    if let Role::Broadcast {
+        source: Source::Rtp {
+            video,
+            codec,
+            audio,
+        },
+    } = &config.role
+    {
+        let mut tracks = Tracks::default();
+        let inputs = [
+            (Some(*video), *codec, "video"),
+            (*audio, Codec::Opus, "audio"),
+        ];
+        for (addr, codec, what) in inputs {
+            let Some(addr) = addr else { continue };
+            let (socket, bound) = rtp_in::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?;
+            println!("rtp {what} in listening on {bound}");
+            let (feed, requests) = Feed::new(codec, codec.rtp_codec());
+            tracks.insert(feed.clone());
+            tokio::spawn(rtp_in::run(node.clone(), socket, feed, requests).in_current_span());
         }
         node.set_tracks(tracks);
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use treecast_node::codec::Codec;
 use treecast_node::impairment::Impairment;
 use treecast_node::record::Recording;
 use treecast_node::{Config, Role, Source};
@@ -31,7 +32,11 @@ enum Command {
     /// WHIP: treecast broadcast --stream demo --whip-token SECRET --http 127.0.0.1:8080,
     /// then publish (OBS, a browser, aiortc) to http://127.0.0.1:8080/whip/demo with
     /// `Authorization: Bearer SECRET`.
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["video", "whip_token"])))]
+    ///
+    /// Plain RTP: treecast broadcast --stream demo --rtp-in 127.0.0.1:5004 --rtp-codec vp8
+    /// --http 127.0.0.1:8080, then e.g. ffmpeg -re -i test.ivf -c:v copy -f rtp
+    /// rtp://127.0.0.1:5004?pkt_size=1200
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["video", "whip_token", "rtp_in"])))]
     Broadcast {
         /// Stream name (A-Z a-z 0-9 - _), the last segment of the WHEP URL.
         #[arg(long)]
@@ -45,6 +50,15 @@ enum Command {
         /// Audio file: Opus in Ogg (.ogg).
         #[arg(long)]
         audio: Option<PathBuf>,
+        /// Take video as plain RTP over UDP arriving at this address (port 0: any, printed).
+        #[arg(long)]
+        rtp_in: Option<SocketAddr>,
+        /// Codec of the --rtp-in video.
+        #[arg(long, value_enum, default_value_t = RtpCodec::Vp8)]
+        rtp_codec: RtpCodec,
+        /// Take Opus as plain RTP over UDP arriving at this address.
+        #[arg(long, requires = "rtp_in")]
+        rtp_audio_in: Option<SocketAddr>,
         /// Frame rate of an Annex-B file, which carries no timestamps.
         #[arg(long, default_value_t = 30)]
         fps: u32,
@@ -96,6 +110,15 @@ enum Command {
     },
 }
 
+/// Video codecs accepted as plain RTP.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RtpCodec {
+    /// VP8 (RFC 7741).
+    Vp8,
+    /// H.264 packetization-mode 1 (RFC 6184).
+    H264,
+}
+
 #[derive(Debug, clap::Args)]
 struct Common {
     /// Address for the HTTP server (WHEP, /api/status); port 0 picks a free port.
@@ -127,14 +150,25 @@ fn main() -> anyhow::Result<()> {
             video,
             whip_token,
             audio,
+            rtp_in,
+            rtp_codec,
+            rtp_audio_in,
             fps,
             common,
         } => {
-            let source = match (video, whip_token) {
-                (Some(video), _) => Source::Files { video, audio, fps },
-                (None, Some(token)) => Source::Whip { token },
+            let source = match (video, whip_token, rtp_in) {
+                (Some(video), _, _) => Source::Files { video, audio, fps },
+                (None, Some(token), _) => Source::Whip { token },
+                (None, None, Some(video)) => Source::Rtp {
+                    video,
+                    codec: match rtp_codec {
+                        RtpCodec::Vp8 => Codec::Vp8,
+                        RtpCodec::H264 => Codec::H264,
+                    },
+                    audio: rtp_audio_in,
+                },
                 // clap's "source" group requires one of them.
-                (None, None) => anyhow::bail!("give --video FILE or --whip-token TOKEN"),
+                _ => anyhow::bail!("give --video FILE, --whip-token TOKEN or --rtp-in ADDR"),
             };
             (stream, Role::Broadcast { source }, common)
         }

@@ -329,3 +329,81 @@ fn aiortc_publishes_over_whip_and_plays_over_whep_through_a_relay() {
     assert!(s["parent"].is_null());
     assert_eq!(s["tracks"][0]["codec"], "video/VP8", "{s}");
 }
+
+#[test]
+fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        eprintln!("SKIPPED: ffmpeg not installed (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("rtp-in");
+    let mut root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--rtp-in",
+            "127.0.0.1:0",
+            "--rtp-codec",
+            "vp8",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    // The RTP line is printed before the HTTP one, so it is already in the channel.
+    let line = root.expect_line("rtp video in listening on ");
+    let rtp_addr = line.rsplit(' ').next().unwrap().to_owned();
+    let source = media("test.ivf");
+    let _ffmpeg = Script {
+        child: Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&source)
+            .args(["-c:v", "copy", "-f", "rtp"])
+            .arg(format!("rtp://{rtp_addr}?pkt_size=1200"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg"),
+        lines: mpsc::channel().1,
+    };
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &root.whep_url("demo"),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let out = dir.join("out.ivf");
+    let mut viewer = Node::spawn(
+        "view",
+        &dir,
+        &[
+            "view",
+            "--pull",
+            &relay.whep_url("demo"),
+            "--record",
+            out.to_str().unwrap(),
+            "--frames",
+            "90",
+        ],
+        &[],
+    );
+    assert!(
+        viewer.wait_success(Duration::from_secs(30)),
+        "{}",
+        viewer.log_tail()
+    );
+    let recorded = support::ivf_frames(&out);
+    assert_eq!(recorded.len(), 90);
+    support::assert_contiguous_run(&support::ivf_frames(&source), &recorded);
+}

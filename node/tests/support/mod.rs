@@ -19,6 +19,8 @@ pub struct Node {
     pub name: String,
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Lines read while waiting for another one, kept for a later `expect_line`.
+    backlog: Vec<String>,
     pub http: Option<SocketAddr>,
     stderr_path: PathBuf,
 }
@@ -71,6 +73,7 @@ impl Node {
             name: name.to_owned(),
             child,
             lines,
+            backlog: Vec::new(),
             http: None,
             stderr_path,
         };
@@ -83,12 +86,15 @@ impl Node {
 
     /// Waits (bounded) for a stdout line starting with `prefix`.
     pub fn expect_line(&mut self, prefix: &str) -> String {
+        if let Some(i) = self.backlog.iter().position(|l| l.starts_with(prefix)) {
+            return self.backlog.remove(i);
+        }
         let deadline = Instant::now() + LINE_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
+                Ok(line) => self.backlog.push(line),
                 Err(_) => panic!(
                     "{}: no line {prefix:?} within {LINE_TIMEOUT:?}; log:\n{}",
                     self.name,
