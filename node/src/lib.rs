@@ -1,5 +1,230 @@
 //! treecast-node: the IO shell around the pure tree core.
 //!
-//! The media path, the gossip swarm and the HTTP API live here; see ARCHITECTURE.md.
+//! This crate holds the media path (see `docs/media.md`): a node receives one broadcast, from a
+//! file at the root or from its parent over WHEP, and forwards the RTP packets, untouched apart
+//! from the per-leg header fields, to up to four children over WHEP. The library entry point is
+//! [`run`]; the `treecast` binary only parses arguments and calls it.
+//!
+//! Codemap: [`config`] (the validated configuration), [`peer`] (how every peer connection is
+//! built), [`upstream`] (pulling from the parent), [`source`] (file sources), [`fanout`] (one
+//! bounded ring per track), [`child`] (one downstream leg),
+//! [`record`] (the viewer's files), [`http`] and [`status`] (the API), [`gossip`] (the libp2p
+//! overlay: records and direct messages), [`rtcp_tap`] (feedback
+//! counters and keyframe-request delivery), [`impairment`] (seeded loss for tests).
 
+pub mod child;
+pub mod codec;
+pub mod config;
+pub mod fanout;
 pub mod gossip;
+pub mod http;
+pub mod impairment;
+pub mod node;
+pub mod peer;
+pub mod record;
+pub mod rtcp_tap;
+pub mod rtp_in;
+pub mod source;
+pub mod status;
+pub mod upstream;
+pub mod whep_client;
+pub mod whip;
+
+mod impaired_runtime;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{Config, Role, Source};
+
+use tracing::Instrument;
+
+use crate::codec::{Codec, CodecExt, PayloadTypes};
+use crate::fanout::{Feed, Tracks};
+use crate::node::NodeState;
+use crate::peer::PeerFactory;
+use crate::source::Clip;
+
+/// Why a node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A source file could not be loaded.
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The upstream leg failed for good.
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+    /// Recording failed.
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    /// No webrtc runtime.
+    #[error("no async runtime for webrtc")]
+    NoRuntime,
+}
+
+/// Runs a node until `shutdown` completes (or, for a viewer with `--frames`, until enough frames
+/// are recorded). Prints `http listening on ADDR` on stdout once the HTTP server is bound, so a
+/// script that asked for port 0 learns the port.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let span = tracing::info_span!("node", id = &config.node_id.as_str()[..8]);
+    run_node(config, shutdown).instrument(span).await
+}
+
+async fn run_node(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let runtime = match config.impairment {
+        Some(spec) => impaired_runtime::runtime(spec).ok_or(NodeError::NoRuntime)?,
+        None => webrtc::runtime::default_runtime().ok_or(NodeError::NoRuntime)?,
+    };
+    let parent = match &config.role {
+        Role::Relay { pull } | Role::View { pull, .. } => Some(pull.clone()),
+        Role::Broadcast { .. } => None,
+    };
+    let payload_types = match config.role {
+        Role::View { .. } => PayloadTypes::Viewer,
+        _ => PayloadTypes::Node,
+    };
+    let node = Arc::new(NodeState::new(
+        config.node_id.clone(),
+        config.stream.clone(),
+        config.role.name(),
+        parent.clone(),
+        config.max_children,
+        PeerFactory::new(config.ice_ip, runtime, payload_types),
+        match &config.role {
+            Role::Broadcast {
+                source: Source::Whip { token },
+            } => Some(whip::WhipIngest::new(token.clone())),
+            _ => None,
+        },
+    ));
+    tracing::info!(role = ?node.role, stream = node.stream.as_str(), "starting");
+
+    if let Role::Broadcast {
+        source: Source::Files { video, audio, fps },
+    } = &config.role
+    {
+        let mut clips = vec![Clip::load_video(video, *fps)?];
+        if let Some(audio) = audio {
+            clips.push(Clip::load_audio(audio)?);
+        }
+        let mut tracks = Tracks::default();
+        for clip in clips {
+            let (feed, requests) = Feed::new(clip.codec, clip.codec.rtp_codec());
+            tracks.insert(feed.clone());
+            tokio::spawn(source::play(node.clone(), clip, feed, requests).in_current_span());
+        }
+        node.set_tracks(tracks);
+    }
+
+    if let Role::Broadcast {
+        source: Source::Rtp {
+            video,
+            codec,
+            audio,
+        },
+    } = &config.role
+    {
+        let mut tracks = Tracks::default();
+        let inputs = [
+            (Some(*video), *codec, "video"),
+            (*audio, Codec::Opus, "audio"),
+        ];
+        for (addr, codec, what) in inputs {
+            let Some(addr) = addr else { continue };
+            let (socket, bound) = rtp_in::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?;
+            println!("rtp {what} in listening on {bound}");
+            let (feed, requests) = Feed::new(codec, codec.rtp_codec());
+            tracks.insert(feed.clone());
+            tokio::spawn(rtp_in::run(node.clone(), socket, feed, requests).in_current_span());
+        }
+        node.set_tracks(tracks);
+    }
+
+    if let Some(addr) = config.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        println!("http listening on {bound}");
+        tracing::info!(%bound, "serving WHEP at /whep/{} and /api/status", node.stream.as_str());
+        let app = http::router(node.clone());
+        tokio::spawn(
+            async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut upstream = tokio::spawn(
+        {
+            let node = node.clone();
+            async move {
+                match parent {
+                    Some(url) => upstream::run(node, url, stop_rx).await,
+                    None => Ok(()),
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    let (finish_recording, finish_rx) = tokio::sync::watch::channel(false);
+    let work = async {
+        match &config.role {
+            Role::View { recording, .. } => {
+                let tracks = node.wait_tracks().await;
+                let frames = record::record(tracks, recording.clone(), finish_rx).await?;
+                println!("recorded {frames} video frames");
+                Ok(())
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(work);
+    let result = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            // Let the recorder finish its files (IVF frame count) before the connections go.
+            finish_recording.send_replace(true);
+            tokio::time::timeout(CLOSE_TIMEOUT, &mut work).await.unwrap_or(Ok(()))
+        }
+        r = &mut upstream, if node.parent.is_some() => match r {
+            Ok(r) => r.map_err(NodeError::from),
+            Err(_) => Ok(()),
+        },
+        r = &mut work => r,
+    };
+    // Close every connection so parent and children notice at once (a DTLS close, not an ICE
+    // timeout seconds later) and webrtc stops delivering into tracks nobody drains.
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, upstream).await;
+    for child in node.children() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, child.close()).await;
+    }
+    result
+}
+
+/// How long closing one connection may take at exit.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

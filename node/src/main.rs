@@ -1,6 +1,219 @@
-//! The `treecast` binary: parses arguments, sets up tracing and calls the library.
+//! The `treecast` binary: parses arguments, sets up tracing and calls [`treecast_node::run`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use treecast_node::codec::Codec;
+use treecast_node::impairment::Impairment;
+use treecast_node::record::Recording;
+use treecast_node::{Config, Role, Source};
+
+/// treecast: one live broadcast to many viewers over a tree of WebRTC nodes.
+///
+/// Every node serves WHEP at http://ADDR/whep/STREAM (at most --max-children children; a full
+/// node answers 503 with Retry-After) and its state at http://ADDR/api/status. Logs go to
+/// stderr (RUST_LOG=debug for more); stdout prints `http listening on ADDR` once bound.
+#[derive(Debug, Parser)]
+#[command(name = "treecast", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Be the root: play a file in a loop, or take a WHIP publisher, and serve it over WHEP.
+    ///
+    /// Example: treecast broadcast --stream demo --video examples/media/test.ivf
+    ///          --audio examples/media/test.ogg --http 127.0.0.1:8080
+    ///
+    /// WHIP: treecast broadcast --stream demo --whip-token SECRET --http 127.0.0.1:8080,
+    /// then publish (OBS, a browser, aiortc) to http://127.0.0.1:8080/whip/demo with
+    /// `Authorization: Bearer SECRET`.
+    ///
+    /// Plain RTP: treecast broadcast --stream demo --rtp-in 127.0.0.1:5004 --rtp-codec vp8
+    /// --http 127.0.0.1:8080, then e.g. ffmpeg -re -i test.ivf -c:v copy -f rtp
+    /// rtp://127.0.0.1:5004?pkt_size=1200
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["video", "whip_token", "rtp_in"])))]
+    Broadcast {
+        /// Stream name (A-Z a-z 0-9 - _), the last segment of the WHEP URL.
+        #[arg(long)]
+        stream: String,
+        /// Video file: VP8 in IVF (.ivf) or H.264 Annex-B (.h264), constrained baseline.
+        #[arg(long)]
+        video: Option<PathBuf>,
+        /// Take the media from a WHIP publisher at /whip/STREAM presenting this bearer token.
+        #[arg(long, env = "TREECAST_WHIP_TOKEN", hide_env_values = true, conflicts_with_all = ["audio"])]
+        whip_token: Option<String>,
+        /// Audio file: Opus in Ogg (.ogg).
+        #[arg(long)]
+        audio: Option<PathBuf>,
+        /// Take video as plain RTP over UDP arriving at this address (port 0: any, printed).
+        #[arg(long)]
+        rtp_in: Option<SocketAddr>,
+        /// Codec of the --rtp-in video.
+        #[arg(long, value_enum, default_value_t = RtpCodec::Vp8)]
+        rtp_codec: RtpCodec,
+        /// Take Opus as plain RTP over UDP arriving at this address.
+        #[arg(long, requires = "rtp_in")]
+        rtp_audio_in: Option<SocketAddr>,
+        /// Frame rate of an Annex-B file, which carries no timestamps.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Pull a stream from a parent's WHEP URL and serve it to up to --max-children children.
+    ///
+    /// Example: treecast relay --stream demo --pull http://127.0.0.1:8080/whep/demo
+    ///          --http 127.0.0.1:8081
+    Relay {
+        /// Stream name served here (normally the parent's).
+        #[arg(long)]
+        stream: String,
+        /// The parent's WHEP URL (http://HOST:PORT/whep/STREAM). Retried until it answers.
+        #[arg(long)]
+        pull: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Pull a stream from a WHEP URL and record it.
+    ///
+    /// Video is written as received: VP8 to IVF, H.264 to Annex-B, starting at the first
+    /// keyframe. Audio (Opus) goes to --record-audio if given.
+    ///
+    /// Example: treecast view --pull http://127.0.0.1:8081/whep/demo --record out.ivf
+    ///          --record-audio out.ogg --frames 90
+    View {
+        /// The WHEP URL to play.
+        #[arg(long)]
+        pull: String,
+        /// Video output file.
+        #[arg(long)]
+        record: PathBuf,
+        /// Audio output file (Ogg Opus).
+        #[arg(long)]
+        record_audio: Option<PathBuf>,
+        /// Exit after this many video frames (default: record until Ctrl-C).
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Test only: request a keyframe every this many milliseconds.
+        #[arg(long, hide = true)]
+        keyframe_request_every_ms: Option<u64>,
+        /// Stream name; defaults to the last path segment of --pull.
+        #[arg(long)]
+        stream: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Video codecs accepted as plain RTP.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RtpCodec {
+    /// VP8 (RFC 7741).
+    Vp8,
+    /// H.264 packetization-mode 1 (RFC 6184).
+    H264,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Address for the HTTP server (WHEP, /api/status); port 0 picks a free port.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// IP the WebRTC sockets bind; defaults to the --http IP, or 127.0.0.1.
+    #[arg(long)]
+    ice_ip: Option<IpAddr>,
+    /// Children this node feeds at most.
+    #[arg(long, default_value_t = 4)]
+    max_children: usize,
+    /// Test only: impair every datagram sent, e.g. loss=0.05,delay=5,jitter=2,seed=7.
+    #[arg(long, hide = true, env = "TREECAST_IMPAIR")]
+    impair: Option<Impairment>,
+}
 
 fn main() -> anyhow::Result<()> {
-    println!("treecast {}", env!("CARGO_PKG_VERSION"));
-    Ok(())
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+        )
+        .init();
+    let (stream, role, common) = match cli.command {
+        Command::Broadcast {
+            stream,
+            video,
+            whip_token,
+            audio,
+            rtp_in,
+            rtp_codec,
+            rtp_audio_in,
+            fps,
+            common,
+        } => {
+            let source = match (video, whip_token, rtp_in) {
+                (Some(video), _, _) => Source::Files { video, audio, fps },
+                (None, Some(token), _) => Source::Whip { token },
+                (None, None, Some(video)) => Source::Rtp {
+                    video,
+                    codec: match rtp_codec {
+                        RtpCodec::Vp8 => Codec::Vp8,
+                        RtpCodec::H264 => Codec::H264,
+                    },
+                    audio: rtp_audio_in,
+                },
+                // clap's "source" group requires one of them.
+                _ => anyhow::bail!("give --video FILE, --whip-token TOKEN or --rtp-in ADDR"),
+            };
+            (stream, Role::Broadcast { source }, common)
+        }
+        Command::Relay {
+            stream,
+            pull,
+            common,
+        } => (stream, Role::Relay { pull }, common),
+        Command::View {
+            pull,
+            record,
+            record_audio,
+            frames,
+            keyframe_request_every_ms,
+            stream,
+            common,
+        } => {
+            let stream = stream.unwrap_or_else(|| {
+                pull.trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("stream")
+                    .to_owned()
+            });
+            let recording = Recording {
+                video: record,
+                audio: record_audio,
+                frames,
+                keyframe_request_every: keyframe_request_every_ms
+                    .map(std::time::Duration::from_millis),
+            };
+            (stream, Role::View { pull, recording }, common)
+        }
+    };
+    let config = Config::new(&stream, role, common.http, common.ice_ip)?
+        .with_max_children(common.max_children)?
+        .with_impairment(common.impair);
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let result = rt.block_on(async {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        treecast_node::run(config, shutdown).await
+    });
+    // The connections are closed; do not wait for webrtc's background work to wind down.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(result?)
 }

@@ -1,0 +1,351 @@
+//! A child leg: one downstream peer connection, one local track per feed (a local track binds
+//! to one connection only: pitfall 2), and per track a forwarding task that rewrites the
+//! per-leg header fields and a task that turns the child's keyframe requests into requests to
+//! the feed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use tokio::sync::{broadcast, watch};
+use tracing::Instrument;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
+use webrtc::rtp_transceiver::RtpSender;
+
+use treecast_media::munger::{Munged, Munger, MungerConfig};
+
+use crate::codec::{CodecExt, MediaKind};
+use crate::fanout::{Feed, Forwarded};
+use crate::node::{NodeState, Reservation};
+use crate::peer::{Peer, PeerError};
+use crate::rtcp_tap::LinkCounters;
+
+/// How long a new child may take to connect before its leg is torn down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One child leg as the rest of the node sees it.
+pub struct ChildLink {
+    /// The WHEP session id (the last segment of the resource URL).
+    pub id: String,
+    /// Per-link counters (packets, bytes, NACKs, PLIs, loss, RTT).
+    pub counters: Arc<LinkCounters>,
+    /// When the child attached.
+    pub since: Instant,
+    /// What this leg sends: per track its SSRC and payload type on this leg.
+    pub tracks: Vec<LegInfo>,
+    pc: Arc<dyn PeerConnection>,
+    closed: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for ChildLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildLink")
+            .field("id", &self.id)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One track of a child leg, as negotiated on that leg.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct LegInfo {
+    /// video or audio.
+    pub kind: MediaKind,
+    /// The SSRC this leg sends with.
+    pub ssrc: u32,
+    /// The payload type negotiated on this leg.
+    pub payload_type: u8,
+}
+
+/// Why a child could not attach.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The offer is not an SDP offer we can answer.
+    #[error("bad offer: {0}")]
+    BadOffer(webrtc::error::Error),
+    /// Something failed on our side.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+}
+
+impl ChildLink {
+    /// Ends the leg: stops its tasks and closes the connection.
+    pub async fn close(&self) {
+        self.closed.send_replace(true);
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!(error = %e, "closing child connection");
+        }
+    }
+}
+
+/// Answers a child's WHEP offer and starts forwarding `feeds` to it once it connects.
+/// Returns the link (already registered with the node) and the SDP answer.
+pub async fn attach(
+    node: &Arc<NodeState>,
+    slot: Reservation,
+    feeds: Vec<Arc<Feed>>,
+    offer_sdp: String,
+) -> Result<(Arc<ChildLink>, String), AttachError> {
+    let counters = Arc::new(LinkCounters::default());
+    let mut peer = node.factory.build(counters.clone()).await?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+
+    let mut legs = Vec::new();
+    for feed in feeds {
+        let ssrc = random_ssrc();
+        let kind = feed.kind().rtp_kind();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            format!("treecast-{}", node.stream.as_str()),
+            format!("{kind}-{ssrc}"),
+            format!("{kind}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: feed.rtp_codec.clone(),
+                active: true,
+                ..Default::default()
+            }],
+        )));
+        let sender = peer
+            .pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(PeerError::from)?;
+        legs.push((feed, track, sender, ssrc));
+    }
+
+    let answer_sdp = match negotiate(&mut peer, offer_sdp).await {
+        Ok(sdp) => sdp,
+        Err(e) => {
+            // Release the sockets and tasks of a connection that will never carry media.
+            let _ = peer.pc.close().await;
+            return Err(e);
+        }
+    };
+
+    let span = tracing::info_span!("child", id = %&id[..8]);
+    let mut accepted = Vec::new();
+    for (feed, track, sender, ssrc) in legs {
+        match negotiated_payload_type(&sender, &feed).await {
+            Some(payload_type) => accepted.push((feed, track, ssrc, payload_type)),
+            None => {
+                tracing::info!(parent: &span, codec = ?feed.codec, "child did not accept this track")
+            }
+        }
+    }
+    let tracks = accepted
+        .iter()
+        .map(|(feed, _, ssrc, payload_type)| LegInfo {
+            kind: feed.kind(),
+            ssrc: *ssrc,
+            payload_type: *payload_type,
+        })
+        .collect();
+    tracing::info!(parent: &span, ?tracks, "child attached");
+
+    let (closed, _) = watch::channel(false);
+    let link = Arc::new(ChildLink {
+        tracks,
+        id: id.clone(),
+        counters: counters.clone(),
+        since: Instant::now(),
+        pc: peer.pc.clone(),
+        closed,
+    });
+    slot.commit(link.clone());
+
+    for (feed, track, ssrc, payload_type) in accepted {
+        let leg = Leg {
+            feed: feed.clone(),
+            track: track.clone(),
+            ssrc,
+            payload_type,
+            counters: counters.clone(),
+            state: peer.state.clone(),
+            closed: link.closed.subscribe(),
+        };
+        tokio::spawn(leg.forward().instrument(span.clone()));
+        tokio::spawn(
+            keyframe_requests(track, feed, link.closed.subscribe()).instrument(span.clone()),
+        );
+    }
+    tokio::spawn(watch_state(node.clone(), link.clone(), peer.state).instrument(span));
+    Ok((link, answer_sdp))
+}
+
+/// Applies the child's offer and produces our answer.
+async fn negotiate(peer: &mut Peer, offer_sdp: String) -> Result<String, AttachError> {
+    let offer = RTCSessionDescription::offer(offer_sdp).map_err(AttachError::BadOffer)?;
+    peer.pc
+        .set_remote_description(offer)
+        .await
+        .map_err(AttachError::BadOffer)?;
+    let answer = peer
+        .pc
+        .create_answer(None)
+        .await
+        .map_err(AttachError::BadOffer)?;
+    Ok(peer.finish_local(answer).await?)
+}
+
+/// The payload type this leg negotiated for the feed's codec (pitfall 1: it differs per leg).
+async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, feed: &Feed) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| {
+            c.rtp_codec
+                .mime_type
+                .eq_ignore_ascii_case(feed.codec.mime())
+        })
+        .map(|c| c.payload_type)
+}
+
+fn random_ssrc() -> u32 {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]]).max(1)
+}
+
+/// One feed forwarded to one child.
+struct Leg {
+    feed: Arc<Feed>,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    counters: Arc<LinkCounters>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    closed: watch::Receiver<bool>,
+}
+
+impl Leg {
+    async fn forward(mut self) {
+        // Packets written before DTLS is up are lost; start when the child can receive, at a
+        // keyframe, and ask for one right away so the child does not wait a whole GOP.
+        let connected = self
+            .state
+            .wait_for(|s| *s == RTCPeerConnectionState::Connected);
+        if tokio::time::timeout(CONNECT_TIMEOUT, connected)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut rx = self.feed.subscribe();
+        self.feed.request_keyframe();
+        // Per leg: the munger starts at a keyframe and, after a drop, resumes at the next one
+        // with no sequence gap for the child to NACK in vain.
+        let mut munger = Munger::new(MungerConfig::for_codec(self.feed.codec));
+        let epoch = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut bytes_at_tick = 0u64;
+        let c = self.counters.clone();
+        loop {
+            let f: Forwarded = tokio::select! {
+                _ = self.closed.changed() => return,
+                _ = tick.tick() => {
+                    let bytes = c.bytes.load(Ordering::Relaxed);
+                    c.bitrate_bps.store((bytes - bytes_at_tick) * 8, Ordering::Relaxed);
+                    bytes_at_tick = bytes;
+                    continue;
+                }
+                r = rx.recv() => match r {
+                    Ok(f) => f,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        // Fell behind the ring: drop to the next keyframe, never grow.
+                        c.dropped.fetch_add(n, Ordering::Relaxed);
+                        if !munger.is_waiting_for_keyframe() {
+                            tracing::debug!(skipped = n, "child fell behind; waiting for a keyframe");
+                        }
+                        munger.resync();
+                        self.feed.request_keyframe();
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let mut packet = f.packet;
+            let h = &mut packet.header;
+            match munger.process(h.sequence_number, h.timestamp, f.keyframe, epoch.elapsed()) {
+                Munged::Forward {
+                    sequence,
+                    timestamp,
+                } => {
+                    h.sequence_number = sequence;
+                    h.timestamp = timestamp;
+                }
+                Munged::Drop(_) => {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            h.ssrc = self.ssrc;
+            h.payload_type = self.payload_type;
+            let len = packet.payload.len() as u64;
+            if let Err(e) = self.track.write_rtp(packet).await {
+                tracing::debug!(error = %e, "write to child failed; leg ends");
+                return;
+            }
+            c.packets.fetch_add(1, Ordering::Relaxed);
+            c.bytes.fetch_add(len, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Keyframe requests (PLI/FIR, delivered by the `RtcpTap`) from the child go to the feed,
+/// which merges and rate-limits them upstream.
+async fn keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    feed: Arc<Feed>,
+    mut closed: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = closed.changed() => return,
+            ev = track.poll() => match ev {
+                Some(TrackLocalEvent::OnRtcpPacket(_)) => feed.request_keyframe(),
+                Some(_) => {}
+                None => return,
+            },
+        }
+    }
+}
+
+/// Removes the link when the connection fails or closes, or never connects.
+async fn watch_state(
+    node: Arc<NodeState>,
+    link: Arc<ChildLink>,
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+) {
+    let mut closed = link.closed.subscribe();
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if connected {
+        tracing::info!("child connected");
+        tokio::select! {
+            _ = closed.changed() => {}
+            _ = state.wait_for(|s| matches!(
+                s,
+                RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Closed
+                    | RTCPeerConnectionState::Disconnected
+            )) => {}
+        }
+    }
+    tracing::info!("child gone");
+    if let Some(link) = node.remove_child(&link.id) {
+        link.close().await;
+    }
+}

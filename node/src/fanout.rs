@@ -1,0 +1,123 @@
+//! The fan-out: one [`Feed`] per track carries the packets from the upstream (or the file
+//! source) to every child leg and to the recorder.
+//!
+//! Each feed is a `tokio::sync::broadcast` ring of [`FEED_CAPACITY`] packets: the producer never
+//! waits, every consumer reads at its own pace, and a consumer that falls more than the ring
+//! behind is told how much it lost (`Lagged`). The child leg then drops to the next keyframe and
+//! asks for one (see `child.rs`). Memory is bounded by the ring, whatever the number of
+//! children; payloads are `Bytes`, shared, never copied.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::codec::{Codec, CodecExt, MediaKind};
+
+/// Packets a feed holds for its slowest consumer: about two seconds of 1 Mb/s video.
+pub const FEED_CAPACITY: usize = 512;
+
+/// A packet as it travels through the fan-out.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// The packet, header extensions already stripped (they are per leg).
+    pub packet: rtp::Packet,
+    /// Whether a decoder can start here (first packet of a keyframe; every audio packet).
+    pub keyframe: bool,
+}
+
+/// One track of the broadcast as this node receives it.
+#[derive(Debug)]
+pub struct Feed {
+    /// Which codec.
+    pub codec: Codec,
+    /// The codec as negotiated upstream, fmtp line included (copied onto child tracks: pitfall 9).
+    pub rtp_codec: RTCRtpCodec,
+    packets: broadcast::Sender<Forwarded>,
+    keyframe_requests: mpsc::Sender<()>,
+    /// Keyframe starts pushed so far (video), so the upstream request limiter can tell that
+    /// a held request was satisfied.
+    keyframes: AtomicU64,
+}
+
+impl Feed {
+    /// A feed and the receiving end of its keyframe requests. The request channel is small;
+    /// requests beyond it are dropped, which merges them (one is already on its way).
+    pub fn new(codec: Codec, rtp_codec: RTCRtpCodec) -> (Arc<Feed>, mpsc::Receiver<()>) {
+        let (packets, _) = broadcast::channel(FEED_CAPACITY);
+        let (keyframe_requests, rx) = mpsc::channel(16);
+        let feed = Feed {
+            codec,
+            rtp_codec,
+            packets,
+            keyframe_requests,
+            keyframes: AtomicU64::new(0),
+        };
+        (Arc::new(feed), rx)
+    }
+
+    /// Video or audio.
+    pub fn kind(&self) -> MediaKind {
+        self.codec.kind()
+    }
+
+    /// Hands a packet to every consumer: strips header extensions (their ids are negotiated
+    /// per leg, pitfall 1) and marks keyframe starts once here rather than per child.
+    pub fn push(&self, mut packet: rtp::Packet) {
+        packet.header.extension = false;
+        packet.header.extension_profile = 0;
+        packet.header.extensions.clear();
+        let keyframe = self.codec.is_keyframe_start(&packet.payload);
+        if keyframe && self.codec.is_video() {
+            self.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        // No receivers is normal (no child yet).
+        let _ = self.packets.send(Forwarded { packet, keyframe });
+    }
+
+    /// Keyframe starts pushed so far (0 for audio).
+    pub fn keyframes_seen(&self) -> u64 {
+        self.keyframes.load(Ordering::Relaxed)
+    }
+
+    /// A new consumer, starting with the next packet.
+    pub fn subscribe(&self) -> broadcast::Receiver<Forwarded> {
+        self.packets.subscribe()
+    }
+
+    /// Asks the source for a keyframe. Never blocks; merges with a request already pending.
+    pub fn request_keyframe(&self) {
+        let _ = self.keyframe_requests.try_send(());
+    }
+}
+
+/// The tracks of the broadcast, at most one per kind, fixed once known.
+#[derive(Debug, Clone, Default)]
+pub struct Tracks {
+    /// The video feed, if the broadcast has video.
+    pub video: Option<Arc<Feed>>,
+    /// The audio feed, if the broadcast has audio.
+    pub audio: Option<Arc<Feed>>,
+}
+
+impl Tracks {
+    /// All feeds, video first.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Feed>> {
+        self.video.iter().chain(self.audio.iter())
+    }
+
+    /// Adds a feed in the slot of its kind; a second feed of a kind is refused.
+    pub fn insert(&mut self, feed: Arc<Feed>) -> bool {
+        let slot = match feed.kind() {
+            MediaKind::Video => &mut self.video,
+            MediaKind::Audio => &mut self.audio,
+        };
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(feed);
+        true
+    }
+}

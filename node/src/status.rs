@@ -1,0 +1,153 @@
+//! The JSON served at `GET /api/status`.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use crate::child::{ChildLink, LegInfo};
+use crate::codec::{CodecExt, MediaKind};
+use crate::config::{NodeId, RoleName, StreamId};
+use crate::node::NodeState;
+use crate::rtcp_tap::LinkCounters;
+
+/// A node's status.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// This node.
+    pub node_id: NodeId,
+    /// The stream.
+    pub stream: StreamId,
+    /// broadcast, relay or view.
+    pub role: RoleName,
+    /// The parent's WHEP URL; null at the root.
+    pub parent: Option<String>,
+    /// Media arrived within the last second (at the root: the source is playing).
+    pub receiving: bool,
+    /// The child limit.
+    pub max_children: usize,
+    /// The tracks carried, once known.
+    pub tracks: Vec<TrackStatus>,
+    /// The upstream leg (at the root: what the source produced).
+    pub upstream: LinkStatus,
+    /// One entry per child leg.
+    pub children: Vec<ChildStatus>,
+    /// Totals of the children that have left.
+    pub departed_children: DepartedStatus,
+}
+
+/// Children that have left.
+#[derive(Debug, Serialize)]
+pub struct DepartedStatus {
+    /// How many.
+    pub count: u64,
+    /// Their summed counters (gauges are zero).
+    #[serde(flatten)]
+    pub link: LinkStatus,
+}
+
+/// One track.
+#[derive(Debug, Serialize)]
+pub struct TrackStatus {
+    /// video or audio.
+    pub kind: MediaKind,
+    /// The MIME type.
+    pub codec: String,
+}
+
+/// One child leg.
+#[derive(Debug, Serialize)]
+pub struct ChildStatus {
+    /// The WHEP session id.
+    pub id: String,
+    /// Seconds since the child attached.
+    pub age_s: u64,
+    /// Per track: SSRC and payload type on this leg.
+    pub tracks: Vec<LegInfo>,
+    /// The link's counters.
+    #[serde(flatten)]
+    pub link: LinkStatus,
+}
+
+/// Counters of one link.
+#[derive(Debug, Serialize)]
+pub struct LinkStatus {
+    /// RTP packets sent (child) or received (upstream).
+    pub packets: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// Bits per second over the last second.
+    pub bitrate_bps: u64,
+    /// Packets dropped by the child queue policy.
+    pub dropped: u64,
+    /// Fraction lost as last reported by the receiver, 0..1.
+    pub loss: f64,
+    /// Round-trip time in milliseconds; null until measured.
+    pub rtt_ms: Option<f64>,
+    /// NACK packets received.
+    pub nacks: u64,
+    /// Sequence numbers those NACKs asked for.
+    pub nacked_packets: u64,
+    /// PLIs received.
+    pub plis: u64,
+    /// FIRs received.
+    pub firs: u64,
+}
+
+impl LinkStatus {
+    fn of(c: &LinkCounters) -> Self {
+        let rtt = c.rtt_us.load(Ordering::Relaxed);
+        LinkStatus {
+            packets: c.packets.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            bitrate_bps: c.bitrate_bps.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            loss: c.fraction_lost.load(Ordering::Relaxed) as f64 / 256.0,
+            rtt_ms: (rtt > 0).then(|| rtt as f64 / 1000.0),
+            nacks: c.nacks.load(Ordering::Relaxed),
+            nacked_packets: c.nacked_packets.load(Ordering::Relaxed),
+            plis: c.plis.load(Ordering::Relaxed),
+            firs: c.firs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Status {
+    /// A snapshot of `node`.
+    pub fn of(node: &NodeState) -> Status {
+        let tracks = node
+            .tracks()
+            .map(|t| {
+                t.iter()
+                    .map(|f| TrackStatus {
+                        kind: f.kind(),
+                        codec: f.codec.mime().to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Status {
+            node_id: node.node_id.clone(),
+            stream: node.stream.clone(),
+            role: node.role,
+            parent: node.parent.clone(),
+            receiving: node.receiving(),
+            max_children: node.max_children,
+            tracks,
+            upstream: LinkStatus::of(&node.upstream),
+            children: node.children().iter().map(|l| child(l)).collect(),
+            departed_children: DepartedStatus {
+                count: node.departed_count(),
+                link: LinkStatus::of(&node.departed),
+            },
+        }
+    }
+}
+
+fn child(l: &ChildLink) -> ChildStatus {
+    ChildStatus {
+        id: l.id.clone(),
+        age_s: l.since.elapsed().as_secs(),
+        tracks: l.tracks.clone(),
+        link: LinkStatus::of(&l.counters),
+    }
+}

@@ -1,0 +1,325 @@
+//! The upstream leg: pull the broadcast from a parent's WHEP URL, then feed every packet into
+//! the fan-out and send merged, rate-limited keyframe requests back up.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+use treecast_media::keyframe_requests::KeyframeRequests;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+
+use crate::codec::{Codec, MediaKind};
+use crate::fanout::{Feed, Tracks};
+use crate::node::NodeState;
+use crate::peer::{Peer, PeerError};
+use crate::whep_client::{WhepError, post_offer};
+
+/// At most one keyframe request per this interval goes upstream per track (pitfall 7; LiveKit
+/// and Galène use the same figure). Requests in between merge into one.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration =
+    treecast_media::keyframe_requests::DEFAULT_MIN_INTERVAL;
+
+/// How long the tracks announced in the answer may take to start.
+const TRACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why pulling from the parent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The WHEP exchange failed.
+    #[error(transparent)]
+    Whep(#[from] WhepError),
+    /// The peer connection failed.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// The answer was not usable.
+    #[error("bad answer from parent: {0}")]
+    BadAnswer(String),
+    /// The parent sent nothing we can forward.
+    #[error("parent sends no supported track")]
+    NoTracks,
+    /// The connection to the parent failed or closed.
+    #[error("lost the parent")]
+    Lost,
+}
+
+/// Pulls from `url` (retrying while the parent is busy or not up yet) until the connection is
+/// up and the tracks are known, then keeps forwarding until the parent is lost, or until `stop`
+/// turns true: then it closes the connection (so the parent frees the slot at once) and
+/// returns `Ok`.
+pub async fn run(
+    node: Arc<NodeState>,
+    url: String,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), UpstreamError> {
+    let connecting = async {
+        loop {
+            match connect(&node, &url).await {
+                Ok(peer) => return Ok(peer),
+                Err(UpstreamError::Whep(WhepError::RetryAfter(d))) => {
+                    tracing::info!(retry_in = ?d, "parent busy or not ready");
+                    tokio::time::sleep(d).await;
+                }
+                Err(UpstreamError::Whep(e @ WhepError::Http(_))) => {
+                    tracing::info!(error = %e, "parent unreachable; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let mut peer = tokio::select! {
+        p = connecting => p?,
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    };
+    let lost = tokio::select! {
+        _ = peer.state.wait_for(|s| {
+            matches!(
+                s,
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+            )
+        }) => true,
+        _ = stop.wait_for(|s| *s) => false,
+    };
+    let _ = peer.pc.close().await;
+    if lost {
+        Err(UpstreamError::Lost)
+    } else {
+        Ok(())
+    }
+}
+
+async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError> {
+    let mut peer = node.factory.build(node.upstream.clone()).await?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        peer.pc
+            .add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(PeerError::from)?;
+    }
+    let offer = peer.pc.create_offer(None).await.map_err(PeerError::from)?;
+    let offer_sdp = peer.finish_local(offer).await?;
+    let answer = match post_offer(url, offer_sdp).await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = peer.pc.close().await;
+            return Err(e.into());
+        }
+    };
+    let expected = sending_kinds(&answer.sdp);
+    let answer_sdp_for_log = answer.sdp.clone();
+    if expected.is_empty() {
+        return Err(UpstreamError::NoTracks);
+    }
+    let desc = RTCSessionDescription::answer(answer.sdp)
+        .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+    peer.pc
+        .set_remote_description(desc)
+        .await
+        .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+    tracing::info!(parent = url, ?expected, "answer from parent");
+    tracing::trace!(sdp = %answer_sdp_for_log, "answer");
+
+    let tracks = adopt_tracks(node, &mut peer.tracks, &expected).await;
+    if tracks.iter().next().is_none() {
+        let _ = peer.pc.close().await;
+        return Err(UpstreamError::NoTracks);
+    }
+    if !node.set_tracks(tracks) {
+        tracing::warn!("tracks were already set; a parent change is not supported yet");
+    }
+    Ok(peer)
+}
+
+/// Turns the remote tracks of a connection (from a parent, or a WHIP publisher) into feeds as
+/// they start, until one per `expected` kind arrived or [`TRACK_TIMEOUT`] passed. Each track
+/// is drained from its first packet on (pitfall 5) and gets its keyframe request sender.
+pub async fn adopt_tracks(
+    node: &Arc<NodeState>,
+    remote: &mut mpsc::Receiver<Arc<dyn TrackRemote>>,
+    expected: &[MediaKind],
+) -> Tracks {
+    let mut tracks = Tracks::default();
+    let deadline = tokio::time::Instant::now() + TRACK_TIMEOUT;
+    while tracks.iter().count() < expected.len() {
+        let Ok(Some(track)) = tokio::time::timeout_at(deadline, remote.recv()).await else {
+            break;
+        };
+        let Some(ssrc) = track.ssrcs().await.first().copied() else {
+            continue;
+        };
+        let Some(rtp_codec) = track.codec(ssrc).await else {
+            continue;
+        };
+        let Some(codec) = Codec::from_mime(&rtp_codec.mime_type) else {
+            tracing::warn!(mime = rtp_codec.mime_type, "unsupported codec from parent");
+            continue;
+        };
+        let (feed, requests) = Feed::new(codec, rtp_codec);
+        if tracks.insert(feed.clone()) {
+            // Drain at once, even before the other tracks start (pitfall 5).
+            let span = tracing::info_span!("upstream", kind = ?feed.kind());
+            tokio::spawn(
+                read_track(node.clone(), feed.clone(), track.clone()).instrument(span.clone()),
+            );
+            tokio::spawn(send_keyframe_requests(feed, track, requests, ssrc).instrument(span));
+        }
+    }
+    tracks
+}
+
+/// Drains the remote track continuously (pitfall 5) into the feed.
+async fn read_track(node: Arc<NodeState>, feed: Arc<Feed>, track: Arc<dyn TrackRemote>) {
+    let c = node.upstream.clone();
+    while let Some(ev) = track.poll().await {
+        match ev {
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                c.packets.fetch_add(1, Ordering::Relaxed);
+                c.bytes
+                    .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                node.media_arrived();
+                feed.push(packet);
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+    tracing::info!("upstream track ended");
+}
+
+/// Turns the feed's keyframe requests into PLIs upstream through `treecast-media`'s limiter:
+/// at most one per [`KEYFRAME_REQUEST_INTERVAL`]; a request held back is sent when the
+/// interval ends, unless a keyframe arrived meanwhile.
+async fn send_keyframe_requests(
+    feed: Arc<Feed>,
+    track: Arc<dyn TrackRemote>,
+    mut requests: mpsc::Receiver<()>,
+    media_ssrc: u32,
+) {
+    let epoch = tokio::time::Instant::now();
+    let mut limiter = KeyframeRequests::new(KEYFRAME_REQUEST_INTERVAL);
+    let mut keyframes_at_hold = feed.keyframes_seen();
+    loop {
+        let deadline = limiter.next_deadline().map(|d| epoch + d);
+        let send = tokio::select! {
+            r = requests.recv() => match r {
+                Some(()) => {
+                    let send = limiter.request(epoch.elapsed());
+                    if send.is_none() {
+                        keyframes_at_hold = feed.keyframes_seen();
+                    }
+                    send
+                }
+                None => return,
+            },
+            _ = sleep_until_some(deadline) => {
+                if feed.keyframes_seen() != keyframes_at_hold {
+                    limiter.keyframe_arrived();
+                }
+                limiter.poll(epoch.elapsed())
+            }
+        };
+        if send.is_none() {
+            continue;
+        }
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+            tracing::debug!(error = %e, "PLI upstream failed");
+            return;
+        }
+        tracing::debug!(stats = ?limiter.stats(), "keyframe request sent upstream");
+    }
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The media kinds an SDP answer says the parent will send: m-sections with a non-zero port,
+/// a sending direction (RFC 8866 section 6.7; sendrecv is the default) and a source (`a=ssrc`
+/// or `a=msid`). The source check matters: webrtc 0.21 answers `a=sendonly` for a section it
+/// has no track for.
+pub fn sending_kinds(sdp: &str) -> Vec<MediaKind> {
+    #[derive(Clone, Copy)]
+    struct Section {
+        kind: MediaKind,
+        open: bool,
+        sends: bool,
+        has_source: bool,
+    }
+    let mut kinds = Vec::new();
+    let mut current: Option<Section> = None;
+    let close = |cur: Option<Section>, kinds: &mut Vec<MediaKind>| {
+        if let Some(s) = cur
+            && s.open
+            && s.sends
+            && s.has_source
+            && !kinds.contains(&s.kind)
+        {
+            kinds.push(s.kind);
+        }
+    };
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            close(current.take(), &mut kinds);
+            let mut parts = m.split_whitespace();
+            let kind = match parts.next() {
+                Some("video") => Some(MediaKind::Video),
+                Some("audio") => Some(MediaKind::Audio),
+                _ => None,
+            };
+            let open = parts.next().is_some_and(|p| p != "0");
+            current = kind.map(|kind| Section {
+                kind,
+                open,
+                sends: true,
+                has_source: false,
+            });
+        } else if let Some(s) = current.as_mut() {
+            match line {
+                "a=recvonly" | "a=inactive" => s.sends = false,
+                l if l.starts_with("a=ssrc:") || l.starts_with("a=msid:") => s.has_source = true,
+                _ => {}
+            }
+        }
+    }
+    close(current, &mut kinds);
+    kinds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_answer() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ssrc:1 cname:x\r\na=sendonly\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:s a\r\na=inactive\r\n";
+        assert_eq!(sending_kinds(sdp), vec![MediaKind::Video]);
+        let sdp = "m=audio 9 RTP 111\r\na=msid:s a\r\nm=video 0 RTP 96\r\na=ssrc:2 x\r\n\
+                   m=application 9 x\r\n";
+        assert_eq!(sending_kinds(sdp), vec![MediaKind::Audio]);
+        // What webrtc 0.21 answers for a section without a track: sendonly, but no source.
+        let sdp =
+            "m=video 9 RTP 96\r\na=ssrc:3 x\r\na=sendonly\r\nm=audio 9 RTP 111\r\na=sendonly\r\n";
+        assert_eq!(sending_kinds(sdp), vec![MediaKind::Video]);
+        assert!(sending_kinds("garbage\0\u{fffd}").is_empty());
+    }
+}

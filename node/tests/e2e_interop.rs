@@ -1,0 +1,409 @@
+//! Independent peers against treecast nodes: headless Chromium plays over WHEP (a standard
+//! player: `tests/assets/whep_player.html`) and keeps decoding frames.
+//!
+//! Skipped, loudly, when Chromium is not installed (`scripts/install-test-deps` installs it).
+
+// Helpers below the tests unwrap freely: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::{Node, media, tmp_dir};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Headless Chromium in its own process group, killed with its helpers on drop.
+struct Chromium {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Chromium {
+    fn play(whep_url: &str, dir: &Path) -> Chromium {
+        let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/assets/whep_player.html");
+        let profile = dir.join("chromium-profile");
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+                // Plain host candidates, not mDNS names webrtc-rs would have to resolve.
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("file://{}?whep={whep_url}", page.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn chromium");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("CONSOLE") && tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Chromium { child, lines }
+    }
+
+    /// Waits (bounded) until the player reports at least `frames` decoded frames; returns the
+    /// last stats line.
+    fn wait_decoded(&self, frames: u64, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("(no stats)");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!("Chromium did not decode {frames} frames in {timeout:?}; last: {last}");
+            };
+            if line.contains("ERROR") {
+                panic!("player error: {line}");
+            }
+            if let Some(n) = field(&line, "framesDecoded=") {
+                last = line.clone();
+                if n >= frames {
+                    return line;
+                }
+            }
+        }
+    }
+}
+
+fn field(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn chromium_plays_through_a_relay(video: &str, test: &str) {
+    if !Path::new(CHROMIUM).exists() {
+        eprintln!("SKIPPED: {CHROMIUM} not installed (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir(test);
+    let video = media(video);
+    let audio = media("test.ogg");
+    let root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--video",
+            video.to_str().unwrap(),
+            "--audio",
+            audio.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &root.whep_url("demo"),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let browser = Chromium::play(&relay.whep_url("demo"), &dir);
+    let first = browser.wait_decoded(30, Duration::from_secs(20));
+    // Frames keep rising: two more seconds of video decoded.
+    let later = browser.wait_decoded(
+        field(&first, "framesDecoded=").unwrap() + 60,
+        Duration::from_secs(10),
+    );
+    println!("Chromium: {later}");
+    assert!(field(&later, "keyFramesDecoded=").unwrap() >= 1, "{later}");
+    assert_eq!(field(&later, "frameWidth="), Some(320), "{later}");
+    let s = relay.status();
+    assert_eq!(s["children"].as_array().unwrap().len(), 1, "{s}");
+}
+
+#[test]
+fn chromium_plays_vp8_over_whep_from_a_relay() {
+    chromium_plays_through_a_relay("test.ivf", "chromium-vp8");
+}
+
+#[test]
+fn chromium_plays_h264_over_whep_from_a_relay() {
+    chromium_plays_through_a_relay("test.h264", "chromium-h264");
+}
+
+/// A Python helper process (aiortc), killed on drop.
+struct Script {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Script {
+    fn python() -> Option<std::path::PathBuf> {
+        let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        py.exists().then_some(py)
+    }
+
+    fn spawn(script: &str, args: &[&str]) -> Script {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/assets")
+            .join(script);
+        let mut child = Command::new(Self::python().unwrap())
+            .arg(path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Script { child, lines }
+    }
+
+    fn expect_line(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => println!("script: {line}"),
+                Err(_) => panic!("no line {prefix:?} from the script within {timeout:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn aiortc_publishes_over_whip_and_plays_over_whep_through_a_relay() {
+    if Script::python().is_none() {
+        eprintln!("SKIPPED: .venv with aiortc missing (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("aiortc");
+    let root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--whip-token",
+            "s3cret",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let addr = root.http.unwrap();
+    let whip = format!("http://{addr}/whip/demo");
+    let sdp = ("Content-Type", "application/sdp");
+    let (code, _) = support::http(addr, "POST", "/whip/demo", &[sdp], b"v=0\r\n");
+    assert_eq!(code, 401, "no token");
+    let wrong = ("Authorization", "Bearer guess");
+    let (code, _) = support::http(addr, "POST", "/whip/demo", &[sdp, wrong], b"v=0\r\n");
+    assert_eq!(code, 401, "wrong token");
+
+    let publisher = Script::spawn(
+        "aiortc_whip.py",
+        &[&whip, "s3cret", media("test.ivf").to_str().unwrap(), "12"],
+    );
+    let line = publisher.expect_line("publishing ", Duration::from_secs(20));
+    let session = line["publishing ".len()..].trim().to_owned();
+    let path = &session[session.find("/whip/").unwrap()..];
+
+    // The session resource: ICE restart unsupported (422), stale ETag (412), trickle (204).
+    let auth = ("Authorization", "Bearer s3cret");
+    let frag = ("Content-Type", "application/trickle-ice-sdpfrag");
+    let candidate = b"a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let (code, _) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", "*")],
+        candidate,
+    );
+    assert_eq!(code, 422);
+    let (code, _) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", "\"x\"")],
+        candidate,
+    );
+    assert_eq!(code, 412);
+    let (code, body) = support::http(addr, "PATCH", path, &[auth, frag], candidate);
+    assert_eq!(code, 204, "{body}");
+
+    // A relay below the root, and two independent viewers below the relay.
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &root.whep_url("demo"),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let viewer = Script::spawn("aiortc_whep.py", &[&relay.whep_url("demo"), "60", "20"]);
+    let decoded = viewer.expect_line("decoded ", Duration::from_secs(30));
+    println!("aiortc viewer: {decoded}");
+    assert!(decoded.ends_with("320x240"), "{decoded}");
+
+    let out = dir.join("out.ivf");
+    let mut recorder = Node::spawn(
+        "view",
+        &dir,
+        &[
+            "view",
+            "--pull",
+            &relay.whep_url("demo"),
+            "--record",
+            out.to_str().unwrap(),
+            "--frames",
+            "60",
+        ],
+        &[],
+    );
+    assert!(
+        recorder.wait_success(Duration::from_secs(30)),
+        "{}",
+        recorder.log_tail()
+    );
+    let frames = support::ivf_frames(&out);
+    assert_eq!(frames.len(), 60);
+    assert_eq!(frames[0][0] & 1, 0, "starts at a keyframe");
+    let s = root.status();
+    assert_eq!(s["role"], "broadcast");
+    assert!(s["parent"].is_null());
+    assert_eq!(s["tracks"][0]["codec"], "video/VP8", "{s}");
+}
+
+#[test]
+fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        eprintln!("SKIPPED: ffmpeg not installed (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("rtp-in");
+    let mut root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--rtp-in",
+            "127.0.0.1:0",
+            "--rtp-codec",
+            "vp8",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    // The RTP line is printed before the HTTP one, so it is already in the channel.
+    let line = root.expect_line("rtp video in listening on ");
+    let rtp_addr = line.rsplit(' ').next().unwrap().to_owned();
+    let source = media("test.ivf");
+    let _ffmpeg = Script {
+        child: Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&source)
+            .args(["-c:v", "copy", "-f", "rtp"])
+            .arg(format!("rtp://{rtp_addr}?pkt_size=1200"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg"),
+        lines: mpsc::channel().1,
+    };
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &root.whep_url("demo"),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let out = dir.join("out.ivf");
+    let mut viewer = Node::spawn(
+        "view",
+        &dir,
+        &[
+            "view",
+            "--pull",
+            &relay.whep_url("demo"),
+            "--record",
+            out.to_str().unwrap(),
+            "--frames",
+            "90",
+        ],
+        &[],
+    );
+    assert!(
+        viewer.wait_success(Duration::from_secs(30)),
+        "{}",
+        viewer.log_tail()
+    );
+    let recorded = support::ivf_frames(&out);
+    assert_eq!(recorded.len(), 90);
+    support::assert_contiguous_run(&support::ivf_frames(&source), &recorded);
+}
