@@ -205,16 +205,23 @@ impl<'c> Fast<'c> {
     /// Attaches `id` at the best place it may use, trying ranked candidates in turn; returns
     /// the number of requests it took.
     fn attach(&mut self, id: NodeId, avoid: &Avoid) -> Option<u32> {
-        let placement = place(&self.view, id, avoid, CANDIDATES);
+        // The best candidate almost always takes the node; rank the rest only if it does not
+        // (verifying each candidate costs a walk up the tree).
         let mut tries = 0;
-        for c in placement.candidates {
-            tries += 1;
-            self.tally.requests += 2;
-            let old = self.view.get(id).and_then(|n| n.parent);
-            if self.view.apply_attach(id, c.parent, self.now).is_ok() {
-                self.touched.extend([id, c.parent]);
-                self.touched.extend(old);
-                return Some(tries);
+        for limit in [1, CANDIDATES] {
+            for c in place(&self.view, id, avoid, limit)
+                .candidates
+                .into_iter()
+                .skip(tries as usize)
+            {
+                tries += 1;
+                self.tally.requests += 2;
+                let old = self.view.get(id).and_then(|n| n.parent);
+                if self.view.apply_attach(id, c.parent, self.now).is_ok() {
+                    self.touched.extend([id, c.parent]);
+                    self.touched.extend(old);
+                    return Some(tries);
+                }
             }
         }
         None

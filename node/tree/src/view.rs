@@ -392,17 +392,21 @@ impl View {
             if n.children.len() > MAX_CHILDREN {
                 v.push(Violation::TooManyChildren(n.id));
             }
-            // A cycle: walking agreed parents comes back to where it started.
-            let mut at = n.id;
+            // A cycle: walking agreed parents comes back to where it started (one lookup a
+            // step: the parent's record, which must list the node below it).
+            let mut at = n;
             for _ in 0..=self.nodes.len().min(usize::from(MAX_DEPTH) * 4) {
-                match self.parent_of(at) {
-                    Some(p) if p == n.id => {
-                        v.push(Violation::Cycle(n.id));
-                        break;
-                    }
-                    Some(p) => at = p,
-                    None => break,
+                let Some(parent) = at.parent.and_then(|p| self.get(p)) else {
+                    break;
+                };
+                if !parent.children.contains(at.id) {
+                    break;
                 }
+                if parent.id == n.id {
+                    v.push(Violation::Cycle(n.id));
+                    break;
+                }
+                at = parent;
             }
         }
         v.sort_by_key(|x| format!("{x:?}"));
