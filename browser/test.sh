@@ -23,7 +23,7 @@ step "tsc --noEmit"
 npx --no-install tsc --noEmit -p .
 
 step "node --test"
-node --test test/
+node --test test/*.test.js
 
 if [ "$quick" = 0 ]; then
   step "Chromium smoke test"

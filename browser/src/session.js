@@ -26,8 +26,8 @@ import { decodeServer, encodeClient, ProtocolError } from './protocol.js';
  * @property {(text: string) => void} send
  * @property {() => void} close
  * @property {((ev: any) => void) | null} onopen
- * @property {((ev: {data: any}) => void) | null} onmessage
- * @property {((ev: {code?: number, reason?: string}) => void) | null} onclose
+ * @property {((ev: any) => void) | null} onmessage
+ * @property {((ev: any) => void) | null} onclose
  * @property {((ev: any) => void) | null} onerror
  */
 

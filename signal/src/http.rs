@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,9 +43,14 @@ pub fn router(state: AppState) -> Router {
         .route("/publish/{stream}", get(|p| page(Page::Publish, p)))
         .route("/tree/{stream}", get(|p| page(Page::Tree, p)))
         .route("/assets/{name}", get(assets))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/ws/{stream}", get(websocket))
         .route("/api/streams", get(streams))
         .route("/api/streams/{stream}/tree", get(tree))
+        .route(
+            "/api/probe",
+            post(probe).layer(DefaultBodyLimit::max(PROBE_MAX_BYTES)),
+        )
         .route("/metrics", get(metrics))
         .route("/whip/{stream}", post(whip))
         .with_state(state)
@@ -114,6 +120,15 @@ async fn tree(State(st): State<AppState>, Path(stream): Path<String>) -> Respons
         Some(t) => no_store(Json(t)),
         None => (StatusCode::NOT_FOUND, "unknown stream").into_response(),
     }
+}
+
+/// The largest upload probe accepted.
+const PROBE_MAX_BYTES: usize = 1024 * 1024;
+
+/// The watch page times one upload here to estimate its uplink (browser/src/watch.js).
+async fn probe(body: Bytes) -> StatusCode {
+    tracing::trace!(bytes = body.len(), "uplink probe");
+    StatusCode::NO_CONTENT
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {

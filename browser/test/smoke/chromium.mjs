@@ -1,0 +1,115 @@
+// Smoke test in real headless Chromium against a real treecast-signal (no broadcaster):
+// the watch page loads, joins over its WebSocket and says "stream not live"; the tree page
+// says the same; the publish page sends the fake camera over WHIP and reports the server's
+// answer (501 until the media path lands).
+//
+// Env: TREECAST_SIGNAL_BIN (default ../target/debug/treecast-signal, built when missing),
+//      CHROMIUM (default /usr/bin/chromium).
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const bin = process.env.TREECAST_SIGNAL_BIN ?? `${root}target/debug/treecast-signal`;
+const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const TIMEOUT = 20_000;
+
+function log(/** @type {string} */ msg) {
+  console.log(`smoke: ${msg}`);
+}
+
+if (!process.env.TREECAST_SIGNAL_BIN) {
+  log('cargo build -p treecast-signal');
+  const b = spawnSync('cargo', ['build', '-q', '-p', 'treecast-signal'], { cwd: root, stdio: 'inherit' });
+  if (b.status !== 0) process.exit(1);
+}
+if (!existsSync(bin)) throw new Error(`no server binary at ${bin}`);
+
+const server = spawn(bin, ['--http', '127.0.0.1:0', '--ice-server', 'none', '--whip-token', 'smoke-token'], {
+  env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+/** @type {string} */
+const addr = await new Promise((resolve, reject) => {
+  let out = '';
+  const t = setTimeout(() => reject(new Error(`server did not start: ${out}`)), TIMEOUT);
+  server.stdout.on('data', (d) => {
+    out += d;
+    // Strip ANSI colours, then find `addr=127.0.0.1:PORT`.
+    const m = out.replace(/\x1b\[[0-9;]*m/g, '').match(/listening addr=(\S+)/);
+    if (m) {
+      clearTimeout(t);
+      resolve(m[1]);
+    }
+  });
+  server.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
+});
+server.stdout.resume();
+log(`server at ${addr}`);
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+let failed = false;
+try {
+  const page = await browser.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error') log(`page console: ${m.text()}`);
+  });
+  await page.goto(`http://${addr}/watch/demo`);
+  await page.waitForFunction(() => document.body.dataset.state === 'not-live', null, { timeout: TIMEOUT });
+  const status = await page.textContent('#status');
+  if (!status?.includes('Stream not live')) throw new Error(`status says ${status}`);
+  const session = await page.evaluate(() => {
+    const s = /** @type {any} */ (window).treecast.session;
+    return { state: s.state, nodeId: s.nodeId, live: s.live };
+  });
+  if (session.state !== 'joined' || !session.nodeId || session.live !== false) {
+    throw new Error(`session is ${JSON.stringify(session)}`);
+  }
+  log(`watch page: "${status.slice(0, 60)}…", session ${JSON.stringify(session)}`);
+  const hasVideo = await page.$('video#video');
+  if (!hasVideo) throw new Error('no <video> element');
+
+  const streams = await (await fetch(`http://${addr}/api/streams`)).json();
+  if (streams[0]?.stream !== 'demo' || streams[0]?.browsers !== 1 || streams[0]?.live !== false) {
+    throw new Error(`/api/streams says ${JSON.stringify(streams)}`);
+  }
+  log(`/api/streams: ${JSON.stringify(streams)}`);
+
+  const tree = await browser.newPage();
+  await tree.goto(`http://${addr}/tree/demo`);
+  await tree.waitForFunction(() => document.body.dataset.state === 'not-live', null, { timeout: TIMEOUT });
+  log(`tree page: "${await tree.textContent('#summary')}"`);
+
+  const publish = await browser.newPage();
+  await publish.goto(`http://${addr}/publish/demo`);
+  await publish.fill('#token', 'smoke-token');
+  await publish.click('#camera');
+  await publish.waitForFunction(() => document.body.dataset.state === 'refused', null, { timeout: TIMEOUT });
+  const said = (await publish.textContent('#status')) ?? '';
+  if (!said.includes('cannot ingest WHIP yet')) throw new Error(`publish page says ${said}`);
+  log(`publish page (fake camera, right token): "${said.slice(0, 80)}…"`);
+  log('passed');
+} catch (e) {
+  failed = true;
+  console.error(`smoke: FAILED: ${e}`);
+} finally {
+  await browser.close();
+  server.kill('SIGTERM');
+  await new Promise((r) => server.once('exit', r));
+}
+process.exit(failed ? 1 : 0);
