@@ -43,8 +43,8 @@ pub enum Effect {
     ToBrowser(NodeId, ServerMessage),
     /// Publish this record (of one of this server's browsers) on the stream's gossip topic.
     Publish(NodeRecord),
-    /// Deliver a tree message from one of this server's browsers to a native node (libp2p
-    /// request-response).
+    /// Deliver a tree message from one of this server's browsers to a node elsewhere (libp2p
+    /// request-response; for a browser of another server, to the server in its `via`).
     ToNative {
         /// The browser (whose agent speaks).
         from: NodeId,
@@ -53,7 +53,8 @@ pub enum Effect {
         /// The message.
         msg: Message,
     },
-    /// Deliver WebRTC signalling from one of this server's browsers to a native node.
+    /// Deliver WebRTC signalling from one of this server's browsers to a node elsewhere: a
+    /// native node, or a browser of another signal server (its record's `via`).
     SignalNative {
         /// The browser.
         from: NodeId,
@@ -93,6 +94,8 @@ struct Browser {
     asked: BTreeMap<NodeId, (Message, Time)>,
     /// The last `unplaced` reason sent, so a back-off loop does not repeat it.
     unplaced: Option<UnplacedReason>,
+    /// Sent `leave`: one join per connection, so a node id is never reused.
+    left: bool,
 }
 
 /// One stream on this server.
@@ -176,6 +179,7 @@ impl Broadcast {
                 agent: None,
                 asked: BTreeMap::new(),
                 unplaced: None,
+                left: false,
             },
         );
     }
@@ -326,8 +330,8 @@ impl Broadcast {
             );
             return;
         }
-        if self.agent(id).is_some() {
-            self.error(id, ErrorCode::AlreadyJoined, "already joined");
+        if self.agent(id).is_some() || self.browsers.get(&id).is_some_and(|b| b.left) {
+            self.error(id, ErrorCode::AlreadyJoined, "one join per connection");
             return;
         }
         let mut node = Node::new(id, Role::Viewer, capacity(caps));
@@ -380,6 +384,7 @@ impl Broadcast {
             ));
         }
         if let Some(b) = self.browsers.get_mut(&id) {
+            b.left |= b.agent.is_some();
             b.agent = None;
         }
     }
@@ -423,11 +428,9 @@ impl Broadcast {
         if self.browsers.contains_key(&to) {
             self.out
                 .push_back(Effect::ToBrowser(to, to_browser(from, signal)));
-        } else if self
-            .view
-            .get(to)
-            .is_some_and(|n| n.platform == Platform::Native)
-        {
+        } else if self.view.get(to).is_some() {
+            // A native node, or a browser of another signal server (reached through the
+            // server its record names in `via`): either way over libp2p.
             self.out
                 .push_back(Effect::SignalNative { from, to, signal });
         } else {

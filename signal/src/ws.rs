@@ -46,6 +46,15 @@ pub async fn serve(
     if conn.send(&mut socket, &welcome).await.is_ok() {
         loop {
             tokio::select! {
+                // Shutdown first, so it is answered with its close frame whatever else is ready.
+                biased;
+                () = shutdown.wait() => {
+                    let _ = socket.send(WsMessage::Close(Some(CloseFrame {
+                        code: 1001,
+                        reason: "server shutting down".into(),
+                    }))).await;
+                    break;
+                }
                 frame = socket.recv() => {
                     let Some(Ok(frame)) = frame else { break };
                     conn.last_heard = Instant::now();
@@ -59,7 +68,13 @@ pub async fn serve(
                 }
                 msg = rx.recv() => {
                     // None: the hub dropped this session (it did not read, or shutdown).
-                    let Some(msg) = msg else { break };
+                    let Some(msg) = msg else {
+                        let _ = socket.send(WsMessage::Close(Some(CloseFrame {
+                            code: 1001,
+                            reason: "session ended by the server".into(),
+                        }))).await;
+                        break;
+                    };
                     if conn.send(&mut socket, &msg).await.is_err() { break; }
                 }
                 _ = ping.tick() => {
@@ -72,13 +87,6 @@ pub async fn serve(
                     // page can see, so it notices a dead server too.
                     let _ = socket.send(WsMessage::Ping(Vec::new().into())).await;
                     if conn.send(&mut socket, &ServerMessage::Ping { nonce }).await.is_err() { break; }
-                }
-                () = shutdown.wait() => {
-                    let _ = socket.send(WsMessage::Close(Some(CloseFrame {
-                        code: 1001,
-                        reason: "server shutting down".into(),
-                    }))).await;
-                    break;
                 }
             }
         }

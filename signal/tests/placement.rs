@@ -280,3 +280,56 @@ fn signalling_goes_only_between_neighbours() {
             .any(|m| matches!(m, ServerMessage::Offer { .. }))
     );
 }
+
+#[test]
+fn two_hundred_browsers_stay_valid_and_shallow() {
+    let mut w = World::new(true);
+    let t0 = std::time::Instant::now();
+    for i in 0..200 {
+        w.join(NodeId(0x1000 + i), relay());
+        w.run_for(Duration::from_millis(50));
+    }
+    w.run_for(Duration::from_secs(3));
+    let view = w.b.view();
+    view.check_settled().expect("settled tree");
+    let depths: Vec<u16> = (0..200)
+        .map(|i| view.depth_of(NodeId(0x1000 + i)).expect("attached"))
+        .collect();
+    // Fan-out 4 at the root and 3 per browser: 4 + 12 + 36 + 108 = 160 within depth 4.
+    assert!(depths.iter().all(|d| *d <= 5), "{depths:?}");
+    eprintln!("200 joins in {:?} of CPU", t0.elapsed());
+}
+
+#[test]
+fn one_join_per_connection() {
+    let mut w = World::new(true);
+    let id = NodeId(0x100);
+    w.join(id, relay());
+    w.run_for(Duration::from_millis(200));
+    assert!(w.b.view().depth_of(id).is_some());
+    w.b.client(w.now, id, ClientMessage::Leave {});
+    w.pump();
+    assert_eq!(
+        w.b.view().get(id),
+        None,
+        "a leaving browser is forgotten at once"
+    );
+    w.b.client(
+        w.now,
+        id,
+        ClientMessage::Join {
+            stream: stream(),
+            capabilities: relay(),
+        },
+    );
+    w.pump();
+    assert!(matches!(
+        w.inbox[&id].last(),
+        Some(ServerMessage::Error {
+            code: treecast_signal::protocol::ErrorCode::AlreadyJoined,
+            ..
+        })
+    ));
+    w.run_for(Duration::from_secs(1));
+    w.b.view().check_settled().expect("the root let go of it");
+}
