@@ -6,7 +6,7 @@
 // Env: TREECAST_SIGNAL_BIN (default ../target/debug/treecast-signal, built when missing),
 //      CHROMIUM (default /usr/bin/chromium).
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -103,6 +103,22 @@ try {
   const said = (await publish.textContent('#status')) ?? '';
   if (!said.includes('cannot ingest WHIP yet')) throw new Error(`publish page says ${said}`);
   log(`publish page (fake camera, right token): "${said.slice(0, 80)}…"`);
+  // peer.js in real WebRTC: a source -> browser A -> browser B relay chain in one page.
+  const relay = await browser.newPage();
+  await relay.goto(`http://${addr}/`);
+  const code = readFileSync(new URL('./relay-page.js', import.meta.url), 'utf8');
+  const result = await relay.evaluate(
+    async ({ code, base }) => {
+      const url = URL.createObjectURL(new Blob([code], { type: 'text/javascript' }));
+      const mod = await import(url);
+      return mod.relayChain(base);
+    },
+    { code, base: `http://${addr}/assets` },
+  );
+  log(`relay chain: ${JSON.stringify(result)}`);
+  if (!(result.bFramesAfterReattach > result.bFramesBefore && result.bWidth > 0)) {
+    throw new Error('the relayed viewer did not keep decoding');
+  }
   log('passed');
 } catch (e) {
   failed = true;
