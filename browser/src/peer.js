@@ -16,7 +16,7 @@
  * What the page learns from the links.
  * @typedef {{type: 'media', stream: MediaStream}
  *   | {type: 'connected'}
- *   | {type: 'failed', everConnected: boolean}
+ *   | {type: 'failed', everConnected: boolean, answered: boolean}
  *   | {type: 'stats', stats: LinkStats}} PeerEvent
  */
 
@@ -32,6 +32,10 @@
 
 /** No new decoded frame for this long while attached: the parent is taken for lost. */
 export const SILENCE_MS = 3000;
+
+/** No connection to a new parent within this long: it is taken for lost (no answer arrived,
+ * or ICE found no path). */
+export const CONNECT_TIMEOUT_MS = 8000;
 
 export class Peers {
   /**
@@ -100,14 +104,21 @@ export class Peers {
       if (pc !== this.up) return;
       this.session.send({ type: 'candidate', to: parent, candidate: candidateInit(ev.candidate) });
     };
+    const fail = () => {
+      if (pc !== this.up) return;
+      this.onEvent({ type: 'failed', everConnected: this.everConnected, answered: pc.remoteDescription !== null });
+      this.lostParent();
+    };
+    const timer = setTimeout(() => pc.connectionState !== 'connected' && fail(), CONNECT_TIMEOUT_MS);
     pc.onconnectionstatechange = () => {
       if (pc !== this.up) return;
       if (pc.connectionState === 'connected') {
+        clearTimeout(timer);
         this.everConnected = true;
         this.onEvent({ type: 'connected' });
       } else if (pc.connectionState === 'failed') {
-        this.onEvent({ type: 'failed', everConnected: this.everConnected });
-        this.lostParent();
+        clearTimeout(timer);
+        fail();
       }
     };
     const offer = await pc.createOffer();

@@ -154,7 +154,9 @@ async function main() {
       case 'connected':
         break;
       case 'failed':
-        if (!ev.everConnected) {
+        if (!ev.answered) {
+          show('attaching', 'The parent did not answer; finding another place in the tree…');
+        } else if (!ev.everConnected) {
           show('blocked', 'Blocked by the network: no WebRTC connection could be made (a firewall, VPN or proxy may block UDP). Retrying…');
         }
         break;

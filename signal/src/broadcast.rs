@@ -470,6 +470,19 @@ impl Broadcast {
             }
             return;
         }
+        if self.agent(to).is_none() {
+            // Connected but not joined (or left): it has no place to offer.
+            if matches!(msg, Message::Attach { .. }) {
+                self.local.push_back((
+                    to,
+                    from,
+                    Message::Reject {
+                        reason: RejectReason::NotAttached,
+                    },
+                ));
+            }
+            return;
+        }
         let full = self
             .agent(to)
             .is_none_or(|a| a.node().children.len() >= usize::from(a.node().capacity));
