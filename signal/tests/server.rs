@@ -429,3 +429,91 @@ async fn shutdown_closes_sessions_and_returns() {
         .expect("task")
         .expect("clean exit");
 }
+
+/// Reads what arrived within `ms`, answering child requests as the page does.
+async fn pump(ws: &mut Client, ms: u64) -> Vec<Value> {
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_millis(ms), ws.next()).await
+    {
+        let Ws::Text(t) = frame else { continue };
+        let m: Value = serde_json::from_str(t.as_str()).expect("json");
+        if m["type"] == "child_request" {
+            send(ws, json!({"type": "child_accepted", "child": m["child"]})).await;
+        }
+        got.push(m);
+    }
+    got
+}
+
+#[tokio::test]
+async fn offers_answers_and_candidates_flow_between_browser_parent_and_child() {
+    let mut r = start(Config::builder()).await;
+    spawn_native_root(&mut r);
+    let mut cs = Vec::new();
+    for _ in 0..5 {
+        let (mut ws, welcome) = connect(r.addr).await;
+        send(&mut ws, join()).await;
+        cs.push((welcome["node_id"].as_str().expect("id").to_owned(), ws));
+    }
+    let mut placed = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while placed.len() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "placed: {placed:?}");
+        for (id, ws) in cs.iter_mut() {
+            for m in pump(ws, 10).await {
+                if m["type"] == "placed" {
+                    placed.insert(id.clone(), m["parent"].as_str().expect("parent").to_owned());
+                }
+            }
+        }
+    }
+    // Four under the root, the fifth under a browser.
+    let (child, parent) = placed
+        .iter()
+        .find(|(_, p)| placed.contains_key(*p))
+        .map(|(c, p)| (c.clone(), p.clone()))
+        .expect("one browser has a browser parent");
+    let ci = cs.iter().position(|(id, _)| *id == child).expect("child");
+    let pi = cs.iter().position(|(id, _)| *id == parent).expect("parent");
+    let sibling = placed
+        .keys()
+        .find(|id| **id != child && **id != parent)
+        .expect("x")
+        .clone();
+
+    send(
+        &mut cs[ci].1,
+        json!({"type": "offer", "to": parent, "sdp": "v=0 offer"}),
+    )
+    .await;
+    let m = recv_type(&mut cs[pi].1, "offer").await;
+    assert_eq!(
+        (m["from"].as_str(), m["sdp"].as_str()),
+        (Some(child.as_str()), Some("v=0 offer"))
+    );
+    send(
+        &mut cs[pi].1,
+        json!({"type": "answer", "to": child, "sdp": "v=0 answer"}),
+    )
+    .await;
+    let m = recv_type(&mut cs[ci].1, "answer").await;
+    assert_eq!(m["from"].as_str(), Some(parent.as_str()));
+    let cand = json!({"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdp_mid": "0", "sdp_m_line_index": 0});
+    send(
+        &mut cs[ci].1,
+        json!({"type": "candidate", "to": parent, "candidate": cand}),
+    )
+    .await;
+    let m = recv_type(&mut cs[pi].1, "candidate").await;
+    assert_eq!(m["candidate"], cand);
+    // Not to a browser that is neither parent nor child.
+    send(
+        &mut cs[ci].1,
+        json!({"type": "offer", "to": sibling, "sdp": "v=0"}),
+    )
+    .await;
+    assert_eq!(
+        recv_type(&mut cs[ci].1, "error").await["code"],
+        "not_your_peer"
+    );
+}
