@@ -19,6 +19,7 @@
 mod assets;
 pub mod broadcast;
 pub mod config;
+mod driver;
 pub mod http;
 pub mod hub;
 pub mod metrics;
