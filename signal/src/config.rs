@@ -62,6 +62,88 @@ impl Default for Limits {
     }
 }
 
+/// The TOML configuration file (`treecast-signal --config FILE`): every key optional, defaults
+/// as on [`Config`]; command-line flags override it.
+///
+/// ```toml
+/// http = "0.0.0.0:8080"
+/// bootstrap = ["/ip4/10.0.0.2/udp/4001/quic-v1"]
+/// whip_token = "change-me"
+/// ice_servers = ["stun:stun.l.google.com:19302"]
+///
+/// [limits]
+/// max_message_bytes = 65536
+/// messages_per_second = 20
+/// burst = 60
+/// connections_per_addr = 32
+/// joins_per_addr_per_minute = 60
+/// connections = 10000
+/// ping_interval_s = 15
+/// idle_timeout_s = 45
+/// ```
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    http: Option<SocketAddr>,
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    whip_token: Option<String>,
+    ice_servers: Option<Vec<String>>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_message_bytes: Option<usize>,
+    messages_per_second: Option<u32>,
+    burst: Option<u32>,
+    connections_per_addr: Option<usize>,
+    joins_per_addr_per_minute: Option<usize>,
+    connections: Option<usize>,
+    ping_interval_s: Option<u64>,
+    idle_timeout_s: Option<u64>,
+}
+
+impl FileConfig {
+    /// Parses the file's text.
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::File(e.to_string()))
+    }
+
+    /// A builder holding the defaults overridden by this file.
+    pub fn builder(self) -> ConfigBuilder {
+        let mut b = Config::builder();
+        if let Some(http) = self.http {
+            b = b.http(http);
+        }
+        for addr in self.bootstrap {
+            b = b.bootstrap(addr);
+        }
+        b = b.whip_token(self.whip_token);
+        if let Some(urls) = self.ice_servers {
+            b = b.ice_servers(urls);
+        }
+        let d = Limits::default();
+        let f = self.limits;
+        b.limits(Limits {
+            max_message_bytes: f.max_message_bytes.unwrap_or(d.max_message_bytes),
+            messages_per_second: f.messages_per_second.unwrap_or(d.messages_per_second),
+            burst: f.burst.unwrap_or(d.burst),
+            connections_per_addr: f.connections_per_addr.unwrap_or(d.connections_per_addr),
+            joins_per_addr_per_minute: f
+                .joins_per_addr_per_minute
+                .unwrap_or(d.joins_per_addr_per_minute),
+            connections: f.connections.unwrap_or(d.connections),
+            ping_interval: f
+                .ping_interval_s
+                .map_or(d.ping_interval, Duration::from_secs),
+            idle_timeout: f.idle_timeout_s.map_or(d.idle_timeout, Duration::from_secs),
+        })
+    }
+}
+
 /// A configuration that does not make sense.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -71,6 +153,9 @@ pub enum ConfigError {
     /// An empty WHIP token.
     #[error("the WHIP token is empty")]
     EmptyToken,
+    /// The configuration file does not parse.
+    #[error("configuration file: {0}")]
+    File(String),
     /// An ICE server URL that is not `stun:`, `turn:` or `turns:`.
     #[error("ICE server URL {0:?} must start with stun:, turn: or turns:")]
     IceServer(String),
@@ -125,9 +210,11 @@ impl ConfigBuilder {
         self
     }
 
-    /// The WHIP Bearer token.
+    /// The WHIP Bearer token (`None` leaves the current one).
     pub fn whip_token(mut self, token: Option<String>) -> Self {
-        self.cfg.whip_token = token;
+        if token.is_some() {
+            self.cfg.whip_token = token;
+        }
         self
     }
 
@@ -214,5 +301,35 @@ mod tests {
             .build()
             .expect("valid");
         assert!(!format!("{cfg:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_file_maps_onto_the_config() {
+        let text = r#"
+            http = "0.0.0.0:9000"
+            whip_token = "t"
+            ice_servers = []
+            [limits]
+            burst = 5
+            idle_timeout_s = 100
+        "#;
+        let cfg = FileConfig::parse(text)
+            .expect("parses")
+            .builder()
+            .build()
+            .expect("valid");
+        assert_eq!(cfg.http, SocketAddr::from(([0, 0, 0, 0], 9000)));
+        assert_eq!(cfg.whip_token.as_deref(), Some("t"));
+        assert!(cfg.ice_servers.is_empty());
+        assert_eq!(cfg.limits.burst, 5);
+        assert_eq!(cfg.limits.idle_timeout, Duration::from_secs(100));
+        assert_eq!(
+            cfg.limits.messages_per_second, 20,
+            "unset keys keep their defaults"
+        );
+        assert!(
+            FileConfig::parse("htp = 1").is_err(),
+            "unknown keys are refused"
+        );
     }
 }

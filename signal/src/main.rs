@@ -1,9 +1,11 @@
 //! The `treecast-signal` binary: parses arguments, sets up logging, runs the server.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use treecast_signal::config::FileConfig;
 
 /// The treecast signal server: lets browsers watch (and relay) a treecast stream.
 ///
@@ -14,15 +16,15 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Address for HTTP and WebSocket, e.g. 0.0.0.0:8080. Pages that publish a camera need a
-    /// secure context: localhost, or HTTPS in front of this server.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        default_value = "127.0.0.1:8080",
-        env = "TREECAST_SIGNAL_HTTP"
-    )]
-    http: SocketAddr,
+    /// TOML file with any of the settings below and the limits (see
+    /// `treecast_signal::config::FileConfig`); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address for HTTP and WebSocket [default: 127.0.0.1:8080]. Pages that publish a camera
+    /// need a secure context: localhost, or HTTPS in front of this server.
+    #[arg(long, value_name = "ADDR", env = "TREECAST_SIGNAL_HTTP")]
+    http: Option<SocketAddr>,
 
     /// libp2p multiaddr of a native node to join the stream's gossip through (repeatable).
     /// Not used until the gossip client is merged; accepted and logged.
@@ -53,9 +55,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let mut builder = treecast_signal::Config::builder()
-        .http(args.http)
-        .whip_token(args.whip_token);
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            FileConfig::parse(&text)?
+        }
+        None => FileConfig::default(),
+    };
+    let mut builder = file.builder().whip_token(args.whip_token);
+    if let Some(http) = args.http {
+        builder = builder.http(http);
+    }
     for b in args.bootstrap {
         builder = builder.bootstrap(b);
     }
