@@ -140,7 +140,14 @@ async function main() {
           }
           break;
         case 'state':
-          if (ev.state === 'backoff') show('reconnecting', 'Lost the connection to the server; reconnecting…');
+          if (ev.state === 'backoff') {
+            // A reconnected session is a new node: the old links belong to the old one.
+            peers.close();
+            view.parent = '';
+            view.depth = null;
+            render();
+            show('reconnecting', 'Lost the connection to the server; reconnecting…');
+          }
           break;
       }
     },

@@ -26,26 +26,41 @@ if (!process.env.TREECAST_SIGNAL_BIN) {
 }
 if (!existsSync(bin)) throw new Error(`no server binary at ${bin}`);
 
-const server = spawn(bin, ['--http', '127.0.0.1:0', '--ice-server', 'none', '--whip-token', 'smoke-token'], {
-  env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
-/** @type {string} */
-const addr = await new Promise((resolve, reject) => {
-  let out = '';
-  const t = setTimeout(() => reject(new Error(`server did not start: ${out}`)), TIMEOUT);
-  server.stdout.on('data', (d) => {
-    out += d;
-    // Strip ANSI colours, then find `addr=127.0.0.1:PORT`.
-    const m = out.replace(/\x1b\[[0-9;]*m/g, '').match(/listening addr=(\S+)/);
-    if (m) {
-      clearTimeout(t);
-      resolve(m[1]);
-    }
+/**
+ * Starts treecast-signal on `listen` and resolves with the process and its address.
+ * @param {string} listen
+ * @returns {Promise<{proc: import('node:child_process').ChildProcessWithoutNullStreams | any, addr: string}>}
+ */
+function startServer(listen) {
+  const proc = spawn(bin, ['--http', listen, '--ice-server', 'none', '--whip-token', 'smoke-token'], {
+    env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  server.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
-});
-server.stdout.resume();
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const t = setTimeout(() => reject(new Error(`server did not start: ${out}`)), TIMEOUT);
+    proc.stdout.on('data', (/** @type {Buffer} */ d) => {
+      out += d;
+      // Strip ANSI colours, then find `addr=127.0.0.1:PORT`.
+      const m = out.replace(/\x1b\[[0-9;]*m/g, '').match(/listening addr=(\S+)/);
+      if (m) {
+        clearTimeout(t);
+        resolve({ proc, addr: m[1] });
+      }
+    });
+    proc.on('exit', (/** @type {number} */ code) => reject(new Error(`server exited with ${code}: ${out}`)));
+  });
+}
+
+/** @param {any} proc */
+async function stopServer(proc) {
+  if (proc.exitCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  await exited;
+}
+
+let { proc: server, addr } = await startServer('127.0.0.1:0');
 log(`server at ${addr}`);
 
 const browser = await chromium.launch({
@@ -119,13 +134,23 @@ try {
   if (!(result.bFramesAfterReattach > result.bFramesBefore && result.bWidth > 0)) {
     throw new Error('the relayed viewer did not keep decoding');
   }
+  // The server goes away: the watch page says so, reconnects by itself when it is back.
+  await stopServer(server);
+  await page.waitForFunction(() => document.body.dataset.state === 'reconnecting', null, { timeout: TIMEOUT });
+  log(`watch page after server loss: "${await page.textContent('#status')}"`);
+  ({ proc: server } = await startServer(addr));
+  await page.waitForFunction(
+    () => document.body.dataset.state === 'not-live' && /** @type {any} */ (window).treecast.session.state === 'joined',
+    null,
+    { timeout: TIMEOUT },
+  );
+  log('watch page reconnected to the restarted server and joined again');
   log('passed');
 } catch (e) {
   failed = true;
   console.error(`smoke: FAILED: ${e}`);
 } finally {
   await browser.close();
-  server.kill('SIGTERM');
-  await new Promise((r) => server.once('exit', r));
+  await stopServer(server);
 }
 process.exit(failed ? 1 : 0);
