@@ -226,10 +226,15 @@ impl Broadcast {
         self.settle();
     }
 
-    /// Signalling from a native node to one of this server's browsers.
+    /// Signalling from a native node to one of this server's browsers; dropped unless the
+    /// sender is the browser's parent or child.
     pub fn native_signal(&mut self, now: Time, from: NodeId, to: NodeId, signal: Signal) {
         self.advance(now);
-        if self.browsers.contains_key(&to) {
+        // Only from the browser's parent or one of its children, as between browsers here.
+        let neighbour = self
+            .agent(to)
+            .is_some_and(|a| a.node().parent == Some(from) || a.node().children.contains(from));
+        if neighbour {
             self.out
                 .push_back(Effect::ToBrowser(to, to_browser(from, signal)));
         }

@@ -333,3 +333,44 @@ fn one_join_per_connection() {
     w.run_for(Duration::from_secs(1));
     w.b.view().check_settled().expect("the root let go of it");
 }
+
+#[test]
+fn native_signalling_reaches_a_browser_only_from_its_neighbours() {
+    use treecast_signal::broadcast::Signal;
+    let mut w = World::new(true);
+    let id = NodeId(0x100);
+    w.join(id, relay());
+    w.run_for(Duration::from_millis(200));
+    assert_eq!(w.last_placed(id).map(|p| p.0), Some(ROOT));
+    w.b.client(
+        w.now,
+        id,
+        ClientMessage::Offer {
+            to: ROOT,
+            sdp: "v=0 offer".into(),
+        },
+    );
+    assert!(matches!(
+        w.b.poll_effect(),
+        Some(Effect::SignalNative { to: ROOT, .. })
+    ));
+    w.b.native_signal(
+        w.now,
+        NodeId(0x777),
+        id,
+        Signal::Answer("v=0 forged".into()),
+    );
+    w.b.native_signal(w.now, ROOT, id, Signal::Answer("v=0 answer".into()));
+    w.pump();
+    let answers: Vec<&ServerMessage> = w.inbox[&id]
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Answer { .. }))
+        .collect();
+    assert_eq!(
+        answers,
+        [&ServerMessage::Answer {
+            from: ROOT,
+            sdp: "v=0 answer".into()
+        }]
+    );
+}
