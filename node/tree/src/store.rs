@@ -10,10 +10,16 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::id::NodeId;
 
-/// A dense map from [`NodeId`] to `T`.
+/// Something stored under its own id.
+pub(crate) trait Keyed {
+    fn key(&self) -> NodeId;
+}
+
+/// A dense map from [`NodeId`] to `T`, which carries its own id (no second copy of the key
+/// beside it, so an item's first cache line holds what walks read).
 #[derive(Debug, Clone)]
 pub(crate) struct Store<T> {
-    items: Vec<(NodeId, T)>,
+    items: Vec<T>,
     index: HashMap<NodeId, u32, BuildHasherDefault<IdHasher>>,
 }
 
@@ -26,7 +32,7 @@ impl<T> Default for Store<T> {
     }
 }
 
-impl<T> Store<T> {
+impl<T: Keyed> Store<T> {
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -37,7 +43,17 @@ impl<T> Store<T> {
 
     pub fn get(&self, id: &NodeId) -> Option<&T> {
         let &i = self.index.get(id)?;
-        self.items.get(i as usize).map(|(_, t)| t)
+        self.items.get(i as usize)
+    }
+
+    /// The dense position of `id` (stable until the next removal).
+    pub fn slot(&self, id: &NodeId) -> Option<usize> {
+        self.index.get(id).map(|&i| i as usize)
+    }
+
+    /// The item at a dense position.
+    pub fn at(&self, slot: usize) -> &T {
+        &self.items[slot]
     }
 
     pub fn contains_key(&self, id: &NodeId) -> bool {
@@ -45,30 +61,31 @@ impl<T> Store<T> {
     }
 
     /// Inserts or replaces.
-    pub fn insert(&mut self, id: NodeId, value: T) {
+    pub fn insert(&mut self, value: T) {
+        let id = value.key();
         match self.index.get(&id) {
-            Some(&i) => self.items[i as usize].1 = value,
+            Some(&i) => self.items[i as usize] = value,
             None => {
                 // More than 4 billion records cannot arrive: a view is capped far below that
                 // by memory long before, so the index fits in u32.
                 let i = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
                 self.index.insert(id, i);
-                self.items.push((id, value));
+                self.items.push(value);
             }
         }
     }
 
     pub fn remove(&mut self, id: &NodeId) -> Option<T> {
         let i = self.index.remove(id)? as usize;
-        let (_, value) = self.items.swap_remove(i);
-        if let Some((moved, _)) = self.items.get(i) {
-            self.index.insert(*moved, i as u32);
+        let value = self.items.swap_remove(i);
+        if let Some(moved) = self.items.get(i) {
+            self.index.insert(moved.key(), i as u32);
         }
         Some(value)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &T> + '_ {
-        self.items.iter().map(|(_, t)| t)
+        self.items.iter()
     }
 }
 
@@ -100,20 +117,26 @@ impl Hasher for IdHasher {
 mod tests {
     use super::*;
 
+    impl Keyed for (NodeId, u64) {
+        fn key(&self) -> NodeId {
+            self.0
+        }
+    }
+
     #[test]
     fn insert_replace_remove() {
         let mut s = Store::default();
         for i in 0..10 {
-            s.insert(NodeId(i), i * 10);
+            s.insert((NodeId(i), i * 10));
         }
-        s.insert(NodeId(3), 33);
-        assert_eq!(s.get(&NodeId(3)), Some(&33));
-        assert_eq!(s.remove(&NodeId(0)), Some(0));
+        s.insert((NodeId(3), 33));
+        assert_eq!(s.get(&NodeId(3)), Some(&(NodeId(3), 33)));
+        assert_eq!(s.remove(&NodeId(0)), Some((NodeId(0), 0)));
         assert_eq!(s.remove(&NodeId(0)), None);
         // The last item moved into slot 0 and is still found.
-        assert_eq!(s.get(&NodeId(9)), Some(&90));
+        assert_eq!(s.get(&NodeId(9)), Some(&(NodeId(9), 90)));
         assert_eq!(s.len(), 9);
-        let mut all: Vec<_> = s.values().copied().collect();
+        let mut all: Vec<u64> = s.values().map(|&(_, v)| v).collect();
         all.sort();
         assert_eq!(all, vec![10, 20, 33, 40, 50, 60, 70, 80, 90]);
     }

@@ -12,7 +12,7 @@ use crate::id::{NodeId, StreamId, Time};
 use crate::record::{
     DETACHED, MAX_CHILDREN, MAX_DEPTH, Node, NodeRecord, Platform, RecordError, Role,
 };
-use crate::store::Store;
+use crate::store::{Keyed, Store};
 
 /// Loss on the link from a parent, per mille before repair, from which the child counts the
 /// link as poor (see [`View::is_struggling`]).
@@ -35,9 +35,16 @@ pub struct View {
 }
 
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 struct Entry {
     node: Node,
     heard: Time,
+}
+
+impl Keyed for Entry {
+    fn key(&self) -> NodeId {
+        self.node.id
+    }
 }
 
 /// Placement order: shallow first, native before browser, most spare slots, most stable, id.
@@ -206,7 +213,7 @@ impl View {
             heard: now.max(old.heard),
         };
         self.reindex(&old, &new);
-        self.nodes.insert(node.id, new);
+        self.nodes.insert(new);
         Ok(if refresh_only {
             Merge::Refreshed
         } else {
@@ -375,8 +382,47 @@ impl View {
     /// node, no cycle in agreed relations, one root per stream. O(n · depth): for a big view
     /// after a small change, [`View::check_nodes`] checks just the nodes it touched.
     pub fn check_invariants(&self) -> Result<(), Vec<Violation>> {
-        let ids: Vec<NodeId> = self.nodes.values().map(|e| e.node.id).collect();
-        self.check_nodes(&ids)
+        // Nodes reached from the root over agreed relations cannot be on a cycle (each has one
+        // agreed parent, and that chain ends at the root); only the others need a walk.
+        let depths = self.depths();
+        let ids: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|&i| depths[i] == DETACHED)
+            .map(|i| self.nodes.at(i).node.id)
+            .collect();
+        let mut v = self.check_nodes(&ids).err().unwrap_or_default();
+        for e in self.nodes.values() {
+            if e.node.children.len() > MAX_CHILDREN {
+                v.push(Violation::TooManyChildren(e.node.id));
+            }
+        }
+        if v.is_empty() { Ok(()) } else { Err(v) }
+    }
+
+    /// Every node's distance from the root over agreed relations, by store slot ([`DETACHED`]
+    /// where the root is not reached): one breadth-first pass, one lookup a node.
+    fn depths(&self) -> Vec<u16> {
+        let mut depth = vec![DETACHED; self.nodes.len()];
+        let Some(root) = self.root().and_then(|r| self.nodes.slot(&r)) else {
+            return depth;
+        };
+        depth[root] = 0;
+        let mut queue = std::collections::VecDeque::from([root]);
+        while let Some(at) = queue.pop_front() {
+            let n = &self.nodes.at(at).node;
+            if depth[at] >= MAX_DEPTH {
+                continue;
+            }
+            for c in n.children.iter() {
+                let Some(slot) = self.nodes.slot(&c) else {
+                    continue;
+                };
+                if depth[slot] == DETACHED && self.nodes.at(slot).node.parent == Some(n.id) {
+                    depth[slot] = depth[at] + 1;
+                    queue.push_back(slot);
+                }
+            }
+        }
+        depth
     }
 
     /// [`View::check_invariants`] restricted to `ids` (and the root count).
@@ -417,7 +463,8 @@ impl View {
     /// relation is agreed by both sides and every reported depth is the real one.
     pub fn check_settled(&self) -> Result<(), Vec<Violation>> {
         let mut v = self.check_invariants().err().unwrap_or_default();
-        for e in self.nodes.values() {
+        let depths = self.depths();
+        for (slot, e) in self.nodes.values().enumerate() {
             let n = &e.node;
             if let Some(p) = n.parent
                 && !self.get(p).is_some_and(|pn| pn.children.contains(n.id))
@@ -435,7 +482,7 @@ impl View {
                     });
                 }
             }
-            let actual = self.depth_of(n.id);
+            let actual = (depths[slot] != DETACHED).then_some(depths[slot]);
             let claimed = n.depth;
             if actual != (claimed != DETACHED).then_some(claimed) {
                 v.push(Violation::WrongDepth {
@@ -451,7 +498,7 @@ impl View {
     fn insert(&mut self, node: Node, heard: Time) {
         let entry = Entry { node, heard };
         self.index(&entry);
-        self.nodes.insert(node.id, entry);
+        self.nodes.insert(entry);
     }
 
     fn index(&mut self, e: &Entry) {
