@@ -18,7 +18,7 @@ use treecast_tree::{
 
 use crate::config::{CheckPolicy, Config, CrashSelect, LeaveKind, ROOT_ID};
 use crate::dist;
-use crate::metrics::{Shape, Tally};
+use crate::metrics::{Depths, Shape, Tally};
 use crate::queue::Queue;
 
 /// Candidates asked for per placement, and targets per repair plan.
@@ -577,7 +577,7 @@ impl<'c> Fast<'c> {
                 detached += 1;
             }
         }
-        let mut shape = Shape::of(&self.view);
+        let mut shape = Shape::of(&self.view, Depths::Claimed);
         shape.detached = detached;
         self.tally.invariant_checks += 1;
         self.tally.full_checks += 1;

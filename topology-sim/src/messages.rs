@@ -25,7 +25,7 @@ use treecast_tree::{
 use crate::config::{CheckPolicy, Config, CrashSelect, LeaveKind, ROOT_ID};
 use crate::dist;
 use crate::fast::Run;
-use crate::metrics::{Shape, Tally};
+use crate::metrics::{Depths, Shape, Tally};
 use crate::queue::Queue;
 
 /// Quiet time after the scenario's last event, so joins, repairs and swaps under way finish
@@ -431,7 +431,7 @@ impl<'c> Net<'c> {
         for &id in &gone {
             self.truth.remove(id);
         }
-        let mut shape = Shape::of(&self.truth);
+        let mut shape = Shape::of(&self.truth, Depths::Measured);
         shape.detached = gone.len() as u64;
         self.tally.invariant_checks += 1;
         self.tally.full_checks += 1;

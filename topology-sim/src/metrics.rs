@@ -248,9 +248,20 @@ pub struct Shape {
     pub utilisation: f64,
 }
 
+/// Where [`Shape::of`] takes each node's depth from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depths {
+    /// The depth each record claims: cheap, and right wherever `check_settled` passes (fast
+    /// mode, whose settled check verifies every claim).
+    Claimed,
+    /// The distance to the root over agreed relations (`View::depth_of`): what media actually
+    /// travels, even while claims lag behind (message-level mode).
+    Measured,
+}
+
 impl Shape {
-    /// Measures `view`, trusting the depth in each record (the settled check verifies them).
-    pub fn of(view: &View) -> Shape {
+    /// Measures `view`, with depths as `depths` says.
+    pub fn of(view: &View, depths: Depths) -> Shape {
         let mut s = Shape::default();
         let root = view.root();
         let (mut used, mut offered) = (0u64, 0u64);
@@ -260,17 +271,20 @@ impl Shape {
             if Some(n.id) == root {
                 root_slots = n.slots();
                 s.root_fanout = n.children.len() as u64;
-            } else if n.depth == DETACHED {
-                s.detached += 1;
-                continue;
-            } else {
+            } else if let Some(depth) = match depths {
+                Depths::Claimed => (n.depth != DETACHED).then_some(n.depth),
+                Depths::Measured => view.depth_of(n.id),
+            } {
                 s.attached += 1;
-                let d = usize::from(n.depth);
+                let d = usize::from(depth);
                 if s.histogram.len() < d {
                     s.histogram.resize(d, 0);
                 }
                 s.histogram[d - 1] += 1;
                 slots[n.slots().min(MAX_CHILDREN)] += 1;
+            } else {
+                s.detached += 1;
+                continue;
             }
             used += n.children.len() as u64;
             offered += n.slots() as u64;
