@@ -33,6 +33,18 @@ pub fn delay(rng: &mut SmallRng, latency_ms: f64, jitter_ms: f64) -> Duration {
     Duration::from_secs_f64(ms.max(0.0) / 1000.0)
 }
 
+/// A uniform sample of `count` items of `pool` (a partial Fisher-Yates shuffle), in the
+/// shuffle's order.
+pub fn sample<T>(rng: &mut SmallRng, mut pool: Vec<T>, count: usize) -> Vec<T> {
+    let count = count.min(pool.len());
+    for k in 0..count {
+        let j = rng.random_range(k..pool.len());
+        pool.swap(k, j);
+    }
+    pool.truncate(count);
+    pool
+}
+
 /// Uniform in (0, 1]: never 0, so logarithms and divisions stay finite.
 fn open_unit(rng: &mut SmallRng) -> f64 {
     1.0 - rng.random::<f64>()

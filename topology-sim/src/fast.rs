@@ -16,7 +16,8 @@ use treecast_tree::{
     RepairTarget, Role, StreamId, Time, View, place, plan_move, plan_promotion, plan_repair,
 };
 
-use crate::config::{CheckPolicy, Config, CrashSelect, LeaveKind, ROOT_ID};
+use crate::check::{Checker, subtree_size};
+use crate::config::{Config, CrashSelect, LeaveKind, ROOT_ID};
 use crate::dist;
 use crate::metrics::{Depths, Shape, Tally};
 use crate::queue::Queue;
@@ -76,9 +77,7 @@ struct Fast<'c> {
     /// When each node last took part in a promotion round's swap (rate limit).
     last_promotion: BTreeMap<NodeId, Time>,
     tally: Tally,
-    steps_since_check: usize,
-    /// Nodes whose parent or children changed in this step: `check_nodes` looks at them.
-    touched: Vec<NodeId>,
+    checker: Checker,
 }
 
 impl<'c> Fast<'c> {
@@ -113,8 +112,7 @@ impl<'c> Fast<'c> {
             waiting: BTreeMap::new(),
             last_promotion: BTreeMap::new(),
             tally: Tally::default(),
-            steps_since_check: 0,
-            touched: Vec::new(),
+            checker: Checker::new(cfg.check, CHECK_ALL_BELOW),
         }
     }
 
@@ -152,7 +150,8 @@ impl<'c> Fast<'c> {
                 }
             }
             self.retry_waiting();
-            self.check();
+            self.checker
+                .after_step(&self.view, self.now, &mut self.tally);
             steps += 1;
             if steps.is_multiple_of(4096) {
                 progress(self.done());
@@ -218,8 +217,8 @@ impl<'c> Fast<'c> {
                 self.tally.requests += 2;
                 let old = self.view.get(id).and_then(|n| n.parent);
                 if self.view.apply_attach(id, c.parent, self.now).is_ok() {
-                    self.touched.extend([id, c.parent]);
-                    self.touched.extend(old);
+                    self.checker.touch([id, c.parent]);
+                    self.checker.touch(old);
                     return Some(tries);
                 }
             }
@@ -250,7 +249,7 @@ impl<'c> Fast<'c> {
             if self.view.apply_promotion(&plan, self.now).is_err() {
                 return false;
             }
-            self.touched.extend(plan.placed.iter().map(|p| p.node));
+            self.checker.touch(plan.placed.iter().map(|p| p.node));
             self.tally.promotions += 1;
             self.tally.reparents += moved as u64;
             // A request and an answer per link opened, a notice per link closed.
@@ -269,8 +268,8 @@ impl<'c> Fast<'c> {
         if self.view.apply_attach(id, c.parent, self.now).is_err() {
             return false;
         }
-        self.touched.extend([id, c.parent]);
-        self.touched.extend(old);
+        self.checker.touch([id, c.parent]);
+        self.checker.touch(old);
         self.tally.reparents += 1;
         self.tally.moves += 1;
         // Attach, accept, and a detach to the old parent.
@@ -318,7 +317,8 @@ impl<'c> Fast<'c> {
                 self.last_promotion.insert(id, self.now);
             }
             if swapped || (may_move && self.move_once(id)) {
-                self.check();
+                self.checker
+                    .after_step(&self.view, self.now, &mut self.tally);
             }
         }
     }
@@ -352,9 +352,9 @@ impl<'c> Fast<'c> {
             if let Some(since) = self.waiting.remove(&v) {
                 self.tally.viewer_seconds_without_media += self.now.since(since).as_secs_f64();
             }
-            self.touched.extend(self.view.parent_of(v));
+            self.checker.touch(self.view.parent_of(v));
             let orphans = self.view.apply_remove(v, self.now);
-            self.touched.extend(orphans);
+            self.checker.touch(orphans);
             match kind {
                 LeaveKind::Graceful => self.tally.leaves += 1,
                 LeaveKind::Crash => self.tally.crashes += 1,
@@ -379,7 +379,7 @@ impl<'c> Fast<'c> {
             LeaveKind::Crash => self.cfg.detection_ms,
         };
         for (o, plan) in plans {
-            let size = self.subtree_size(o);
+            let size = subtree_size(&self.view, o);
             let mut tries = 0u32;
             let mut done = false;
             if let Some(plan) = plan {
@@ -387,7 +387,7 @@ impl<'c> Fast<'c> {
                     tries += 1;
                     self.tally.requests += 2;
                     if self.view.apply_repair(o, plan.lost, t, self.now).is_ok() {
-                        self.touched.extend([o, t.parent()]);
+                        self.checker.touch([o, t.parent()]);
                         if let RepairTarget::Replace { .. } = t {
                             // The successor makes room for its siblings by handing children
                             // down its subtree (each lands at its old depth).
@@ -396,7 +396,7 @@ impl<'c> Fast<'c> {
                             if self.view.apply_shed(o, siblings, self.now) {
                                 self.tally.requests += 2;
                             }
-                            self.touched.extend(before.into_iter().flatten());
+                            self.checker.touch(before.into_iter().flatten());
                         }
                         done = true;
                         break;
@@ -435,7 +435,7 @@ impl<'c> Fast<'c> {
             }
             if self.attach(id, &Avoid::default()).is_some() {
                 self.waiting.remove(&id);
-                let size = self.subtree_size(id);
+                let size = subtree_size(&self.view, id);
                 self.tally.viewer_seconds_without_media +=
                     self.now.since(since).as_secs_f64() * size as f64;
                 self.promote(id);
@@ -451,7 +451,7 @@ impl<'c> Fast<'c> {
     fn pick_victims(&mut self, i: usize) -> Vec<NodeId> {
         let spec = &self.cfg.crashes[i];
         let root = NodeId(ROOT_ID);
-        let mut pool: Vec<NodeId> = match spec.select {
+        let pool: Vec<NodeId> = match spec.select {
             CrashSelect::Nodes => return spec.nodes.iter().map(|&n| NodeId(n)).collect(),
             CrashSelect::Random => self
                 .view
@@ -472,14 +472,7 @@ impl<'c> Fast<'c> {
                 .map(|n| n.id)
                 .collect(),
         };
-        // A partial Fisher-Yates shuffle: the first `count` are a uniform sample.
-        let count = (spec.count as usize).min(pool.len());
-        for k in 0..count {
-            let j = self.rng.random_range(k..pool.len());
-            pool.swap(k, j);
-        }
-        pool.truncate(count);
-        pool
+        dist::sample(&mut self.rng, pool, spec.count as usize)
     }
 
     /// Sum of `tries` request round trips, ms (jitter drawn per message).
@@ -491,55 +484,10 @@ impl<'c> Fast<'c> {
             * 1000.0
     }
 
-    /// Nodes in the subtree under `top`, itself included (a capped walk: a counting loop, not
-    /// `View::subtree`, whose duplicate check is quadratic in the subtree size).
-    fn subtree_size(&self, top: NodeId) -> u64 {
-        let mut stack = vec![top];
-        let mut n = 0u64;
-        while let Some(at) = stack.pop() {
-            n += 1;
-            if n as usize > self.view.len() {
-                break; // only a cycle gets here, and check_invariants reports it
-            }
-            stack.extend(self.view.children_of(at));
-        }
-        n
-    }
-
-    /// Checks the invariants after a step: around the nodes it touched (`View::check_nodes`)
-    /// every time, and the whole view as often as the policy says.
-    fn check(&mut self) {
-        self.steps_since_check += 1;
-        let full = match self.cfg.check {
-            CheckPolicy::Every => true,
-            CheckPolicy::End => false,
-            CheckPolicy::Auto => {
-                self.view.len() <= CHECK_ALL_BELOW || self.steps_since_check >= self.view.len()
-            }
-        };
-        let found = if full {
-            self.steps_since_check = 0;
-            self.tally.full_checks += 1;
-            self.view.check_invariants()
-        } else if self.touched.is_empty() {
-            Ok(())
-        } else {
-            self.touched.sort_unstable();
-            self.touched.dedup();
-            self.view.check_nodes(&self.touched)
-        };
-        self.touched.clear();
-        self.tally.invariant_checks += 1;
-        if let Err(v) = found {
-            let at = format!("{:?}", self.now);
-            self.tally.violations(&v, &at);
-        }
-    }
-
     fn finish(mut self) -> Run {
         let end = self.now;
         for (&id, &since) in &self.waiting {
-            let size = self.subtree_size(id);
+            let size = subtree_size(&self.view, id);
             self.tally.viewer_seconds_without_media += end.since(since).as_secs_f64() * size as f64;
         }
         // Liveness re-publications: one per node per heartbeat.

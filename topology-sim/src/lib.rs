@@ -16,6 +16,7 @@
 //! Everything is reproducible from the seed; the wall clock is read only for `elapsed_ms` and
 //! the progress bar.
 
+mod check;
 pub mod cli;
 pub mod config;
 mod dist;

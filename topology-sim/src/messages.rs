@@ -22,7 +22,8 @@ use treecast_tree::{
     Reachability, Role, StreamId, Time, View,
 };
 
-use crate::config::{CheckPolicy, Config, CrashSelect, LeaveKind, ROOT_ID};
+use crate::check::{Checker, subtree_size};
+use crate::config::{Config, CrashSelect, LeaveKind, ROOT_ID};
 use crate::dist;
 use crate::fast::Run;
 use crate::metrics::{Depths, Shape, Tally};
@@ -84,8 +85,7 @@ struct Net<'c> {
     /// Orphans repairing: since when, and which parent they lost.
     orphaned: BTreeMap<NodeId, Time>,
     tally: Tally,
-    touched: Vec<NodeId>,
-    steps_since_check: usize,
+    checker: Checker,
 }
 
 impl<'c> Net<'c> {
@@ -107,8 +107,7 @@ impl<'c> Net<'c> {
             next_id: ROOT_ID + 1,
             orphaned: BTreeMap::new(),
             tally: Tally::default(),
-            touched: Vec::new(),
-            steps_since_check: 0,
+            checker: Checker::new(cfg.check, CHECK_ALL_BELOW),
         };
         let root = Node::new(NodeId(ROOT_ID), Role::Broadcaster, cfg.root_capacity);
         net.spawn(root);
@@ -171,7 +170,8 @@ impl<'c> Net<'c> {
                 Ev::ParentLost(id) => self.input(id, Input::ParentLost),
                 Ev::ChildLost { parent, child } => self.input(parent, Input::ChildLost(child)),
             }
-            self.check();
+            self.checker
+                .after_step(&self.truth, self.now, &mut self.tally);
             steps += 1;
             if steps.is_multiple_of(1024) {
                 progress(self.now.as_micros() as f64 / stop.as_micros().max(1) as f64);
@@ -259,9 +259,9 @@ impl<'c> Net<'c> {
                 self.tally.publications += 1;
                 self.tally.publication_bytes += rec.encode().len() as u64;
                 if self.truth.merge(&rec, self.now).is_ok() {
-                    self.touched.push(id);
-                    self.touched.extend(rec.node.parent);
-                    self.touched.extend(rec.node.children.iter());
+                    self.checker.touch([id]);
+                    self.checker.touch(rec.node.parent);
+                    self.checker.touch(rec.node.children.iter());
                 }
                 let delay = self.gossip_delay();
                 self.queue.push(self.now + delay, Ev::Gossip(rec));
@@ -344,7 +344,7 @@ impl<'c> Net<'c> {
     fn pick_victims(&mut self, i: usize) -> Vec<NodeId> {
         let spec = &self.cfg.crashes[i];
         let root = NodeId(ROOT_ID);
-        let mut pool: Vec<NodeId> = match spec.select {
+        let pool: Vec<NodeId> = match spec.select {
             CrashSelect::Nodes => return spec.nodes.iter().map(|&n| NodeId(n)).collect(),
             CrashSelect::Random => self
                 .agents
@@ -365,13 +365,7 @@ impl<'c> Net<'c> {
                 .map(|(id, _)| *id)
                 .collect(),
         };
-        let count = (spec.count as usize).min(pool.len());
-        for k in 0..count {
-            let j = self.rng.random_range(k..pool.len());
-            pool.swap(k, j);
-        }
-        pool.truncate(count);
-        pool
+        dist::sample(&mut self.rng, pool, spec.count as usize)
     }
 
     /// One latency per gossip hop; a mesh of degree D reaches n nodes in about log_D(n) hops.
@@ -382,34 +376,6 @@ impl<'c> Net<'c> {
         (0..hops)
             .map(|_| dist::delay(&mut self.rng, self.cfg.latency_ms, self.cfg.jitter_ms))
             .sum()
-    }
-
-    fn check(&mut self) {
-        self.steps_since_check += 1;
-        let full = match self.cfg.check {
-            CheckPolicy::Every => true,
-            CheckPolicy::End => false,
-            CheckPolicy::Auto => {
-                self.truth.len() <= CHECK_ALL_BELOW || self.steps_since_check >= self.truth.len()
-            }
-        };
-        let found = if full {
-            self.steps_since_check = 0;
-            self.tally.full_checks += 1;
-            self.truth.check_invariants()
-        } else if self.touched.is_empty() {
-            Ok(())
-        } else {
-            self.touched.sort_unstable();
-            self.touched.dedup();
-            self.truth.check_nodes(&self.touched)
-        };
-        self.touched.clear();
-        self.tally.invariant_checks += 1;
-        if let Err(v) = found {
-            let at = format!("{:?}", self.now);
-            self.tally.violations(&v, &at);
-        }
     }
 
     fn finish(mut self) -> Run {
@@ -445,17 +411,4 @@ impl<'c> Net<'c> {
             shape,
         }
     }
-}
-
-fn subtree_size(view: &View, top: NodeId) -> u64 {
-    let mut stack = vec![top];
-    let mut n = 0u64;
-    while let Some(at) = stack.pop() {
-        n += 1;
-        if n as usize > view.len() {
-            break;
-        }
-        stack.extend(view.children_of(at));
-    }
-    n
 }

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use treecast_tree::{NodeId, View};
 
 use super::dot::capacity_colour;
+use crate::check::subtree_size;
 use crate::metrics::Report;
 
 /// Most nodes drawn: levels are added while the picture stays within this.
@@ -155,19 +156,6 @@ impl Drawn {
         }
         d
     }
-}
-
-fn subtree_size(view: &View, top: NodeId) -> u64 {
-    let mut stack = vec![top];
-    let mut n = 0u64;
-    while let Some(at) = stack.pop() {
-        n += 1;
-        if n as usize > view.len() {
-            break;
-        }
-        stack.extend(view.children_of(at));
-    }
-    n
 }
 
 fn histogram(out: &mut String, r: &Report, top: f64, width: f64) {
