@@ -777,12 +777,30 @@ impl Agent {
             subtrees: lost.into_iter().collect(),
             max_depth: None,
         };
-        let queue = place(&self.view, self.me.id, &avoid, CANDIDATES)
-            .candidates
-            .into_iter()
-            .map(|c| (c.parent, None))
-            .collect();
+        let queue = self.ranked(&avoid);
         self.ask_next(queue, lost.into_iter().collect(), lost);
+    }
+
+    /// The placement's candidates, shuffled among those of equal depth: every joiner ranks the
+    /// same view the same way, and without this a crowd arriving at once would all ask the same
+    /// parent first (only one wins each slot; the rest would walk the same list in lockstep).
+    fn ranked(&mut self, avoid: &Avoid) -> VecDeque<(NodeId, Option<NodeId>)> {
+        let mut c = place(&self.view, self.me.id, avoid, CANDIDATES * 2).candidates;
+        let mut start = 0;
+        while start < c.len() {
+            let depth = c[start].depth;
+            let end = c[start..]
+                .iter()
+                .position(|x| x.depth != depth)
+                .map_or(c.len(), |n| start + n);
+            for i in (start + 1..end).rev() {
+                let j = self.rng.random_range(start..=i);
+                c.swap(i, j);
+            }
+            start = end;
+        }
+        c.truncate(CANDIDATES);
+        c.into_iter().map(|c| (c.parent, None)).collect()
     }
 
     fn ask_next(
@@ -833,11 +851,7 @@ impl Agent {
                 subtrees: lost.into_iter().collect(),
                 max_depth: None,
             };
-            let fresh = place(&self.view, self.me.id, &avoid, CANDIDATES)
-                .candidates
-                .into_iter()
-                .map(|c| (c.parent, None))
-                .collect();
+            let fresh = self.ranked(&avoid);
             self.ask_next(fresh, tried, lost);
         } else {
             self.ask_next(queue, tried, lost);

@@ -30,8 +30,9 @@ pub struct View {
     open: BTreeSet<OpenKey>,
     /// Attached non-root nodes by (depth, capacity): promotion looks for the weakest high up.
     ranks: BTreeSet<RankKey>,
-    /// When each node was last heard, oldest first.
-    heard: BTreeSet<(Time, NodeId)>,
+    /// No node was heard before this (a lower bound, exact after each expiry scan): refreshes
+    /// cost no index update, and `expire` scans only when something may really be due.
+    oldest_heard: Option<Time>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +131,7 @@ impl View {
             broadcasters: BTreeSet::new(),
             open: BTreeSet::new(),
             ranks: BTreeSet::new(),
-            heard: BTreeSet::new(),
+            oldest_heard: None,
         }
     }
 
@@ -230,23 +231,30 @@ impl View {
 
     /// Forgets every node not heard from for `ttl`, except `keep` (this node itself).
     pub fn expire(&mut self, now: Time, ttl: Duration, keep: NodeId) -> Vec<NodeId> {
-        let mut gone = Vec::new();
-        while let Some(&(t, id)) = self.heard.iter().find(|(_, id)| *id != keep) {
-            if now.since(t) <= ttl {
-                break;
-            }
-            self.remove(id);
-            gone.push(id);
+        if self.oldest_heard.is_none_or(|t| now.since(t) <= ttl) {
+            return Vec::new();
         }
+        let gone: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|e| e.node.id != keep && now.since(e.heard) > ttl)
+            .map(|e| e.node.id)
+            .collect();
+        for &id in &gone {
+            self.remove(id);
+        }
+        self.oldest_heard = self
+            .nodes
+            .values()
+            .filter(|e| e.node.id != keep)
+            .map(|e| e.heard)
+            .min();
         gone
     }
 
-    /// The earliest time a node (other than `keep`) may expire.
-    pub fn next_expiry(&self, ttl: Duration, keep: NodeId) -> Option<Time> {
-        self.heard
-            .iter()
-            .find(|(_, id)| *id != keep)
-            .map(|(t, _)| *t + ttl)
+    /// The earliest time a node (other than `keep`) may expire (possibly early: a bound).
+    pub fn next_expiry(&self, ttl: Duration, _keep: NodeId) -> Option<Time> {
+        self.oldest_heard.map(|t| t + ttl)
     }
 
     /// The parent of `id`, if both sides agree on it.
@@ -502,7 +510,7 @@ impl View {
     }
 
     fn index(&mut self, e: &Entry) {
-        self.heard.insert((e.heard, e.node.id));
+        self.oldest_heard = Some(self.oldest_heard.map_or(e.heard, |t| t.min(e.heard)));
         if e.node.role == Role::Broadcaster {
             self.broadcasters.insert(e.node.id);
         }
@@ -517,10 +525,6 @@ impl View {
     /// Moves a node's index entries from `old` to `new`, touching only the indexes whose key
     /// changed: most edits change one of them, and each touch is a B-tree remove and insert.
     fn reindex(&mut self, old: &Entry, new: &Entry) {
-        if old.heard != new.heard {
-            self.heard.remove(&(old.heard, old.node.id));
-            self.heard.insert((new.heard, new.node.id));
-        }
         if old.node.role != new.node.role {
             self.broadcasters.remove(&old.node.id);
             if new.node.role == Role::Broadcaster {
@@ -548,7 +552,6 @@ impl View {
     }
 
     fn unindex(&mut self, e: &Entry) {
-        self.heard.remove(&(e.heard, e.node.id));
         if e.node.role == Role::Broadcaster {
             self.broadcasters.remove(&e.node.id);
         }
