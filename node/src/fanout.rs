@@ -7,12 +7,13 @@
 //! asks for one (see `child.rs`). Memory is bounded by the ring, whatever the number of
 //! children; payloads are `Bytes`, shared, never copied.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use tokio::sync::{broadcast, mpsc};
+use treecast_media::gop::GopCache;
 
 use crate::codec::{Codec, CodecExt, MediaKind};
 
@@ -40,12 +41,26 @@ pub struct Feed {
     /// Keyframe starts pushed so far (video), so the upstream request limiter can tell that
     /// a held request was satisfied.
     keyframes: AtomicU64,
+    /// The packets since the last keyframe, for fast start (video, when enabled). Lock: taken
+    /// once per pushed packet by the one producer and once per new child to copy the GOP out;
+    /// never across an `.await`.
+    gop: Option<Mutex<GopCache<Forwarded>>>,
 }
 
 impl Feed {
     /// A feed and the receiving end of its keyframe requests. The request channel is small;
     /// requests beyond it are dropped, which merges them (one is already on its way).
     pub fn new(codec: Codec, rtp_codec: RTCRtpCodec) -> (Arc<Feed>, mpsc::Receiver<()>) {
+        Self::with_fast_start(codec, rtp_codec, false)
+    }
+
+    /// Like [`Feed::new`]; with `fast_start`, a video feed also keeps its current GOP
+    /// (`treecast_media::gop`, bounded: 1024 packets, 1 MiB) for new children.
+    pub fn with_fast_start(
+        codec: Codec,
+        rtp_codec: RTCRtpCodec,
+        fast_start: bool,
+    ) -> (Arc<Feed>, mpsc::Receiver<()>) {
         let (packets, _) = broadcast::channel(FEED_CAPACITY);
         let (keyframe_requests, rx) = mpsc::channel(16);
         let feed = Feed {
@@ -54,6 +69,7 @@ impl Feed {
             packets,
             keyframe_requests,
             keyframes: AtomicU64::new(0),
+            gop: (fast_start && codec.is_video()).then(|| Mutex::new(GopCache::default())),
         };
         (Arc::new(feed), rx)
     }
@@ -73,13 +89,27 @@ impl Feed {
         if keyframe && self.codec.is_video() {
             self.keyframes.fetch_add(1, Ordering::Relaxed);
         }
+        let f = Forwarded { packet, keyframe };
+        if let Some(gop) = &self.gop {
+            let len = f.packet.payload.len();
+            lock(gop).push(f.clone(), len, keyframe);
+        }
         // No receivers is normal (no child yet).
-        let _ = self.packets.send(Forwarded { packet, keyframe });
+        let _ = self.packets.send(f);
     }
 
     /// Keyframe starts pushed so far (0 for audio).
     pub fn keyframes_seen(&self) -> u64 {
         self.keyframes.load(Ordering::Relaxed)
+    }
+
+    /// The packets since the last keyframe, oldest first (empty without fast start or before
+    /// the first keyframe).
+    pub fn gop_snapshot(&self) -> Vec<Forwarded> {
+        self.gop
+            .as_ref()
+            .map(|g| lock(g).iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// A new consumer, starting with the next packet.
@@ -91,6 +121,11 @@ impl Feed {
     pub fn request_keyframe(&self) {
         let _ = self.keyframe_requests.try_send(());
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoned only if a push panicked midway; the cache is then merely stale.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The tracks of the broadcast, at most one per kind, fixed once known.

@@ -120,14 +120,17 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
     let expected = sending_kinds(&answer.sdp);
     let answer_sdp_for_log = answer.sdp.clone();
     if expected.is_empty() {
+        let _ = peer.pc.close().await;
         return Err(UpstreamError::NoTracks);
     }
-    let desc = RTCSessionDescription::answer(answer.sdp)
-        .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
-    peer.pc
-        .set_remote_description(desc)
-        .await
-        .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+    let applied = match RTCSessionDescription::answer(answer.sdp) {
+        Ok(desc) => peer.pc.set_remote_description(desc).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = applied {
+        let _ = peer.pc.close().await;
+        return Err(UpstreamError::BadAnswer(e.to_string()));
+    }
     tracing::info!(parent = url, ?expected, "answer from parent");
     tracing::trace!(sdp = %answer_sdp_for_log, "answer");
 
@@ -166,7 +169,7 @@ pub async fn adopt_tracks(
             tracing::warn!(mime = rtp_codec.mime_type, "unsupported codec from parent");
             continue;
         };
-        let (feed, requests) = Feed::new(codec, rtp_codec);
+        let (feed, requests) = Feed::with_fast_start(codec, rtp_codec, node.fast_start);
         if tracks.insert(feed.clone()) {
             // Drain at once, even before the other tracks start (pitfall 5).
             let span = tracing::info_span!("upstream", kind = ?feed.kind());

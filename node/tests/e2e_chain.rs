@@ -249,3 +249,55 @@ fn five_percent_loss_on_every_hop_still_delivers_99_percent_at_depth_4() {
         assert!(total > 0, "{} answered no NACKs: {s}", node.name);
     }
 }
+
+#[test]
+fn fast_start_gives_a_new_child_the_current_gop_byte_identical() {
+    let dir = tmp_dir("fast-start");
+    let video = media("test.ivf");
+    let root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            STREAM,
+            "--video",
+            video.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--fast-start",
+        ],
+        &[],
+    );
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            STREAM,
+            "--pull",
+            &root.whep_url(STREAM),
+            "--http",
+            "127.0.0.1:0",
+            "--fast-start",
+        ],
+        &[],
+    );
+    let (video_out, audio_out) = (dir.join("out.ivf"), dir.join("out.ogg"));
+    let mut viewer = view(&dir, &relay, &video_out, &audio_out, FRAMES, &[]);
+    assert!(
+        viewer.wait_success(Duration::from_secs(30)),
+        "{}",
+        viewer.log_tail()
+    );
+    let source = ivf_frames(&video);
+    let recorded = ivf_frames(&video_out);
+    assert_eq!(recorded.len(), 90);
+    let start = assert_contiguous_run(&source, &recorded);
+    assert_eq!(
+        source[start][0] & 1,
+        0,
+        "the replayed GOP starts at its keyframe"
+    );
+}
