@@ -115,6 +115,13 @@ async fn run_node(
         .with_fast_start(config.fast_start),
     );
     tracing::info!(role = ?node.role, stream = node.stream.as_str(), "starting");
+    if config.ice_ip.is_loopback() && config.http.is_some_and(|a| a.ip().is_unspecified()) {
+        tracing::warn!(
+            "HTTP listens on all interfaces but WebRTC binds {} (pitfall 4: never the \
+             wildcard); pass --ice-ip with a reachable address for remote peers",
+            config.ice_ip
+        );
+    }
 
     if let Role::Broadcast {
         source: Source::Files { video, audio, fps },

@@ -76,7 +76,7 @@ enum Command {
         #[arg(long)]
         audio: Option<PathBuf>,
         /// Take video as plain RTP over UDP arriving at this address (port 0: any, printed).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "audio")]
         rtp_in: Option<SocketAddr>,
         /// Codec of the --rtp-in video.
         #[arg(long, value_enum, default_value_t = RtpCodec::Vp8)]
