@@ -171,6 +171,7 @@ pub async fn attach(
             state: peer.state.clone(),
             closed: link.closed.subscribe(),
             fast_start: node.fast_start,
+            source: None,
         };
         tokio::spawn(leg.forward().instrument(span.clone()));
         tokio::spawn(
@@ -227,6 +228,8 @@ struct Leg {
     closed: watch::Receiver<bool>,
     /// Start with the cached GOP instead of waiting for the next keyframe.
     fast_start: bool,
+    /// The upstream source of the last packet sent.
+    source: Option<u32>,
 }
 
 impl Leg {
@@ -306,7 +309,14 @@ impl Leg {
 
     /// Maps one packet through the munger, rewrites the per-leg fields and writes it.
     /// `Err` when the leg is over.
-    async fn send(&self, munger: &mut Munger, epoch: Instant, f: Forwarded) -> Result<(), ()> {
+    async fn send(&mut self, munger: &mut Munger, epoch: Instant, f: Forwarded) -> Result<(), ()> {
+        if self.source != Some(f.source) {
+            if self.source.is_some() {
+                // A new parent: drop to its keyframe, continue our numbering (the munger).
+                munger.switch_source();
+            }
+            self.source = Some(f.source);
+        }
         let c = &self.counters;
         let mut packet = f.packet;
         let h = &mut packet.header;

@@ -7,7 +7,7 @@
 //! asks for one (see `child.rs`). Memory is bounded by the ring, whatever the number of
 //! children; payloads are `Bytes`, shared, never copied.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rtc::rtp;
@@ -27,6 +27,9 @@ pub struct Forwarded {
     pub packet: rtp::Packet,
     /// Whether a decoder can start here (first packet of a keyframe; every audio packet).
     pub keyframe: bool,
+    /// Which upstream source (parent connection) it came from; changes when the node
+    /// reconnects, so each child leg's munger can switch sources.
+    pub source: u32,
 }
 
 /// One track of the broadcast as this node receives it.
@@ -37,7 +40,10 @@ pub struct Feed {
     /// The codec as negotiated upstream, fmtp line included (copied onto child tracks: pitfall 9).
     pub rtp_codec: RTCRtpCodec,
     packets: broadcast::Sender<Forwarded>,
-    keyframe_requests: mpsc::Sender<()>,
+    /// Lock: replaced when a new upstream session takes over the requests; otherwise only
+    /// locked for a `try_send`, never across an `.await`.
+    keyframe_requests: Mutex<mpsc::Sender<()>>,
+    source: AtomicU32,
     /// Keyframe starts pushed so far (video), so the upstream request limiter can tell that
     /// a held request was satisfied.
     keyframes: AtomicU64,
@@ -67,7 +73,8 @@ impl Feed {
             codec,
             rtp_codec,
             packets,
-            keyframe_requests,
+            keyframe_requests: Mutex::new(keyframe_requests),
+            source: AtomicU32::new(0),
             keyframes: AtomicU64::new(0),
             gop: (fast_start && codec.is_video()).then(|| Mutex::new(GopCache::default())),
         };
@@ -89,7 +96,12 @@ impl Feed {
         if keyframe && self.codec.is_video() {
             self.keyframes.fetch_add(1, Ordering::Relaxed);
         }
-        let f = Forwarded { packet, keyframe };
+        let source = self.source.load(Ordering::Relaxed);
+        let f = Forwarded {
+            packet,
+            keyframe,
+            source,
+        };
         if let Some(gop) = &self.gop {
             let len = f.packet.payload.len();
             lock(gop).push(f.clone(), len, keyframe);
@@ -119,7 +131,20 @@ impl Feed {
 
     /// Asks the source for a keyframe. Never blocks; merges with a request already pending.
     pub fn request_keyframe(&self) {
-        let _ = self.keyframe_requests.try_send(());
+        let _ = lock(&self.keyframe_requests).try_send(());
+    }
+
+    /// A new upstream source feeds this track from now on (the node reconnected): packets get
+    /// the next source number, the cached GOP (of the old source) is dropped, and keyframe
+    /// requests go to the returned receiver; the previous receiver's channel closes.
+    pub fn switch_source(&self) -> mpsc::Receiver<()> {
+        self.source.fetch_add(1, Ordering::Relaxed);
+        if let Some(gop) = &self.gop {
+            lock(gop).clear();
+        }
+        let (tx, rx) = mpsc::channel(16);
+        *lock(&self.keyframe_requests) = tx;
+        rx
     }
 }
 

@@ -140,6 +140,16 @@ impl NodeState {
         self.last_media_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// How long since the last media packet; `None` before the first.
+    pub fn silent_for(&self) -> Option<Duration> {
+        let last = self.last_media_ms.load(Ordering::Relaxed);
+        (last != 0).then(|| {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last - 1))
+        })
+    }
+
     /// Whether media arrived within the last second.
     pub fn receiving(&self) -> bool {
         let last = self.last_media_ms.load(Ordering::Relaxed);
