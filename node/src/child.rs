@@ -170,6 +170,8 @@ pub async fn attach(
             counters: counters.clone(),
             state: peer.state.clone(),
             closed: link.closed.subscribe(),
+            fast_start: node.fast_start,
+            source: None,
         };
         tokio::spawn(leg.forward().instrument(span.clone()));
         tokio::spawn(
@@ -224,6 +226,10 @@ struct Leg {
     counters: Arc<LinkCounters>,
     state: watch::Receiver<RTCPeerConnectionState>,
     closed: watch::Receiver<bool>,
+    /// Start with the cached GOP instead of waiting for the next keyframe.
+    fast_start: bool,
+    /// The upstream source of the last packet sent.
+    source: Option<u32>,
 }
 
 impl Leg {
@@ -240,11 +246,27 @@ impl Leg {
             return;
         }
         let mut rx = self.feed.subscribe();
-        self.feed.request_keyframe();
+        // Fast start: the current GOP at once, from its keyframe. Otherwise ask for a keyframe
+        // so the child does not wait a whole GOP.
+        let backlog = if self.fast_start {
+            self.feed.gop_snapshot()
+        } else {
+            Vec::new()
+        };
+        if backlog.is_empty() {
+            self.feed.request_keyframe();
+        }
         // Per leg: the munger starts at a keyframe and, after a drop, resumes at the next one
         // with no sequence gap for the child to NACK in vain.
         let mut munger = Munger::new(MungerConfig::for_codec(self.feed.codec));
         let epoch = Instant::now();
+        // Packets pushed between subscribing and the snapshot arrive twice: skip those.
+        let mut replayed_up_to = backlog.last().map(|f| f.packet.header.sequence_number);
+        for f in backlog {
+            if self.send(&mut munger, epoch, f).await.is_err() {
+                return;
+            }
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut bytes_at_tick = 0u64;
         let c = self.counters.clone();
@@ -272,31 +294,55 @@ impl Leg {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             };
-            let mut packet = f.packet;
-            let h = &mut packet.header;
-            match munger.process(h.sequence_number, h.timestamp, f.keyframe, epoch.elapsed()) {
-                Munged::Forward {
-                    sequence,
-                    timestamp,
-                } => {
-                    h.sequence_number = sequence;
-                    h.timestamp = timestamp;
+            if let Some(last) = replayed_up_to {
+                let seq = f.packet.header.sequence_number;
+                if seq.wrapping_sub(last) == 0 || seq.wrapping_sub(last) >= 0x8000 {
+                    continue; // already sent from the GOP
                 }
-                Munged::Drop(_) => {
-                    c.dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+                replayed_up_to = None;
             }
-            h.ssrc = self.ssrc;
-            h.payload_type = self.payload_type;
-            let len = packet.payload.len() as u64;
-            if let Err(e) = self.track.write_rtp(packet).await {
-                tracing::debug!(error = %e, "write to child failed; leg ends");
+            if self.send(&mut munger, epoch, f).await.is_err() {
                 return;
             }
-            c.packets.fetch_add(1, Ordering::Relaxed);
-            c.bytes.fetch_add(len, Ordering::Relaxed);
         }
+    }
+
+    /// Maps one packet through the munger, rewrites the per-leg fields and writes it.
+    /// `Err` when the leg is over.
+    async fn send(&mut self, munger: &mut Munger, epoch: Instant, f: Forwarded) -> Result<(), ()> {
+        if self.source != Some(f.source) {
+            if self.source.is_some() {
+                // A new parent: drop to its keyframe, continue our numbering (the munger).
+                munger.switch_source();
+            }
+            self.source = Some(f.source);
+        }
+        let c = &self.counters;
+        let mut packet = f.packet;
+        let h = &mut packet.header;
+        match munger.process(h.sequence_number, h.timestamp, f.keyframe, epoch.elapsed()) {
+            Munged::Forward {
+                sequence,
+                timestamp,
+            } => {
+                h.sequence_number = sequence;
+                h.timestamp = timestamp;
+            }
+            Munged::Drop(_) => {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        h.ssrc = self.ssrc;
+        h.payload_type = self.payload_type;
+        let len = packet.payload.len() as u64;
+        if let Err(e) = self.track.write_rtp(packet).await {
+            tracing::debug!(error = %e, "write to child failed; leg ends");
+            return Err(());
+        }
+        c.packets.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(())
     }
 }
 

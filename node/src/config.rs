@@ -141,6 +141,9 @@ pub struct Config {
     pub max_children: usize,
     /// Impairment applied to every WebRTC datagram this node sends (tests only).
     pub impairment: Option<Impairment>,
+    /// New children start with the current GOP instead of waiting for a keyframe. Default off:
+    /// the child starts up to a GOP behind live (see `docs/media.md`).
+    pub fast_start: bool,
 }
 
 /// An invalid configuration.
@@ -196,6 +199,7 @@ impl Config {
             ice_ip,
             max_children: DEFAULT_MAX_CHILDREN,
             impairment: None,
+            fast_start: false,
         })
     }
 
@@ -206,6 +210,12 @@ impl Config {
         }
         self.max_children = n;
         Ok(self)
+    }
+
+    /// Turns fast start on or off.
+    pub fn with_fast_start(mut self, on: bool) -> Config {
+        self.fast_start = on;
+        self
     }
 
     /// Impairs every datagram this node sends (tests).

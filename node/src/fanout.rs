@@ -7,12 +7,13 @@
 //! asks for one (see `child.rs`). Memory is bounded by the ring, whatever the number of
 //! children; payloads are `Bytes`, shared, never copied.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use tokio::sync::{broadcast, mpsc};
+use treecast_media::gop::GopCache;
 
 use crate::codec::{Codec, CodecExt, MediaKind};
 
@@ -26,6 +27,9 @@ pub struct Forwarded {
     pub packet: rtp::Packet,
     /// Whether a decoder can start here (first packet of a keyframe; every audio packet).
     pub keyframe: bool,
+    /// Which upstream source (parent connection) it came from; changes when the node
+    /// reconnects, so each child leg's munger can switch sources.
+    pub source: u32,
 }
 
 /// One track of the broadcast as this node receives it.
@@ -36,24 +40,43 @@ pub struct Feed {
     /// The codec as negotiated upstream, fmtp line included (copied onto child tracks: pitfall 9).
     pub rtp_codec: RTCRtpCodec,
     packets: broadcast::Sender<Forwarded>,
-    keyframe_requests: mpsc::Sender<()>,
+    /// Lock: replaced when a new upstream session takes over the requests; otherwise only
+    /// locked for a `try_send`, never across an `.await`.
+    keyframe_requests: Mutex<mpsc::Sender<()>>,
+    source: AtomicU32,
     /// Keyframe starts pushed so far (video), so the upstream request limiter can tell that
     /// a held request was satisfied.
     keyframes: AtomicU64,
+    /// The packets since the last keyframe, for fast start (video, when enabled). Lock: taken
+    /// once per pushed packet by the one producer and once per new child to copy the GOP out;
+    /// never across an `.await`.
+    gop: Option<Mutex<GopCache<Forwarded>>>,
 }
 
 impl Feed {
     /// A feed and the receiving end of its keyframe requests. The request channel is small;
     /// requests beyond it are dropped, which merges them (one is already on its way).
     pub fn new(codec: Codec, rtp_codec: RTCRtpCodec) -> (Arc<Feed>, mpsc::Receiver<()>) {
+        Self::with_fast_start(codec, rtp_codec, false)
+    }
+
+    /// Like [`Feed::new`]; with `fast_start`, a video feed also keeps its current GOP
+    /// (`treecast_media::gop`, bounded: 1024 packets, 1 MiB) for new children.
+    pub fn with_fast_start(
+        codec: Codec,
+        rtp_codec: RTCRtpCodec,
+        fast_start: bool,
+    ) -> (Arc<Feed>, mpsc::Receiver<()>) {
         let (packets, _) = broadcast::channel(FEED_CAPACITY);
         let (keyframe_requests, rx) = mpsc::channel(16);
         let feed = Feed {
             codec,
             rtp_codec,
             packets,
-            keyframe_requests,
+            keyframe_requests: Mutex::new(keyframe_requests),
+            source: AtomicU32::new(0),
             keyframes: AtomicU64::new(0),
+            gop: (fast_start && codec.is_video()).then(|| Mutex::new(GopCache::default())),
         };
         (Arc::new(feed), rx)
     }
@@ -73,13 +96,32 @@ impl Feed {
         if keyframe && self.codec.is_video() {
             self.keyframes.fetch_add(1, Ordering::Relaxed);
         }
+        let source = self.source.load(Ordering::Relaxed);
+        let f = Forwarded {
+            packet,
+            keyframe,
+            source,
+        };
+        if let Some(gop) = &self.gop {
+            let len = f.packet.payload.len();
+            lock(gop).push(f.clone(), len, keyframe);
+        }
         // No receivers is normal (no child yet).
-        let _ = self.packets.send(Forwarded { packet, keyframe });
+        let _ = self.packets.send(f);
     }
 
     /// Keyframe starts pushed so far (0 for audio).
     pub fn keyframes_seen(&self) -> u64 {
         self.keyframes.load(Ordering::Relaxed)
+    }
+
+    /// The packets since the last keyframe, oldest first (empty without fast start or before
+    /// the first keyframe).
+    pub fn gop_snapshot(&self) -> Vec<Forwarded> {
+        self.gop
+            .as_ref()
+            .map(|g| lock(g).iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// A new consumer, starting with the next packet.
@@ -89,8 +131,26 @@ impl Feed {
 
     /// Asks the source for a keyframe. Never blocks; merges with a request already pending.
     pub fn request_keyframe(&self) {
-        let _ = self.keyframe_requests.try_send(());
+        let _ = lock(&self.keyframe_requests).try_send(());
     }
+
+    /// A new upstream source feeds this track from now on (the node reconnected): packets get
+    /// the next source number, the cached GOP (of the old source) is dropped, and keyframe
+    /// requests go to the returned receiver; the previous receiver's channel closes.
+    pub fn switch_source(&self) -> mpsc::Receiver<()> {
+        self.source.fetch_add(1, Ordering::Relaxed);
+        if let Some(gop) = &self.gop {
+            lock(gop).clear();
+        }
+        let (tx, rx) = mpsc::channel(16);
+        *lock(&self.keyframe_requests) = tx;
+        rx
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoned only if a push panicked midway; the cache is then merely stale.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The tracks of the broadcast, at most one per kind, fixed once known.

@@ -12,6 +12,7 @@
 //! overlay: records and direct messages), [`rtcp_tap`] (feedback
 //! counters and keyframe-request delivery), [`impairment`] (seeded loss for tests).
 
+pub mod bench;
 pub mod child;
 pub mod codec;
 pub mod config;
@@ -98,21 +99,31 @@ async fn run_node(
         Role::View { .. } => PayloadTypes::Viewer,
         _ => PayloadTypes::Node,
     };
-    let node = Arc::new(NodeState::new(
-        config.node_id.clone(),
-        config.stream.clone(),
-        config.role.name(),
-        parent.clone(),
-        config.max_children,
-        PeerFactory::new(config.ice_ip, runtime, payload_types),
-        match &config.role {
-            Role::Broadcast {
-                source: Source::Whip { token },
-            } => Some(whip::WhipIngest::new(token.clone())),
-            _ => None,
-        },
-    ));
+    let node = Arc::new(
+        NodeState::new(
+            config.node_id.clone(),
+            config.stream.clone(),
+            config.role.name(),
+            parent.clone(),
+            config.max_children,
+            PeerFactory::new(config.ice_ip, runtime, payload_types),
+            match &config.role {
+                Role::Broadcast {
+                    source: Source::Whip { token },
+                } => Some(whip::WhipIngest::new(token.clone())),
+                _ => None,
+            },
+        )
+        .with_fast_start(config.fast_start),
+    );
     tracing::info!(role = ?node.role, stream = node.stream.as_str(), "starting");
+    if config.ice_ip.is_loopback() && config.http.is_some_and(|a| a.ip().is_unspecified()) {
+        tracing::warn!(
+            "HTTP listens on all interfaces but WebRTC binds {} (pitfall 4: never the \
+             wildcard); pass --ice-ip with a reachable address for remote peers",
+            config.ice_ip
+        );
+    }
 
     if let Role::Broadcast {
         source: Source::Files { video, audio, fps },
@@ -124,7 +135,8 @@ async fn run_node(
         }
         let mut tracks = Tracks::default();
         for clip in clips {
-            let (feed, requests) = Feed::new(clip.codec, clip.codec.rtp_codec());
+            let (feed, requests) =
+                Feed::with_fast_start(clip.codec, clip.codec.rtp_codec(), node.fast_start);
             tracks.insert(feed.clone());
             tokio::spawn(source::play(node.clone(), clip, feed, requests).in_current_span());
         }
@@ -150,7 +162,7 @@ async fn run_node(
                 .await
                 .map_err(|source| NodeError::Bind { addr, source })?;
             println!("rtp {what} in listening on {bound}");
-            let (feed, requests) = Feed::new(codec, codec.rtp_codec());
+            let (feed, requests) = Feed::with_fast_start(codec, codec.rtp_codec(), node.fast_start);
             tracks.insert(feed.clone());
             tokio::spawn(rtp_in::run(node.clone(), socket, feed, requests).in_current_span());
         }
@@ -177,6 +189,7 @@ async fn run_node(
         );
     }
 
+    tokio::spawn(upstream_bitrate(node.clone()));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut upstream = tokio::spawn(
         {
@@ -224,6 +237,22 @@ async fn run_node(
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, child.close()).await;
     }
     result
+}
+
+/// Keeps the upstream link's `bitrate_bps` current (bits over the last second), as each child
+/// leg's forwarding task does for its link.
+async fn upstream_bitrate(node: Arc<NodeState>) {
+    use std::sync::atomic::Ordering;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut last = 0u64;
+    loop {
+        tick.tick().await;
+        let c = &node.upstream;
+        let bytes = c.bytes.load(Ordering::Relaxed);
+        c.bitrate_bps
+            .store(bytes.saturating_sub(last) * 8, Ordering::Relaxed);
+        last = bytes;
+    }
 }
 
 /// How long closing one connection may take at exit.

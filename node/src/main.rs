@@ -24,6 +24,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure one treecast relay hop against a plain UDP relay of the same packets.
+    ///
+    /// Prints added latency per hop (p50, p99), CPU time per forwarded packet, the ratios to the
+    /// plain relay, and the relay's memory per child. See docs/media.md.
+    Bench {
+        /// Packets per second on every path.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Payload bytes per packet.
+        #[arg(long, default_value_t = 1000)]
+        size: usize,
+        /// Measured seconds (after a 2 s warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// The plain UDP relay the benchmark compares against (internal).
+    #[command(hide = true)]
+    UdpRelay {
+        /// Where datagrams arrive.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Where they go.
+        #[arg(long)]
+        to: SocketAddr,
+    },
     /// Be the root: play a file in a loop, or take a WHIP publisher, and serve it over WHEP.
     ///
     /// Example: treecast broadcast --stream demo --video examples/media/test.ivf
@@ -51,7 +76,7 @@ enum Command {
         #[arg(long)]
         audio: Option<PathBuf>,
         /// Take video as plain RTP over UDP arriving at this address (port 0: any, printed).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "audio")]
         rtp_in: Option<SocketAddr>,
         /// Codec of the --rtp-in video.
         #[arg(long, value_enum, default_value_t = RtpCodec::Vp8)]
@@ -130,6 +155,10 @@ struct Common {
     /// Children this node feeds at most.
     #[arg(long, default_value_t = 4)]
     max_children: usize,
+    /// Give a new child the packets since the last keyframe at once (it starts up to one GOP
+    /// behind live) instead of waiting for the next keyframe.
+    #[arg(long)]
+    fast_start: bool,
     /// Test only: impair every datagram sent, e.g. loss=0.05,delay=5,jitter=2,seed=7.
     #[arg(long, hide = true, env = "TREECAST_IMPAIR")]
     impair: Option<Impairment>,
@@ -137,14 +166,38 @@ struct Common {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The benchmark's own nodes stay quiet: its report is the output.
+    let default_filter = match cli.command {
+        Command::Bench { .. } | Command::UdpRelay { .. } => "warn",
+        _ => "info,webrtc=warn,rtc=warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
     let (stream, role, common) = match cli.command {
+        Command::Bench {
+            rate,
+            size,
+            seconds,
+        } => {
+            let cfg = treecast_node::bench::BenchConfig {
+                rate,
+                size,
+                seconds,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(treecast_node::bench::run(cfg))?;
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+            return Ok(());
+        }
+        Command::UdpRelay { listen, to } => {
+            treecast_node::bench::udp_relay(listen, to)?;
+            return Ok(());
+        }
         Command::Broadcast {
             stream,
             video,
@@ -205,7 +258,8 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config::new(&stream, role, common.http, common.ice_ip)?
         .with_max_children(common.max_children)?
-        .with_impairment(common.impair);
+        .with_impairment(common.impair)
+        .with_fast_start(common.fast_start);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = rt.block_on(async {
         let shutdown = async {

@@ -28,6 +28,8 @@ pub struct NodeState {
     pub parent: Option<String>,
     /// Children beyond this are refused with 503.
     pub max_children: usize,
+    /// New children start with the cached GOP (see `Feed::with_fast_start`).
+    pub fast_start: bool,
     /// Builds every peer connection of this node.
     pub factory: PeerFactory,
     /// WHIP ingest, at a root fed by a publisher.
@@ -81,6 +83,7 @@ impl NodeState {
     ) -> Self {
         Self {
             whip,
+            fast_start: false,
             node_id,
             stream,
             role,
@@ -95,6 +98,12 @@ impl NodeState {
             started: Instant::now(),
             last_media_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Enables fast start (before the node is shared).
+    pub fn with_fast_start(mut self, on: bool) -> Self {
+        self.fast_start = on;
+        self
     }
 
     /// The broadcast's tracks, once known.
@@ -129,6 +138,16 @@ impl NodeState {
     pub fn media_arrived(&self) {
         let ms = self.started.elapsed().as_millis() as u64 + 1;
         self.last_media_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the last media packet; `None` before the first.
+    pub fn silent_for(&self) -> Option<Duration> {
+        let last = self.last_media_ms.load(Ordering::Relaxed);
+        (last != 0).then(|| {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last - 1))
+        })
     }
 
     /// Whether media arrived within the last second.

@@ -188,6 +188,11 @@ struct VideoFile {
     builder: Builder,
     started: bool,
     first_ts: u32,
+    /// The feed source of the packets in the builder; a new one (the node reconnected) gets a
+    /// fresh builder, since its sequence numbers are unrelated.
+    source: u32,
+    /// Presentation time of the last frame written, in 90 kHz ticks.
+    last_pts: u64,
     /// Video frames written.
     frames: u64,
 }
@@ -195,16 +200,7 @@ struct VideoFile {
 impl VideoFile {
     fn create(path: &Path, codec: Codec) -> Result<VideoFile, RecordError> {
         let mut out = create(path)?;
-        let builder = match codec {
-            Codec::H264 => Builder::H264(
-                SampleBuilder::new(MAX_LATE_PACKETS, H264Packet::default(), 90_000)
-                    .with_max_time_delay(MAX_LATE_TIME),
-            ),
-            _ => Builder::Vp8(
-                SampleBuilder::new(MAX_LATE_PACKETS, Vp8Depacketizer::default(), 90_000)
-                    .with_max_time_delay(MAX_LATE_TIME),
-            ),
-        };
+        let builder = Self::builder(codec);
         if codec == Codec::Vp8 {
             // IVF header (width/height patched at the first keyframe, count at the end).
             let mut h = Vec::with_capacity(32);
@@ -227,13 +223,34 @@ impl VideoFile {
             builder,
             started: false,
             first_ts: 0,
+            source: 0,
+            last_pts: 0,
             frames: 0,
         })
+    }
+
+    fn builder(codec: Codec) -> Builder {
+        match codec {
+            Codec::H264 => Builder::H264(
+                SampleBuilder::new(MAX_LATE_PACKETS, H264Packet::default(), 90_000)
+                    .with_max_time_delay(MAX_LATE_TIME),
+            ),
+            _ => Builder::Vp8(
+                SampleBuilder::new(MAX_LATE_PACKETS, Vp8Depacketizer::default(), 90_000)
+                    .with_max_time_delay(MAX_LATE_TIME),
+            ),
+        }
     }
 
     /// Adds a packet and writes the frames it completes, at most up to `limit` frames in all.
     fn push(&mut self, f: Forwarded, limit: Option<u64>) -> Result<(), RecordError> {
         let now = Instant::now();
+        if f.source != self.source {
+            self.source = f.source;
+            self.builder = Self::builder(self.codec);
+            // Continue the timeline after the last frame, from the new source's keyframe.
+            self.started = false;
+        }
         let mut samples = Vec::new();
         match &mut self.builder {
             Builder::Vp8(b) => {
@@ -263,11 +280,16 @@ impl VideoFile {
             if !is_keyframe(self.codec, data) {
                 return Ok(());
             }
+            let resumed = self.frames > 0;
             self.started = true;
-            self.first_ts = ts;
-            // A line for scripts and tests: the whole path up to here is carrying media.
-            println!("recording started");
-            if self.codec == Codec::Vp8 && data.len() >= 10 {
+            // Continue the timeline: the first frame at 0, a resumed one a frame after the last.
+            let next_pts = if resumed { self.last_pts + 3_000 } else { 0 };
+            self.first_ts = ts.wrapping_sub(next_pts as u32);
+            if !resumed {
+                // A line for scripts and tests: the whole path up to here is carrying media.
+                println!("recording started");
+            }
+            if self.codec == Codec::Vp8 && data.len() >= 10 && !resumed {
                 // Keyframe header (RFC 6386 section 9.1): 14-bit width and height at 6..10.
                 self.out.flush().map_err(|e| io_err(&self.path, e))?;
                 let file = self.out.get_mut();
@@ -278,6 +300,7 @@ impl VideoFile {
         let r = match self.codec {
             Codec::Vp8 => {
                 let pts = u64::from(ts.wrapping_sub(self.first_ts));
+                self.last_pts = pts;
                 let mut h = [0u8; 12];
                 h[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
                 h[4..].copy_from_slice(&pts.to_le_bytes());
@@ -408,6 +431,7 @@ mod tests {
             audio.write(&Forwarded {
                 packet,
                 keyframe: true,
+                source: 0,
             });
             written += usize::from(audio.last_rel != before);
         }

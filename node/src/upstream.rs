@@ -14,11 +14,11 @@ use treecast_media::keyframe_requests::KeyframeRequests;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
-use crate::codec::{Codec, MediaKind};
+use crate::codec::{Codec, CodecExt, MediaKind};
 use crate::fanout::{Feed, Tracks};
 use crate::node::NodeState;
 use crate::peer::{Peer, PeerError};
-use crate::whep_client::{WhepError, post_offer};
+use crate::whep_client::{WhepError, parent_status, post_offer};
 
 /// At most one keyframe request per this interval goes upstream per track (pitfall 7; LiveKit
 /// and Galène use the same figure). Requests in between merge into one.
@@ -57,40 +57,93 @@ pub async fn run(
     url: String,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), UpstreamError> {
-    let connecting = async {
-        loop {
-            match connect(&node, &url).await {
-                Ok(peer) => return Ok(peer),
-                Err(UpstreamError::Whep(WhepError::RetryAfter(d))) => {
-                    tracing::info!(retry_in = ?d, "parent busy or not ready");
-                    tokio::time::sleep(d).await;
+    let mut reconnecting = false;
+    loop {
+        let mut peer = tokio::select! {
+            p = connect_retrying(&node, &url, reconnecting) => p?,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let parent_id = parent_status(&url).await.map(|(id, _)| id);
+        let lost = tokio::select! {
+            _ = peer.state.wait_for(|s| {
+                matches!(
+                    s,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                )
+            }) => true,
+            _ = parent_gone(&node, &url, parent_id.as_deref()) => true,
+            _ = stop.wait_for(|s| *s) => false,
+        };
+        let _ = peer.pc.close().await;
+        if !lost {
+            return Ok(());
+        }
+        // Pitfall 10: ICE notices a dead parent only after many seconds; media silence
+        // tells sooner. Pull again; the feeds (and every child) stay, with a new source.
+        tracing::warn!(parent = url, "lost the parent; reconnecting");
+        reconnecting = true;
+    }
+}
+
+/// Connects, retrying while the parent is busy or unreachable, and after any other failure
+/// (a handshake that stalled, tracks that never started) too: a parent may be briefly broken,
+/// and a node without a parent has nothing better to do. `reconnecting` only changes the log.
+async fn connect_retrying(
+    node: &Arc<NodeState>,
+    url: &str,
+    reconnecting: bool,
+) -> Result<Peer, UpstreamError> {
+    loop {
+        match connect(node, url).await {
+            Ok(peer) => return Ok(peer),
+            Err(UpstreamError::Whep(WhepError::RetryAfter(d))) => {
+                tracing::info!(retry_in = ?d, "parent busy or not ready");
+                tokio::time::sleep(d).await;
+            }
+            Err(UpstreamError::Whep(e @ WhepError::Http(_))) => {
+                tracing::info!(error = %e, "parent unreachable; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                if reconnecting {
+                    tracing::info!(error = %e, "parent not back yet");
+                } else {
+                    tracing::warn!(error = %e, "pulling from the parent failed; retrying");
                 }
-                Err(UpstreamError::Whep(e @ WhepError::Http(_))) => {
-                    tracing::info!(error = %e, "parent unreachable; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e),
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    };
-    let mut peer = tokio::select! {
-        p = connecting => p?,
-        _ = stop.wait_for(|s| *s) => return Ok(()),
-    };
-    let lost = tokio::select! {
-        _ = peer.state.wait_for(|s| {
-            matches!(
-                s,
-                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
-            )
-        }) => true,
-        _ = stop.wait_for(|s| *s) => false,
-    };
-    let _ = peer.pc.close().await;
-    if lost {
-        Err(UpstreamError::Lost)
-    } else {
-        Ok(())
+    }
+}
+
+/// Media silence this long means the parent is gone (tree heartbeats are the tree's job).
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Completes when the parent is gone: media stopped for [`SILENCE_LIMIT`] and the parent's
+/// status does not explain it. A treecast parent that still answers with the same node id and
+/// says it is not receiving either is waiting for its own parent: reconnecting to it would not
+/// help, so the whole subtree does not stampede when a node far up is lost.
+async fn parent_gone(node: &NodeState, url: &str, parent_id: Option<&str>) {
+    loop {
+        silence(node).await;
+        match parent_status(url).await {
+            Some((id, false)) if Some(id.as_str()) == parent_id => {
+                tracing::debug!("parent alive but starved too; waiting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Completes once media that was flowing has stopped for [`SILENCE_LIMIT`].
+async fn silence(node: &NodeState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if node.silent_for().is_some_and(|d| d >= SILENCE_LIMIT) {
+            return;
+        }
     }
 }
 
@@ -120,14 +173,17 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
     let expected = sending_kinds(&answer.sdp);
     let answer_sdp_for_log = answer.sdp.clone();
     if expected.is_empty() {
+        let _ = peer.pc.close().await;
         return Err(UpstreamError::NoTracks);
     }
-    let desc = RTCSessionDescription::answer(answer.sdp)
-        .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
-    peer.pc
-        .set_remote_description(desc)
-        .await
-        .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+    let applied = match RTCSessionDescription::answer(answer.sdp) {
+        Ok(desc) => peer.pc.set_remote_description(desc).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = applied {
+        let _ = peer.pc.close().await;
+        return Err(UpstreamError::BadAnswer(e.to_string()));
+    }
     tracing::info!(parent = url, ?expected, "answer from parent");
     tracing::trace!(sdp = %answer_sdp_for_log, "answer");
 
@@ -136,9 +192,8 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
         let _ = peer.pc.close().await;
         return Err(UpstreamError::NoTracks);
     }
-    if !node.set_tracks(tracks) {
-        tracing::warn!("tracks were already set; a parent change is not supported yet");
-    }
+    // First connection: fix the tracks. After a reconnect they are the same feeds.
+    node.set_tracks(tracks);
     Ok(peer)
 }
 
@@ -166,7 +221,24 @@ pub async fn adopt_tracks(
             tracing::warn!(mime = rtp_codec.mime_type, "unsupported codec from parent");
             continue;
         };
-        let (feed, requests) = Feed::new(codec, rtp_codec);
+        // After a reconnect the feeds already exist: the new parent's track continues the
+        // one of its kind, as a new source. A different codec cannot: children negotiated
+        // the old one.
+        let existing = node.tracks().and_then(|t| match codec.kind() {
+            MediaKind::Video => t.video,
+            MediaKind::Audio => t.audio,
+        });
+        let (feed, requests) = match existing {
+            Some(feed) if feed.codec == codec => {
+                let requests = feed.switch_source();
+                (feed, requests)
+            }
+            Some(feed) => {
+                tracing::error!(old = ?feed.codec, new = ?codec, "new parent sends another codec");
+                continue;
+            }
+            None => Feed::with_fast_start(codec, rtp_codec, node.fast_start),
+        };
         if tracks.insert(feed.clone()) {
             // Drain at once, even before the other tracks start (pitfall 5).
             let span = tracing::info_span!("upstream", kind = ?feed.kind());

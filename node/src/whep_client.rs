@@ -109,3 +109,42 @@ async fn post(url: &str, offer: String) -> Result<WhepAnswer, WhepError> {
         status => Err(WhepError::Status { status, body }),
     }
 }
+
+/// What a treecast parent says about itself at `/api/status` (same host and port as its WHEP
+/// URL): its node id and whether it receives media. `None` when it does not answer or is not a
+/// treecast node.
+pub async fn parent_status(whep_url: &str) -> Option<(String, bool)> {
+    tokio::time::timeout(Duration::from_secs(2), get_status(whep_url))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn get_status(whep_url: &str) -> Option<(String, bool)> {
+    let uri: hyper::Uri = whep_url.parse().ok()?;
+    let authority = uri.authority()?.clone();
+    let stream = tokio::net::TcpStream::connect((authority.host(), authority.port_u16()?))
+        .await
+        .ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get("/api/status")
+        .header(header::HOST, authority.as_str())
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let resp = sender.send_request(req).await.ok()?;
+    if resp.status() != StatusCode::OK {
+        return None;
+    }
+    let body = Limited::new(resp.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    Some((v["node_id"].as_str()?.to_owned(), v["receiving"].as_bool()?))
+}

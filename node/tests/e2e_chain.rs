@@ -249,3 +249,123 @@ fn five_percent_loss_on_every_hop_still_delivers_99_percent_at_depth_4() {
         assert!(total > 0, "{} answered no NACKs: {s}", node.name);
     }
 }
+
+#[test]
+fn fast_start_gives_a_new_child_the_current_gop_byte_identical() {
+    let dir = tmp_dir("fast-start");
+    let video = media("test.ivf");
+    let root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            STREAM,
+            "--video",
+            video.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--fast-start",
+        ],
+        &[],
+    );
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            STREAM,
+            "--pull",
+            &root.whep_url(STREAM),
+            "--http",
+            "127.0.0.1:0",
+            "--fast-start",
+        ],
+        &[],
+    );
+    let (video_out, audio_out) = (dir.join("out.ivf"), dir.join("out.ogg"));
+    let mut viewer = view(&dir, &relay, &video_out, &audio_out, FRAMES, &[]);
+    assert!(
+        viewer.wait_success(Duration::from_secs(30)),
+        "{}",
+        viewer.log_tail()
+    );
+    let source = ivf_frames(&video);
+    let recorded = ivf_frames(&video_out);
+    assert_eq!(recorded.len(), 90);
+    let start = assert_contiguous_run(&source, &recorded);
+    assert_eq!(
+        source[start][0] & 1,
+        0,
+        "the replayed GOP starts at its keyframe"
+    );
+}
+
+#[test]
+fn a_relay_whose_parent_restarts_reconnects_and_its_child_keeps_recording() {
+    let dir = tmp_dir("reconnect");
+    let video = media("test.ivf");
+    let root_args = |http: &str| {
+        vec![
+            "broadcast".to_owned(),
+            "--stream".to_owned(),
+            STREAM.to_owned(),
+            "--video".to_owned(),
+            video.to_str().unwrap().to_owned(),
+            "--http".to_owned(),
+            http.to_owned(),
+        ]
+    };
+    let args = root_args("127.0.0.1:0");
+    let first = Node::spawn(
+        "root",
+        &dir,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    let root_addr = first.http.unwrap().to_string();
+    let relay = Node::spawn(
+        "relay",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            STREAM,
+            "--pull",
+            &first.whep_url(STREAM),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let (video_out, audio_out) = (dir.join("out.ivf"), dir.join("out.ogg"));
+    // 240 frames: 8 s, longer than the outage.
+    let mut viewer = view(&dir, &relay, &video_out, &audio_out, "240", &[]);
+    viewer.expect_line("recording started");
+    // The root dies without a goodbye; a new one comes up at the same address.
+    drop(first);
+    let args = root_args(&root_addr);
+    let second = Node::spawn(
+        "root2",
+        &dir,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(
+        viewer.wait_success(Duration::from_secs(40)),
+        "{}",
+        viewer.log_tail()
+    );
+    // Every frame the child wrote is a whole source frame (the new parent's start at its
+    // keyframe), and the relay is receiving again from the same URL.
+    let source = ivf_frames(&video);
+    let recorded = ivf_frames(&video_out);
+    assert_eq!(recorded.len(), 240);
+    for (i, f) in recorded.iter().enumerate() {
+        assert!(source.contains(f), "frame {i} is not a source frame");
+    }
+    let s = relay.status();
+    assert_eq!(s["receiving"], true, "{s}");
+    assert_eq!(s["parent"], second.whep_url(STREAM), "{s}");
+}

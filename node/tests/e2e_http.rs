@@ -214,3 +214,101 @@ fn keyframe_requests_from_many_leaves_reach_the_root_at_most_twice_per_second() 
         "the relay merged nothing? {asked} vs {reached}"
     );
 }
+
+/// A real offer, as Chromium sends it (trimmed), mutated many ways: every answer is an HTTP
+/// status, the node never falls over, and garbage on the plain RTP port is dropped.
+#[test]
+fn mutated_offers_and_garbage_rtp_never_take_the_node_down() {
+    let dir = tmp_dir("fuzz");
+    let mut root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--rtp-in",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--max-children",
+            "16",
+        ],
+        &[],
+    );
+    let rtp: std::net::SocketAddr = root
+        .expect_line("rtp video in listening on ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let addr = root.http.unwrap();
+    let offer = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE 0\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+        c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n\
+        a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
+        a=fingerprint:sha-256 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99\r\n\
+        a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n";
+    // Deterministic mutations: truncations, byte flips, duplicated and dropped lines.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let lines: Vec<&str> = offer.split("\r\n").collect();
+    let mut codes = std::collections::BTreeMap::new();
+    for i in 0..120 {
+        let mut body: Vec<u8> = match i % 4 {
+            0 => offer.as_bytes()[..(next() as usize % offer.len())].to_vec(),
+            1 => {
+                let mut b = offer.as_bytes().to_vec();
+                for _ in 0..4 {
+                    let at = next() as usize % b.len();
+                    b[at] = next() as u8;
+                }
+                b
+            }
+            2 => {
+                let skip = next() as usize % lines.len();
+                let l: Vec<&str> = lines
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != skip)
+                    .map(|(_, l)| *l)
+                    .collect();
+                l.join("\r\n").into_bytes()
+            }
+            _ => {
+                let dup = next() as usize % lines.len();
+                let mut l = lines.clone();
+                l.insert(dup, lines[dup]);
+                l.join("\r\n").into_bytes()
+            }
+        };
+        if body.is_empty() {
+            body.push(b'v');
+        }
+        let (code, _) = http(addr, "POST", "/whep/demo", &[SDP], &body);
+        assert!(
+            matches!(code, 201 | 400 | 503),
+            "mutation {i} got {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    println!("answers to 120 mutated offers: {codes:?}");
+    assert!(codes.get(&400).is_some_and(|n| *n > 10), "{codes:?}");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..500u32 {
+        let len = (i as usize * 7) % 1400;
+        let datagram: Vec<u8> = (0..len)
+            .map(|j| (j as u32 ^ i.wrapping_mul(2654435761)) as u8)
+            .collect();
+        socket.send_to(&datagram, rtp).unwrap();
+    }
+    let s = root.status();
+    assert_eq!(s["role"], "broadcast", "{s}");
+}
