@@ -82,8 +82,9 @@ impl View {
         Ok(())
     }
 
-    /// `id` crashed or left: its record goes, its parent drops it. Returns its children, now
-    /// orphans (their records still name it until they repair).
+    /// `id` crashed or left: its record goes, its parent drops it, and its children, now
+    /// orphans, mark themselves detached (keeping their own children) until they repair.
+    /// Returns the orphans.
     pub fn apply_remove(&mut self, id: NodeId, now: Time) -> Vec<NodeId> {
         let orphans: Vec<NodeId> = self.children_of(id).collect();
         if let Some(p) = self.parent_of(id) {
@@ -92,6 +93,12 @@ impl View {
             });
         }
         self.remove(id);
+        for &o in &orphans {
+            self.edit(o, now, |n| {
+                n.parent = None;
+                n.depth = DETACHED;
+            });
+        }
         orphans
     }
 

@@ -63,9 +63,17 @@ pub fn plan_promotion(view: &View, me: NodeId, margin: u8) -> Option<Promotion> 
     }
     let my_depth = view.depth_of(me)?;
     for depth in 1..my_depth {
+        // The weakest capacity at this depth, from a count (no search): most levels of a
+        // well-sorted tree hold nobody weak enough, and are skipped at once.
+        let Some(weakest) = view.weakest_capacity_at(depth) else {
+            continue;
+        };
+        if up.capacity < weakest.saturating_add(margin.max(1)) {
+            continue;
+        }
         // The weakest nodes at this depth by their claims; only an eligible one is verified
-        // (its claimed depth must be its real one), so a scan costs one index lookup per level.
-        for k in view.ranked_at(depth) {
+        // (its claimed depth must be its real one).
+        for k in view.ranked_at(depth).take(8) {
             if up.capacity < k.capacity.saturating_add(margin.max(1)) {
                 break; // the rest of this level is at least as strong
             }

@@ -30,6 +30,9 @@ pub struct View {
     open: BTreeSet<OpenKey>,
     /// Attached non-root nodes by (depth, capacity): promotion looks for the weakest high up.
     ranks: BTreeSet<RankKey>,
+    /// How many of `ranks` there are at each depth with each capacity (0..=4): the weakest
+    /// capacity at a depth in O(1), so promotion skips hopeless levels without a B-tree search.
+    rank_counts: Vec<[u32; MAX_CHILDREN + 1]>,
     /// No node was heard before this (a lower bound, exact after each expiry scan): refreshes
     /// cost no index update, and `expire` scans only when something may really be due.
     oldest_heard: Option<Time>,
@@ -131,6 +134,7 @@ impl View {
             broadcasters: BTreeSet::new(),
             open: BTreeSet::new(),
             ranks: BTreeSet::new(),
+            rank_counts: Vec::new(),
             oldest_heard: None,
         }
     }
@@ -366,7 +370,8 @@ impl View {
     /// The smallest capacity claimed by an attached node at `depth`: a cheap bound for
     /// [`crate::plan_promotion`], used to skip hopeless searches.
     pub fn weakest_capacity_at(&self, depth: u16) -> Option<u8> {
-        self.ranked_at(depth).next().map(|k| k.capacity)
+        let counts = self.rank_counts.get(usize::from(depth))?;
+        counts.iter().position(|&n| n > 0).map(|c| c as u8)
     }
 
     /// Attached non-root nodes at `depth`, weakest first.
@@ -518,7 +523,7 @@ impl View {
             self.open.insert(k);
         }
         if let Some(k) = rank_key(&e.node) {
-            self.ranks.insert(k);
+            self.rank_insert(k);
         }
     }
 
@@ -543,11 +548,30 @@ impl View {
         let (o, n) = (rank_key(&old.node), rank_key(&new.node));
         if o != n {
             if let Some(k) = o {
-                self.ranks.remove(&k);
+                self.rank_remove(&k);
             }
             if let Some(k) = n {
-                self.ranks.insert(k);
+                self.rank_insert(k);
             }
+        }
+    }
+
+    fn rank_insert(&mut self, k: RankKey) {
+        if self.ranks.insert(k) {
+            let d = usize::from(k.depth);
+            if self.rank_counts.len() <= d {
+                self.rank_counts.resize(d + 1, [0; MAX_CHILDREN + 1]);
+            }
+            self.rank_counts[d][usize::from(k.capacity).min(MAX_CHILDREN)] += 1;
+        }
+    }
+
+    fn rank_remove(&mut self, k: &RankKey) {
+        if self.ranks.remove(k)
+            && let Some(c) = self.rank_counts.get_mut(usize::from(k.depth))
+        {
+            let slot = &mut c[usize::from(k.capacity).min(MAX_CHILDREN)];
+            *slot = slot.saturating_sub(1);
         }
     }
 
@@ -559,7 +583,7 @@ impl View {
             self.open.remove(&k);
         }
         if let Some(k) = rank_key(&e.node) {
-            self.ranks.remove(&k);
+            self.rank_remove(&k);
         }
     }
 }
