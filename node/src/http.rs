@@ -1,5 +1,5 @@
-//! The node's HTTP API: WHEP playback (`POST /whep/{stream}`, `DELETE /whep/{stream}/{session}`)
-//! and `GET /api/status`.
+//! The node's HTTP API: WHEP playback (`POST /whep/{stream}`, `DELETE /whep/{stream}/{session}`),
+//! `GET /api/status`, and a plain WHEP player page at `GET /watch/{stream}`.
 //!
 //! Error mapping: wrong content type 415, body over [`MAX_OFFER`] 413, unknown stream 404,
 //! malformed SDP 400, node full (or its parent not yet connected) 503 with `Retry-After`.
@@ -31,10 +31,28 @@ pub fn router(node: Arc<NodeState>) -> Router {
         .route("/whep/{stream}", post(whep_offer))
         .route("/whep/{stream}/{session}", delete(whep_delete))
         .route("/api/status", get(status))
+        .route("/watch/{stream}", get(watch_page))
         .merge(crate::whip::router())
         .layer(DefaultBodyLimit::max(MAX_OFFER))
         .layer(cors)
         .with_state(node)
+}
+
+/// A plain WHEP player for this node's stream: the quickest way to look at what a node carries.
+const WATCH_PAGE: &str = include_str!("../assets/watch.html");
+
+async fn watch_page(State(node): State<Arc<NodeState>>, Path(stream): Path<String>) -> Response {
+    if stream != node.stream.as_str() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown stream {stream:?}\n"),
+        );
+    }
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        WATCH_PAGE,
+    )
+        .into_response()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
