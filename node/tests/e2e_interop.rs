@@ -105,7 +105,9 @@ fn field(line: &str, key: &str) -> Option<u64> {
 
 fn chromium_plays_through_a_relay(video: &str, test: &str) {
     if !Path::new(CHROMIUM).exists() {
-        eprintln!("SKIPPED: {CHROMIUM} not installed (run scripts/install-test-deps)");
+        skip(&format!(
+            "{CHROMIUM} not installed (run scripts/install-test-deps)"
+        ));
         return;
     }
     let dir = tmp_dir(test);
@@ -223,7 +225,7 @@ impl Script {
 #[test]
 fn aiortc_publishes_over_whip_and_plays_over_whep_through_a_relay() {
     if Script::python().is_none() {
-        eprintln!("SKIPPED: .venv with aiortc missing (run scripts/install-test-deps)");
+        skip(".venv with aiortc missing (run scripts/install-test-deps)");
         return;
     }
     let dir = tmp_dir("aiortc");
@@ -333,7 +335,7 @@ fn aiortc_publishes_over_whip_and_plays_over_whep_through_a_relay() {
 #[test]
 fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
     if Command::new("ffmpeg").arg("-version").output().is_err() {
-        eprintln!("SKIPPED: ffmpeg not installed (run scripts/install-test-deps)");
+        skip("ffmpeg not installed (run scripts/install-test-deps)");
         return;
     }
     let dir = tmp_dir("rtp-in");
@@ -406,4 +408,14 @@ fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
     let recorded = support::ivf_frames(&out);
     assert_eq!(recorded.len(), 90);
     support::assert_contiguous_run(&support::ivf_frames(&source), &recorded);
+}
+
+/// Skips a test whose independent peer is not installed, loudly; in CI (`CI` set) a missing
+/// peer is a failure, so a broken install step cannot pass as a skip.
+fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is missing a test dependency: {reason}"
+    );
+    eprintln!("SKIPPED: {reason}");
 }
