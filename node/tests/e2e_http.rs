@@ -133,34 +133,8 @@ fn a_relay_without_its_parent_answers_503_retry_after() {
 fn keyframe_requests_from_many_leaves_reach_the_root_at_most_twice_per_second() {
     let dir = tmp_dir("pli");
     let video = media("test.ivf");
-    let root = Node::spawn(
-        "root",
-        &dir,
-        &[
-            "broadcast",
-            "--stream",
-            "demo",
-            "--video",
-            video.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
-    let relay = Node::spawn(
-        "relay",
-        &dir,
-        &[
-            "relay",
-            "--stream",
-            "demo",
-            "--pull",
-            &root.whep_url("demo"),
-            "--http",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let root = Node::broadcast("root", &dir, &video, None, &[]);
+    let relay = Node::relay("relay", &dir, &root, &[]);
     // Four leaves, each asking for a keyframe every 50 ms for 4 s.
     let mut leaves: Vec<Node> = (0..4)
         .map(|i| {

@@ -113,36 +113,8 @@ fn chromium_plays_through_a_relay(video: &str, test: &str) {
     let dir = tmp_dir(test);
     let video = media(video);
     let audio = media("test.ogg");
-    let root = Node::spawn(
-        "root",
-        &dir,
-        &[
-            "broadcast",
-            "--stream",
-            "demo",
-            "--video",
-            video.to_str().unwrap(),
-            "--audio",
-            audio.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
-    let relay = Node::spawn(
-        "relay",
-        &dir,
-        &[
-            "relay",
-            "--stream",
-            "demo",
-            "--pull",
-            &root.whep_url("demo"),
-            "--http",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let root = Node::broadcast("root", &dir, &video, Some(&audio), &[]);
+    let relay = Node::relay("relay", &dir, &root, &[]);
     let browser = Chromium::play(&relay.whep_url("demo"), &dir);
     let first = browser.wait_decoded(30, Duration::from_secs(20));
     // Frames keep rising: two more seconds of video decoded.
@@ -284,20 +256,7 @@ fn aiortc_publishes_over_whip_and_plays_over_whep_through_a_relay() {
     assert_eq!(code, 204, "{body}");
 
     // A relay below the root, and two independent viewers below the relay.
-    let relay = Node::spawn(
-        "relay",
-        &dir,
-        &[
-            "relay",
-            "--stream",
-            "demo",
-            "--pull",
-            &root.whep_url("demo"),
-            "--http",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let relay = Node::relay("relay", &dir, &root, &[]);
     let viewer = Script::spawn("aiortc_whep.py", &[&relay.whep_url("demo"), "60", "20"]);
     let decoded = viewer.expect_line("decoded ", Duration::from_secs(30));
     println!("aiortc viewer: {decoded}");
@@ -371,20 +330,7 @@ fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
             .expect("spawn ffmpeg"),
         lines: mpsc::channel().1,
     };
-    let relay = Node::spawn(
-        "relay",
-        &dir,
-        &[
-            "relay",
-            "--stream",
-            "demo",
-            "--pull",
-            &root.whep_url("demo"),
-            "--http",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let relay = Node::relay("relay", &dir, &root, &[]);
     let out = dir.join("out.ivf");
     let mut viewer = Node::spawn(
         "view",

@@ -84,6 +84,38 @@ impl Node {
         node
     }
 
+    /// `treecast broadcast --stream demo --video VIDEO [--audio AUDIO] --http 127.0.0.1:0`.
+    pub fn broadcast(
+        name: &str,
+        dir: &Path,
+        video: &Path,
+        audio: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Node {
+        let (video, audio) = (video.to_str().unwrap(), audio.map(|a| a.to_str().unwrap()));
+        let mut args = vec!["broadcast", "--stream", "demo", "--video", video];
+        if let Some(audio) = audio {
+            args.extend(["--audio", audio]);
+        }
+        args.extend(["--http", "127.0.0.1:0"]);
+        Node::spawn(name, dir, &args, env)
+    }
+
+    /// `treecast relay --stream demo --pull PARENT --http 127.0.0.1:0`.
+    pub fn relay(name: &str, dir: &Path, parent: &Node, env: &[(&str, &str)]) -> Node {
+        let pull = parent.whep_url("demo");
+        let args = [
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &pull,
+            "--http",
+            "127.0.0.1:0",
+        ];
+        Node::spawn(name, dir, &args, env)
+    }
+
     /// Waits (bounded) for a stdout line starting with `prefix`.
     pub fn expect_line(&mut self, prefix: &str) -> String {
         if let Some(i) = self.backlog.iter().position(|l| l.starts_with(prefix)) {
