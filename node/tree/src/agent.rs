@@ -870,15 +870,7 @@ impl Agent {
             if let Some(old) = previous {
                 self.send(old, Message::Detach);
             }
-            self.me.parent = Some(from);
-            self.me.depth = depth;
-            self.plan_stale = true;
-            self.dirty = true;
-            self.emit(Event::Attached {
-                parent: from,
-                previous,
-                depth,
-            });
+            self.take_parent(from, previous, depth);
             return;
         }
         let asked = matches!(self.state, State::Joining { asking, .. } if asking == from);
@@ -893,13 +885,18 @@ impl Agent {
             State::Joining { lost, .. } => *lost,
             _ => None,
         });
-        self.me.parent = Some(from);
-        self.me.depth = depth;
         self.state = State::Attached;
+        self.take_parent(from, previous, depth);
+    }
+
+    /// Records `parent` (which accepted us at `depth`) and tells the shell to pull from it.
+    fn take_parent(&mut self, parent: NodeId, previous: Option<NodeId>, depth: u16) {
+        self.me.parent = Some(parent);
+        self.me.depth = depth;
         self.plan_stale = true;
         self.dirty = true;
         self.emit(Event::Attached {
-            parent: from,
+            parent,
             previous,
             depth,
         });
