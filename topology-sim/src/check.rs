@@ -1,6 +1,6 @@
 //! Invariant checks after every step, shared by both engines, and a subtree count.
 
-use treecast_tree::{NodeId, Time, View};
+use treecast_tree::{NodeId, Role, Time, View};
 
 use crate::config::CheckPolicy;
 use crate::metrics::Tally;
@@ -76,4 +76,34 @@ pub fn subtree_size(view: &View, top: NodeId) -> u64 {
         stack.extend(view.children_of(at));
     }
     n
+}
+
+/// The end of a run, the same in both modes: the nodes not connected to the root (still
+/// repairing or waiting) leave the tree, then what must hold once the tree is quiet is checked
+/// over the whole view. Returns how many nodes left.
+pub fn final_checks(view: &mut View, tally: &mut Tally) -> u64 {
+    let gone: Vec<NodeId> = view
+        .nodes()
+        .filter(|n| n.role != Role::Broadcaster && view.depth_of(n.id).is_none())
+        .map(|n| n.id)
+        .collect();
+    if !gone.is_empty() {
+        // They are about to leave the view: check them first. (Otherwise the settled check
+        // below covers check_invariants.)
+        tally.invariant_checks += 1;
+        tally.full_checks += 1;
+        if let Err(v) = view.check_invariants() {
+            tally.violations(&v, "end");
+        }
+    }
+    for &id in &gone {
+        view.remove(id);
+    }
+    tally.invariant_checks += 1;
+    tally.full_checks += 1;
+    if let Err(v) = view.check_settled() {
+        tally.settled_violations += v.len() as u64;
+        tally.violations(&v, "settled");
+    }
+    gone.len() as u64
 }

@@ -504,35 +504,9 @@ impl<'c> Fast<'c> {
         self.tally.publications += beats;
         self.tally.publication_bytes += beats * avg_len;
 
-        let mut detached = 0;
-        if !self.waiting.is_empty() {
-            // Detached nodes are about to go: check them first. (Otherwise the settled check
-            // below covers check_invariants; both walk the whole view.)
-            self.tally.invariant_checks += 1;
-            self.tally.full_checks += 1;
-            if let Err(v) = self.view.check_invariants() {
-                self.tally.violations(&v, "end");
-            }
-            // Nodes not connected to the root are still repairing or waiting: not in the tree.
-            let gone: Vec<NodeId> = self
-                .view
-                .nodes()
-                .filter(|n| n.role != Role::Broadcaster && self.view.depth_of(n.id).is_none())
-                .map(|n| n.id)
-                .collect();
-            for id in gone {
-                self.view.remove(id);
-                detached += 1;
-            }
-        }
+        let detached = crate::check::final_checks(&mut self.view, &mut self.tally);
         let mut shape = Shape::of(&self.view, Depths::Claimed);
         shape.detached = detached;
-        self.tally.invariant_checks += 1;
-        self.tally.full_checks += 1;
-        if let Err(v) = self.view.check_settled() {
-            self.tally.settled_violations += v.len() as u64;
-            self.tally.violations(&v, "settled");
-        }
         Run {
             tally: self.tally,
             view: self.view,

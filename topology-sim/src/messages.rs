@@ -383,28 +383,9 @@ impl<'c> Net<'c> {
             self.tally.viewer_seconds_without_media += self.now.since(since).as_secs_f64();
         }
         // Liveness re-publications were counted as they happened.
-        self.tally.invariant_checks += 1;
-        self.tally.full_checks += 1;
-        if let Err(v) = self.truth.check_invariants() {
-            self.tally.violations(&v, "end");
-        }
-        let gone: Vec<NodeId> = self
-            .truth
-            .nodes()
-            .filter(|n| n.role != Role::Broadcaster && self.truth.depth_of(n.id).is_none())
-            .map(|n| n.id)
-            .collect();
-        for &id in &gone {
-            self.truth.remove(id);
-        }
+        let detached = crate::check::final_checks(&mut self.truth, &mut self.tally);
         let mut shape = Shape::of(&self.truth, Depths::Measured);
-        shape.detached = gone.len() as u64;
-        self.tally.invariant_checks += 1;
-        self.tally.full_checks += 1;
-        if let Err(v) = self.truth.check_settled() {
-            self.tally.settled_violations += v.len() as u64;
-            self.tally.violations(&v, "settled");
-        }
+        shape.detached = detached;
         Run {
             tally: self.tally,
             view: self.truth,
