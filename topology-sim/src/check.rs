@@ -83,9 +83,9 @@ pub fn subtree_size(view: &View, top: NodeId) -> u64 {
 /// over the whole view. Returns how many nodes left.
 pub fn final_checks(view: &mut View, tally: &mut Tally) -> u64 {
     let gone: Vec<NodeId> = view
-        .nodes()
-        .filter(|n| n.role != Role::Broadcaster && view.depth_of(n.id).is_none())
-        .map(|n| n.id)
+        .unattached()
+        .into_iter()
+        .filter(|&id| view.get(id).is_some_and(|n| n.role != Role::Broadcaster))
         .collect();
     if !gone.is_empty() {
         // They are about to leave the view: check them first. (Otherwise the settled check

@@ -411,6 +411,16 @@ impl View {
         if v.is_empty() { Ok(()) } else { Err(v) }
     }
 
+    /// The nodes not connected to the root over agreed relations (detached, repairing, or in
+    /// a hostile cycle), found in one breadth-first pass.
+    pub fn unattached(&self) -> Vec<NodeId> {
+        let depths = self.depths();
+        (0..self.nodes.len())
+            .filter(|&i| depths[i] == DETACHED)
+            .map(|i| self.nodes.at(i).node.id)
+            .collect()
+    }
+
     /// Every node's distance from the root over agreed relations, by store slot ([`DETACHED`]
     /// where the root is not reached): one breadth-first pass, one lookup a node.
     fn depths(&self) -> Vec<u16> {
