@@ -7,8 +7,9 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
-use treecast_tree::MAX_CHILDREN;
+use treecast_tree::{MAX_CHILDREN, Node, NodeId, Platform, Reachability, Role};
 
 /// Which engine runs the scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -473,6 +474,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// The record of a newcomer `id`, its capacity, reachability and platform drawn from this
+    /// scenario's mixes (in that order, so a seed gives the same audience in both modes).
+    pub fn new_viewer(&self, id: NodeId, rng: &mut impl Rng) -> Node {
+        let mut node = Node::new(id, Role::Viewer, self.capacity_mix.pick(rng.random()));
+        if rng.random::<f64>() < self.relay_only {
+            node.reach = Reachability::RelayOnly;
+        }
+        if rng.random::<f64>() < self.browser {
+            node.platform = Platform::Browser;
+        }
+        node
+    }
+
     /// An empty scenario to fill in and [`Scenario::build`].
     pub fn builder() -> Scenario {
         Scenario::default()

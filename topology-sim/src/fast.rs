@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use treecast_tree::{
-    Avoid, MAX_DEPTH, MOVE_MARGIN, Node, NodeId, PROMOTION_CHECK, Platform, Reachability, Repair,
-    RepairTarget, Role, StreamId, Time, View, place, plan_move, plan_promotion, plan_repair,
+    Avoid, MAX_DEPTH, MOVE_MARGIN, Node, NodeId, PROMOTION_CHECK, Repair, RepairTarget, Role,
+    StreamId, Time, View, place, plan_move, plan_promotion, plan_repair,
 };
 
 use crate::check::{Checker, subtree_size};
@@ -180,13 +180,7 @@ impl<'c> Fast<'c> {
         let id = NodeId(self.next_id);
         self.next_id += 1;
         let cfg = self.cfg;
-        let mut node = Node::new(id, Role::Viewer, cfg.capacity_mix.pick(self.rng.random()));
-        if self.rng.random::<f64>() < cfg.relay_only {
-            node.reach = Reachability::RelayOnly;
-        }
-        if self.rng.random::<f64>() < cfg.browser {
-            node.platform = Platform::Browser;
-        }
+        let node = cfg.new_viewer(id, &mut self.rng);
         self.view.apply_join(node, self.now);
         self.tally.joins += 1;
         if let Some(churn) = cfg.churn {

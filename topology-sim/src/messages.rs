@@ -15,11 +15,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use treecast_tree::{
-    Agent, AgentConfig, Event, Input, Message, Node, NodeId, NodeRecord, Output, Platform,
-    Reachability, Role, StreamId, Time, View,
+    Agent, AgentConfig, Event, Input, Message, Node, NodeId, NodeRecord, Output, Role, StreamId,
+    Time, View,
 };
 
 use crate::check::{Checker, subtree_size};
@@ -215,13 +215,7 @@ impl<'c> Net<'c> {
         let id = NodeId(self.next_id);
         self.next_id += 1;
         let cfg = self.cfg;
-        let mut node = Node::new(id, Role::Viewer, cfg.capacity_mix.pick(self.rng.random()));
-        if self.rng.random::<f64>() < cfg.relay_only {
-            node.reach = Reachability::RelayOnly;
-        }
-        if self.rng.random::<f64>() < cfg.browser {
-            node.platform = Platform::Browser;
-        }
+        let node = cfg.new_viewer(id, &mut self.rng);
         self.tally.joins += 1;
         if let Some(churn) = cfg.churn {
             let s = dist::session(&mut self.rng, churn.distribution, churn.mean_session);
