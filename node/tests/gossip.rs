@@ -14,8 +14,8 @@ use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, tcp, yamux};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use treecast_node::gossip::{
-    self, AddrError, Args, Bootstrap, Client, ClientError, ConfigBuilder, Event, GossipConfig,
-    node_id, topic,
+    self, AddrError, Args, Body, Bootstrap, Client, ClientError, ConfigBuilder, Event,
+    GossipConfig, node_id, topic,
 };
 use treecast_tree::{Message, Node, NodeId, NodeRecord, Role, StreamId};
 
@@ -84,11 +84,11 @@ impl TestNode {
     }
 
     /// The next direct message, skipping other events, within [`WAIT`].
-    async fn next_message(&mut self) -> (NodeId, Message, Option<String>) {
+    async fn next_message(&mut self) -> (NodeId, Body) {
         timeout(WAIT, async {
             loop {
-                if let Some(Event::Message { from, msg, sdp, .. }) = self.events.recv().await {
-                    return (from, msg, sdp);
+                if let Some(Event::Message { from, body, .. }) = self.events.recv().await {
+                    return (from, body);
                 }
             }
         })
@@ -105,7 +105,7 @@ fn base() -> ConfigBuilder {
         .publish_retry(Duration::from_millis(100))
 }
 
-/// `from` sends an attach with `sdp` to `to` until it is routed and delivered (bounded), with
+/// `from` sends a media offer with `sdp` to `to` until it is routed and delivered (bounded), with
 /// `to` republishing its record meanwhile so `from` learns its peer from gossip.
 async fn attach_until_delivered(from: &TestNode, to: &TestNode, sdp: &str) {
     let deadline = Instant::now() + WAIT;
@@ -113,13 +113,13 @@ async fn attach_until_delivered(from: &TestNode, to: &TestNode, sdp: &str) {
     loop {
         to.client.publish(to.record(seq)).await.unwrap();
         seq += 1;
-        let msg = Message::Attach { replaces: None };
+        let body = offer(sdp);
         match from
             .client
-            .send(to.client.node_id(), demo(), msg, Some(sdp.to_owned()))
+            .send_body(to.client.node_id(), demo(), body)
             .await
         {
-            Ok(()) => return,
+            Ok(_) => return,
             Err(e @ (ClientError::UnknownNode(_) | ClientError::Failed(_))) => {
                 println!("attempt {}: {e}", seq - 1);
             }
@@ -127,6 +127,13 @@ async fn attach_until_delivered(from: &TestNode, to: &TestNode, sdp: &str) {
         }
         assert!(Instant::now() < deadline, "never delivered");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn offer(sdp: &str) -> Body {
+    Body::Offer {
+        session: 1,
+        sdp: sdp.to_owned(),
     }
 }
 
@@ -217,40 +224,53 @@ async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
         n.client.subscribe(demo()).await.unwrap();
     }
     // A typical offer is a few kilobytes; this one has a recognisable body.
-    let offer = format!(
+    let offer_sdp = format!(
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n{}",
         "a=x\r\n".repeat(800)
     );
     let (a_id, b_id) = (a.client.node_id(), b.client.node_id());
 
     // A knows B's node id from gossip or the DHT, never from the test: retry until routed.
-    attach_until_delivered(&a, &b, &offer).await;
-    let (from, msg, sdp) = b.next_message().await;
+    attach_until_delivered(&a, &b, &offer_sdp).await;
+    let (from, body) = b.next_message().await;
     assert_eq!(from, a_id);
-    assert_eq!(msg, Message::Attach { replaces: None });
-    assert_eq!(sdp.as_deref(), Some(offer.as_str()));
+    assert_eq!(
+        body,
+        Body::Offer {
+            session: 1,
+            sdp: offer_sdp.clone()
+        }
+    );
 
     // B answers on the same protocol: it knows A as the sender.
-    let answer = "v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\n".to_owned();
+    let answer = Body::Answer {
+        session: 1,
+        sdp: "v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\n".to_owned(),
+    };
     b.client
-        .send(
-            a_id,
-            demo(),
-            Message::Accept { depth: 2 },
-            Some(answer.clone()),
-        )
+        .send_body(a_id, demo(), answer.clone())
         .await
         .unwrap();
-    let (from, msg, sdp) = a.next_message().await;
-    assert_eq!(from, b_id);
-    assert_eq!(msg, Message::Accept { depth: 2 });
-    assert_eq!(sdp, Some(answer));
+    b.client
+        .send(a_id, demo(), Message::Accept { depth: 2 })
+        .await
+        .unwrap();
+    assert_eq!(a.next_message().await, (b_id, answer));
+    let tree = Body::Tree {
+        msg: Message::Accept { depth: 2 },
+    };
+    assert_eq!(a.next_message().await, (b_id, tree));
+
+    // A probe is answered by B's event loop with what B's driver last said of its media.
+    assert_eq!(a.client.probe(b_id, demo()).await, Ok(false));
+    b.client.set_receiving(true);
+    assert_eq!(a.client.probe(b_id, demo()).await, Ok(true));
 
     // Bounded sizes: an SDP over the request limit (64 KiB) is refused, not delivered.
     let huge = "a".repeat(100 * 1024);
     let err = a
         .client
-        .send(b_id, demo(), Message::Detach, Some(huge))
+        .send_body(b_id, demo(), offer(&huge))
         .await
         .expect_err("oversized request");
     assert!(matches!(err, ClientError::Failed(_)), "{err}");
@@ -258,10 +278,11 @@ async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
     let other = StreamId::new("other").unwrap();
     let err = a
         .client
-        .send(b_id, other, Message::Detach, None)
+        .send(b_id, other, Message::Detach)
         .await
         .expect_err("unknown stream");
     assert_eq!(err, ClientError::UnknownStream);
+    // Probes never reach the driver.
     assert_eq!(b.client.stats().await.unwrap().messages, 1);
 }
 
@@ -300,9 +321,9 @@ async fn a_late_joiner_without_a_known_address_is_found_through_the_dht() {
     let mut b = TestNode::start(Some(&hub.addr)).await;
     b.client.subscribe(demo()).await.unwrap();
     attach_until_delivered(&a, &b, "v=0\r\n").await;
-    let (from, _, sdp) = b.next_message().await;
+    let (from, body) = b.next_message().await;
     assert_eq!(from, a.client.node_id());
-    assert_eq!(sdp.as_deref(), Some("v=0\r\n"));
+    assert_eq!(body, offer("v=0\r\n"));
     let stats = a.client.stats().await.unwrap();
     assert!(
         stats.lookups >= 1,
@@ -337,26 +358,25 @@ async fn direct_message_reaches_a_node_listening_only_through_a_relay() {
         n.client.subscribe(demo()).await.unwrap();
     }
 
-    let offer = "v=0\r\no=- 5 6 IN IP4 127.0.0.1\r\n";
-    attach_until_delivered(&a, &b, offer).await;
-    let (from, msg, sdp) = b.next_message().await;
+    let offer_sdp = "v=0\r\no=- 5 6 IN IP4 127.0.0.1\r\n";
+    attach_until_delivered(&a, &b, offer_sdp).await;
+    let (from, body) = b.next_message().await;
     assert_eq!(from, a.client.node_id());
-    assert_eq!(msg, Message::Attach { replaces: None });
-    assert_eq!(sdp.as_deref(), Some(offer));
+    assert_eq!(body, offer(offer_sdp));
 
     b.client
-        .send(
-            a.client.node_id(),
-            demo(),
-            Message::Accept { depth: 1 },
-            None,
-        )
+        .send(a.client.node_id(), demo(), Message::Accept { depth: 1 })
         .await
         .unwrap();
-    let (from, msg, _) = a.next_message().await;
+    let (from, body) = a.next_message().await;
     assert_eq!(
-        (from, msg),
-        (b.client.node_id(), Message::Accept { depth: 1 })
+        (from, body),
+        (
+            b.client.node_id(),
+            Body::Tree {
+                msg: Message::Accept { depth: 1 }
+            }
+        )
     );
 }
 
@@ -385,7 +405,7 @@ async fn a_driver_that_does_not_keep_up_costs_drops_not_memory() {
             Instant::now() < deadline,
             "never busy after {sent} messages"
         );
-        match a.client.send(b_id, demo(), Message::Detach, None).await {
+        match a.client.send(b_id, demo(), Message::Detach).await {
             Ok(()) => sent += 1,
             Err(ClientError::Busy) => busy += 1,
             Err(ClientError::UnknownNode(_)) => {

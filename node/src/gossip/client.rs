@@ -1,11 +1,14 @@
 //! The cloneable handle the driver (and anyone else) uses to command the event loop.
 
 use libp2p::{Multiaddr, PeerId};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
+
 use treecast_tree::{Message, NodeId, NodeRecord, StreamId};
 
 use super::id::node_id;
-use super::protocol::Request;
+use super::protocol::{Ack, Body, Request};
 use super::validate::Stats;
 
 /// A handle on the gossip [`super::EventLoop`]. Cheap to clone; every method sends one
@@ -15,6 +18,8 @@ use super::validate::Stats;
 pub struct Client {
     commands: mpsc::Sender<Command>,
     peer: PeerId,
+    /// What the event loop answers to probes (see [`Client::set_receiving`]).
+    receiving: Arc<AtomicBool>,
 }
 
 /// Why a command failed.
@@ -63,7 +68,7 @@ pub(crate) enum Command {
     Send {
         to: NodeId,
         request: Request,
-        reply: oneshot::Sender<Result<(), ClientError>>,
+        reply: oneshot::Sender<Result<Ack, ClientError>>,
     },
     Dial {
         addr: Multiaddr,
@@ -78,8 +83,21 @@ pub(crate) enum Command {
 }
 
 impl Client {
-    pub(crate) fn new(commands: mpsc::Sender<Command>, peer: PeerId) -> Self {
-        Client { commands, peer }
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        peer: PeerId,
+        receiving: Arc<AtomicBool>,
+    ) -> Self {
+        Client {
+            commands,
+            peer,
+            receiving,
+        }
+    }
+
+    /// Sets what this node answers to [`Client::probe`]s: whether media arrives.
+    pub fn set_receiving(&self, receiving: bool) {
+        self.receiving.store(receiving, Ordering::Relaxed);
     }
 
     /// This node's libp2p identity.
@@ -109,8 +127,8 @@ impl Client {
         self.ask(|reply| Command::Publish { record, reply }).await?
     }
 
-    /// Sends an agent message, with an optional SDP, to the node `to`, and waits until the
-    /// receiver's event loop has handed it to its driver (or failed to).
+    /// Sends an agent message to the node `to`, and waits until the receiver's event loop has
+    /// handed it to its driver (or failed to).
     ///
     /// The peer of `to` is known once connected to it or once one of its records was accepted;
     /// it is dialled (found through the DHT if needed, possibly via a relay) when not connected.
@@ -119,11 +137,35 @@ impl Client {
         to: NodeId,
         stream: StreamId,
         msg: Message,
-        sdp: Option<String>,
     ) -> Result<(), ClientError> {
-        let request = Request { stream, msg, sdp };
+        self.send_body(to, stream, Body::Tree { msg })
+            .await
+            .map(drop)
+    }
+
+    /// Sends any direct message (see [`Client::send`]) and returns the receiver's
+    /// acknowledgement: [`Ack::Delivered`], or [`Ack::Alive`] for a probe.
+    pub async fn send_body(
+        &self,
+        to: NodeId,
+        stream: StreamId,
+        body: Body,
+    ) -> Result<Ack, ClientError> {
+        let request = Request { stream, body };
         self.ask(|reply| Command::Send { to, request, reply })
             .await?
+    }
+
+    /// Asks `to` whether it is alive and receives media; `Ok(receiving)` if it answered.
+    /// Bound the wait with a timeout: a peer that vanished without closing its connection
+    /// answers nothing until the request times out.
+    pub async fn probe(&self, to: NodeId, stream: StreamId) -> Result<bool, ClientError> {
+        match self.send_body(to, stream, Body::Probe).await? {
+            Ack::Alive { receiving } => Ok(receiving),
+            other => Err(ClientError::Failed(format!(
+                "unexpected answer to a probe: {other:?}"
+            ))),
+        }
     }
 
     /// Dials an address (with or without `/p2p/<peer id>`). `Ok` means the dial started; the

@@ -44,7 +44,7 @@ mod validate;
 
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
-use treecast_tree::{Message, NodeId, NodeRecord, StreamId};
+use treecast_tree::{NodeId, NodeRecord, StreamId};
 
 pub use addr::{AddrError, Bootstrap, default_listen, with_peer_id};
 pub use args::Args;
@@ -54,7 +54,7 @@ pub use client::{Client, ClientError};
 pub use config::{ConfigBuilder, ConfigError, GossipConfig};
 pub use event_loop::EventLoop;
 pub use id::node_id;
-pub use protocol::{Ack, Request, TOPIC_PREFIX, TREE_PROTOCOL, topic};
+pub use protocol::{Ack, Body, Request, TOPIC_PREFIX, TREE_PROTOCOL, topic};
 pub use validate::{Ignored, Rejection, Stats, Verdict};
 
 /// Something the driver hears from the overlay.
@@ -76,10 +76,8 @@ pub enum Event {
         peer: PeerId,
         /// The stream it is about (one this node follows).
         stream: StreamId,
-        /// The agent message.
-        msg: Message,
-        /// A WebRTC session description riding along.
-        sdp: Option<String>,
+        /// What it says (never a [`Body::Probe`]: the event loop answers those itself).
+        body: Body,
     },
     /// The first connection to a peer opened. Dropped when the channel is full: media silence,
     /// not this notice, is what tells a node its parent is gone.
@@ -128,8 +126,9 @@ pub async fn new(
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), Error> {
     let (commands_tx, commands_rx) = mpsc::channel(config.command_capacity);
     let (events_tx, events_rx) = mpsc::channel(config.event_capacity);
-    let client = Client::new(commands_tx, config.peer_id());
-    let event_loop = EventLoop::start(&config, commands_rx, events_tx)?;
+    let receiving = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = Client::new(commands_tx, config.peer_id(), receiving.clone());
+    let event_loop = EventLoop::start(&config, commands_rx, events_tx, receiving)?;
     Ok((client, events_rx, event_loop))
 }
 

@@ -22,10 +22,50 @@ pub fn topic(stream: &StreamId) -> IdentTopic {
 pub struct Request {
     /// The stream the message is about.
     pub stream: StreamId,
-    /// The agent message.
-    pub msg: Message,
-    /// A WebRTC session description (offer or answer) riding along, if any.
-    pub sdp: Option<String>,
+    /// What it says.
+    pub body: Body,
+}
+
+/// What a direct message says: an agent message, a step of the media link's offer/answer
+/// exchange, or a liveness probe.
+///
+/// The media link between a child and its parent is negotiated after the agents agreed on it
+/// (the parent sent [`Message::Accept`], or a swap or move named the parent): the child sends
+/// an [`Body::Offer`], the parent answers with [`Body::Answer`] or [`Body::Refused`] in a
+/// request of its own. Sessions are numbered by the child so that a late answer to an
+/// abandoned offer is recognised and dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// An agent message.
+    Tree {
+        /// The message.
+        msg: Message,
+    },
+    /// A child's WebRTC offer (receive-only) for the media link from the receiver.
+    Offer {
+        /// Chosen by the child; echoed in the answer.
+        session: u64,
+        /// The SDP offer.
+        sdp: String,
+    },
+    /// The parent's answer to offer `session`.
+    Answer {
+        /// The offer's session.
+        session: u64,
+        /// The SDP answer.
+        sdp: String,
+    },
+    /// The parent will not feed this child (not its child in the tree, or a bad offer).
+    Refused {
+        /// The offer's session.
+        session: u64,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Is the receiver alive, and does it receive media? The receiver's event loop answers
+    /// [`Ack::Alive`] itself, so a busy driver does not delay the answer.
+    Probe,
 }
 
 /// The receiver's acknowledgement of a [`Request`]: delivery to its driver, not agreement (a
@@ -37,6 +77,11 @@ pub enum Ack {
     Delivered,
     /// The receiver's driver is not keeping up; the message was dropped.
     Busy,
+    /// The answer to a [`Body::Probe`]: alive, and whether media arrives.
+    Alive {
+        /// Whether the receiver gets media (the root: whether its source plays).
+        receiving: bool,
+    },
     /// The receiver does not take part in that stream.
     UnknownStream,
 }
@@ -56,15 +101,16 @@ mod tests {
     fn json_shape_is_stable() {
         let req = Request {
             stream: StreamId::new("demo").expect("valid name"),
-            msg: Message::Attach {
-                replaces: Some(NodeId(7)),
+            body: Body::Tree {
+                msg: Message::Attach {
+                    replaces: Some(NodeId(7)),
+                },
             },
-            sdp: Some("v=0\r\n".into()),
         };
         let json = serde_json::to_string(&req).expect("serializable");
         assert_eq!(
             json,
-            r#"{"stream":"demo","msg":{"type":"attach","replaces":7},"sdp":"v=0\r\n"}"#
+            r#"{"stream":"demo","body":{"type":"tree","msg":{"type":"attach","replaces":7}}}"#
         );
         assert_eq!(
             serde_json::from_str::<Request>(&json).expect("round trip"),

@@ -5,11 +5,13 @@ use libp2p::{PeerId, kad};
 use tracing::debug;
 use treecast_tree::NodeId;
 
-use super::{EventLoop, Reply};
+use super::EventLoop;
 use crate::gossip::Event;
 use crate::gossip::client::ClientError;
 use crate::gossip::id::node_id;
-use crate::gossip::protocol::{Ack, Request};
+use crate::gossip::protocol::{Ack, Body, Request};
+
+type Reply = tokio::sync::oneshot::Sender<Result<Ack, ClientError>>;
 
 /// Most direct messages awaiting an acknowledgement or a DHT lookup at once; beyond, `send`
 /// fails with [`ClientError::Busy`].
@@ -63,13 +65,16 @@ impl EventLoop {
             } => {
                 let ack = if !self.streams.values().any(|s| *s == request.stream) {
                     Ack::UnknownStream
+                } else if request.body == Body::Probe {
+                    Ack::Alive {
+                        receiving: self.receiving.load(std::sync::atomic::Ordering::Relaxed),
+                    }
                 } else {
                     let event = Event::Message {
                         from: node_id(&peer),
                         peer,
                         stream: request.stream,
-                        msg: request.msg,
-                        sdp: request.sdp,
+                        body: request.body,
                     };
                     match self.events.try_send(event) {
                         Ok(()) => {
@@ -95,7 +100,7 @@ impl EventLoop {
             } => {
                 if let Some(out) = self.in_flight.remove(&request_id) {
                     let result = match response {
-                        Ack::Delivered => Ok(()),
+                        ack @ (Ack::Delivered | Ack::Alive { .. }) => Ok(ack),
                         Ack::Busy => Err(ClientError::Busy),
                         Ack::UnknownStream => Err(ClientError::UnknownStream),
                     };

@@ -11,7 +11,7 @@ use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, identify, kad, mdns, relay};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 use treecast_tree::{NodeId, NodeRecord, StreamId};
 
@@ -35,8 +35,6 @@ use relays::{MAX_RELAY_CANDIDATES, relay_of};
 const MAX_QUEUED_RECORDS: usize = 1024;
 /// Most node id -> peer routes remembered.
 const MAX_ROUTES: usize = 65_536;
-
-type Reply = oneshot::Sender<Result<(), ClientError>>;
 
 /// Owns the swarm; run it as one task with [`EventLoop::run`]. It ends when every
 /// [`super::Client`] is dropped.
@@ -70,6 +68,8 @@ pub struct EventLoop {
     /// Relays we listen through, with the listener.
     reserved: BTreeMap<PeerId, ListenerId>,
     stats: Stats,
+    /// What we answer to probes; set by the driver through its client.
+    receiving: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -88,6 +88,7 @@ impl EventLoop {
         config: &GossipConfig,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
+        receiving: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Self, Error> {
         let mut swarm = build_swarm(config)?;
         let mut circuits = Vec::new();
@@ -134,6 +135,7 @@ impl EventLoop {
             circuits,
             reserved: BTreeMap::new(),
             stats: Stats::default(),
+            receiving,
         };
         for node in &config.bootstrap {
             event_loop.dial_bootstrap(node);
