@@ -15,7 +15,7 @@ use libp2p::{
 use sha2::{Digest, Sha256};
 
 use super::config::GossipConfig;
-use super::protocol::{Ack, Request, TREE_PROTOCOL};
+use super::protocol::{Ack, MAX_SYNC_RECORDS, Request, TREE_PROTOCOL};
 
 /// The Kademlia protocol of the treecast overlay: a private DHT, not the public IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/treecast/kad/1");
@@ -26,6 +26,10 @@ pub const IDENTIFY_PROTOCOL: &str = "/treecast/1";
 /// The largest gossipsub frame accepted. Records are at most 256 bytes; the rest is room for
 /// the signature, the key and control messages (IHAVE lists).
 pub const MAX_TRANSMIT_BYTES: usize = 16 * 1024;
+
+/// The largest direct-message response: a sync of [`MAX_SYNC_RECORDS`] sealed records.
+const MAX_RESPONSE_BYTES: u64 =
+    (MAX_SYNC_RECORDS * (super::envelope::MAX_ENVELOPE_BYTES + 8) + 1024) as u64;
 
 /// Every protocol a treecast node speaks, composed.
 #[derive(NetworkBehaviour)]
@@ -128,7 +132,7 @@ impl Behaviour {
         let tree = request_response::cbor::Behaviour::with_codec(
             request_response::cbor::codec::Codec::default()
                 .set_request_size_maximum(config.max_request_bytes as u64)
-                .set_response_size_maximum(1024),
+                .set_response_size_maximum(MAX_RESPONSE_BYTES),
             [(TREE_PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(config.request_timeout),
         );

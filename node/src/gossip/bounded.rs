@@ -46,6 +46,11 @@ impl<K: Clone + Eq + Hash, V> BoundedMap<K, V> {
         self.order.insert(stamp, key);
     }
 
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter().map(|(k, (v, _))| (k, v))
+    }
+
     /// Number of entries.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -37,6 +37,7 @@ mod behaviour;
 mod bounded;
 mod client;
 mod config;
+pub mod envelope;
 mod event_loop;
 mod id;
 mod protocol;
@@ -54,7 +55,7 @@ pub use client::{Client, ClientError};
 pub use config::{ConfigBuilder, ConfigError, GossipConfig};
 pub use event_loop::EventLoop;
 pub use id::node_id;
-pub use protocol::{Ack, Body, Request, TOPIC_PREFIX, TREE_PROTOCOL, topic};
+pub use protocol::{Ack, Body, MAX_SYNC_RECORDS, Request, TOPIC_PREFIX, TREE_PROTOCOL, topic};
 pub use validate::{Ignored, Rejection, Stats, Verdict};
 
 /// Something the driver hears from the overlay.

@@ -9,6 +9,9 @@ use treecast_tree::{Message, StreamId};
 /// two nodes, directly or through a relay.
 pub const TREE_PROTOCOL: StreamProtocol = StreamProtocol::new("/treecast/tree/1");
 
+/// Most records in one [`Ack::Records`].
+pub const MAX_SYNC_RECORDS: usize = 2048;
+
 /// The prefix of every stream topic; the version moves with the record format.
 pub const TOPIC_PREFIX: &str = "treecast/1/stream/";
 
@@ -66,11 +69,16 @@ pub enum Body {
     /// Is the receiver alive, and does it receive media? The receiver's event loop answers
     /// [`Ack::Alive`] itself, so a busy driver does not delay the answer.
     Probe,
+    /// What records of the stream do you hold? Answered by the receiver's event loop with
+    /// [`Ack::Records`]: the sealed records it accepted recently, which the asker checks
+    /// one by one as if they came from gossip. A newcomer asks the first peers it meets, so
+    /// it knows the tree at once rather than after everyone's next republish.
+    Sync,
 }
 
 /// The receiver's acknowledgement of a [`Request`]: delivery to its driver, not agreement (a
 /// refusal of an attach is a [`Message::Reject`] sent back as its own request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Ack {
     /// Handed to the receiver's driver.
@@ -81,6 +89,12 @@ pub enum Ack {
     Alive {
         /// Whether the receiver gets media (the root: whether its source plays).
         receiving: bool,
+    },
+    /// The answer to a [`Body::Sync`]: sealed records (see `gossip::envelope`), newest first,
+    /// at most [`MAX_SYNC_RECORDS`].
+    Records {
+        /// The envelopes.
+        records: Vec<serde_bytes::ByteBuf>,
     },
     /// The receiver does not take part in that stream.
     UnknownStream,

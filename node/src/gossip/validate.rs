@@ -1,22 +1,32 @@
 //! Application-level validation of gossiped records, before anything reaches the driver.
 //!
-//! gossipsub (strict mode) has already checked the signature, so `source` is the peer that
-//! signed the message. Here we check that the bytes are a record of this topic's stream,
-//! authored by that peer (or proxied by it for a browser) and newer than what we accepted
-//! before. The verdict maps onto gossipsub's `MessageAcceptance`: a reject counts against the
+//! gossipsub (strict mode) has already checked its own signature of the message. Here we
+//! open the record's envelope (see [`super::envelope`]: the record sealed by its publisher,
+//! so it stays verifiable when handed on by a sync) and check that it is a record of this
+//! topic's stream, authored by its signer (or proxied by it for a browser) and newer than what
+//! we accepted before. The verdict maps onto gossipsub's `MessageAcceptance`: a reject counts against the
 //! forwarding peer's score, an ignore does not (a stale record may be an honest late copy).
 
+use std::time::Instant;
+
 use libp2p::PeerId;
-use treecast_tree::{DecodeError, MAX_RECORD_BYTES, NodeId, NodeRecord, Platform, StreamId};
+use treecast_tree::{DecodeError, NodeId, NodeRecord, Platform, StreamId};
 
 use super::bounded::BoundedMap;
+use super::envelope::{self, EnvelopeError};
 use super::id::node_id;
 
 /// What to do with one gossip message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // short-lived, one at a time
 pub enum Verdict {
     /// A valid, new record: forward it and hand it to the driver.
-    Accept(NodeRecord),
+    Accept {
+        /// The record.
+        record: NodeRecord,
+        /// The peer that sealed it: its author, or the proxy of a browser.
+        signer: PeerId,
+    },
     /// Invalid: drop it and penalise the sender.
     Reject(Rejection),
     /// Valid but useless (stale or replayed): drop it without penalty.
@@ -26,13 +36,14 @@ pub enum Verdict {
 /// Why a message was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
-    /// More than [`MAX_RECORD_BYTES`].
+    /// More than [`envelope::MAX_ENVELOPE_BYTES`], or a record over its cap.
     Oversized,
     /// Not a well-formed, valid record.
     Malformed,
     /// A record of another stream than the topic's.
     WrongStream,
-    /// Not authored by the signing peer (nor a browser record it proxies).
+    /// Not authored by the signing peer (nor a browser record it proxies), or a bad
+    /// signature.
     Forged,
 }
 
@@ -73,6 +84,8 @@ pub struct Stats {
     pub messages_busy: u64,
     /// Records published (handed to gossipsub).
     pub published: u64,
+    /// Records accepted from sync answers (counted in `accepted` too).
+    pub synced: u64,
     /// Direct messages whose receiver had to be looked up in the DHT after a failed dial.
     pub lookups: u64,
 }
@@ -93,7 +106,7 @@ impl Stats {
 
     pub(crate) fn count(&mut self, verdict: &Verdict) {
         let c = match verdict {
-            Verdict::Accept(_) => &mut self.accepted,
+            Verdict::Accept { .. } => &mut self.accepted,
             Verdict::Reject(Rejection::Oversized) => &mut self.rejected_oversized,
             Verdict::Reject(Rejection::Malformed) => &mut self.rejected_malformed,
             Verdict::Reject(Rejection::WrongStream) => &mut self.rejected_wrong_stream,
@@ -105,54 +118,86 @@ impl Stats {
     }
 }
 
-/// The last seq accepted per (stream, node), bounded.
+/// The newest record accepted per (stream, node), bounded: its seq (to ignore replays), its
+/// envelope and when it arrived (to hand on in a sync).
 ///
 /// When a node's entry is evicted, an old record of it could be accepted again; the tree
 /// core's view still keeps the newest record per node, so this only costs a wasted delivery.
 #[derive(Debug)]
-pub(crate) struct Seqs(BoundedMap<(StreamId, NodeId), u64>);
+pub(crate) struct Seqs(BoundedMap<(StreamId, NodeId), Held>);
+
+#[derive(Debug)]
+struct Held {
+    seq: u64,
+    envelope: Vec<u8>,
+    at: Instant,
+}
 
 impl Seqs {
     pub(crate) fn new(cap: usize) -> Self {
         Seqs(BoundedMap::new(cap))
     }
 
-    /// Remembers that `record` reached the driver.
-    pub(crate) fn accepted(&mut self, record: &NodeRecord) {
-        self.0
-            .insert((record.stream.clone(), record.node.id), record.node.seq);
+    /// Remembers that `record`, sealed in `envelope`, reached the driver.
+    pub(crate) fn accepted(&mut self, record: &NodeRecord, envelope: Vec<u8>) {
+        self.0.insert(
+            (record.stream.clone(), record.node.id),
+            Held {
+                seq: record.node.seq,
+                envelope,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// The envelopes of `stream` accepted within `max_age`, at most `limit`, newest first.
+    pub(crate) fn recent(
+        &self,
+        stream: &StreamId,
+        max_age: std::time::Duration,
+        limit: usize,
+    ) -> Vec<Vec<u8>> {
+        let mut held: Vec<&Held> = self
+            .0
+            .iter()
+            .filter(|((s, _), h)| s == stream && h.at.elapsed() <= max_age)
+            .map(|(_, h)| h)
+            .collect();
+        held.sort_by_key(|h| std::cmp::Reverse(h.at));
+        held.into_iter()
+            .take(limit)
+            .map(|h| h.envelope.clone())
+            .collect()
     }
 }
 
-/// Validates one message of the topic of `stream` (`None`: a topic we do not follow), signed
-/// by `source`. Never panics, whatever the bytes.
-pub(crate) fn validate(
-    stream: Option<&StreamId>,
-    source: Option<&PeerId>,
-    data: &[u8],
-    seqs: &Seqs,
-) -> Verdict {
+/// Validates one message of the topic of `stream` (`None`: a topic we do not follow): an
+/// envelope sealing a record. Never panics, whatever the bytes.
+pub(crate) fn validate(stream: Option<&StreamId>, data: &[u8], seqs: &Seqs) -> Verdict {
     let Some(stream) = stream else {
         return Verdict::Ignore(Ignored::UnknownTopic);
     };
-    // Strict mode guarantees a source; without one nobody vouches for the record.
-    let Some(source) = source else {
-        return Verdict::Reject(Rejection::Forged);
+    let (signer, bytes) = match envelope::open(data) {
+        Ok(opened) => opened,
+        Err(EnvelopeError::TooLarge) => return Verdict::Reject(Rejection::Oversized),
+        Err(EnvelopeError::Malformed) => return Verdict::Reject(Rejection::Malformed),
+        Err(EnvelopeError::BadKey | EnvelopeError::BadSignature) => {
+            return Verdict::Reject(Rejection::Forged);
+        }
     };
-    let record = match NodeRecord::decode(data) {
+    let record = match NodeRecord::decode(bytes) {
         Ok(r) => r,
         Err(DecodeError::TooLarge(_)) => return Verdict::Reject(Rejection::Oversized),
         Err(_) => return Verdict::Reject(Rejection::Malformed),
     };
-    debug_assert!(data.len() <= MAX_RECORD_BYTES);
     if &record.stream != stream {
         return Verdict::Reject(Rejection::WrongStream);
     }
-    let signer = node_id(source);
+    let signer_id = node_id(&signer);
     let authored = match record.node.via {
-        None => record.node.id == signer,
+        None => record.node.id == signer_id,
         // A signal server publishes its browsers' records, naming itself as `via`.
-        Some(via) => record.node.platform == Platform::Browser && via == signer,
+        Some(via) => record.node.platform == Platform::Browser && via == signer_id,
     };
     if !authored {
         return Verdict::Reject(Rejection::Forged);
@@ -161,11 +206,11 @@ pub(crate) fn validate(
     if seqs
         .0
         .get(&key)
-        .is_some_and(|&last| record.node.seq <= last)
+        .is_some_and(|last| record.node.seq <= last.seq)
     {
         return Verdict::Ignore(Ignored::Stale);
     }
-    Verdict::Accept(record)
+    Verdict::Accept { record, signer }
 }
 
 #[cfg(test)]
@@ -174,8 +219,12 @@ mod tests {
     use libp2p::identity::Keypair;
     use treecast_tree::{Node, Role};
 
-    fn peer() -> PeerId {
-        Keypair::generate_ed25519().public().to_peer_id()
+    fn key() -> Keypair {
+        Keypair::generate_ed25519()
+    }
+
+    fn id(k: &Keypair) -> NodeId {
+        node_id(&k.public().to_peer_id())
     }
 
     fn record(id: NodeId, seq: u64) -> NodeRecord {
@@ -187,83 +236,103 @@ mod tests {
         }
     }
 
+    fn sealed(k: &Keypair, rec: &NodeRecord) -> Vec<u8> {
+        envelope::seal(k, &rec.encode()).expect("ed25519 signs")
+    }
+
+    fn accept(k: &Keypair, rec: &NodeRecord) -> Verdict {
+        Verdict::Accept {
+            record: rec.clone(),
+            signer: k.public().to_peer_id(),
+        }
+    }
+
     #[test]
     fn accepts_own_new_records_and_ignores_replays() {
-        let p = peer();
+        let p = key();
         let demo = StreamId::new("demo").expect("valid name");
         let mut seqs = Seqs::new(16);
-        let rec = record(node_id(&p), 5);
-        let v = validate(Some(&demo), Some(&p), &rec.encode(), &seqs);
-        assert_eq!(v, Verdict::Accept(rec.clone()));
-        seqs.accepted(&rec);
-        let again = validate(Some(&demo), Some(&p), &rec.encode(), &seqs);
+        let rec = record(id(&p), 5);
+        let v = validate(Some(&demo), &sealed(&p, &rec), &seqs);
+        assert_eq!(v, accept(&p, &rec));
+        seqs.accepted(&rec, sealed(&p, &rec));
+        let again = validate(Some(&demo), &sealed(&p, &rec), &seqs);
         assert_eq!(again, Verdict::Ignore(Ignored::Stale));
-        let older = validate(
-            Some(&demo),
-            Some(&p),
-            &record(node_id(&p), 4).encode(),
-            &seqs,
-        );
+        let older = validate(Some(&demo), &sealed(&p, &record(id(&p), 4)), &seqs);
         assert_eq!(older, Verdict::Ignore(Ignored::Stale));
-        let newer = record(node_id(&p), 6);
-        let v = validate(Some(&demo), Some(&p), &newer.encode(), &seqs);
-        assert_eq!(v, Verdict::Accept(newer));
+        let newer = record(id(&p), 6);
+        let v = validate(Some(&demo), &sealed(&p, &newer), &seqs);
+        assert_eq!(v, accept(&p, &newer));
+        assert_eq!(
+            seqs.recent(&demo, std::time::Duration::from_secs(60), 10),
+            vec![sealed(&p, &rec)]
+        );
     }
 
     #[test]
     fn rejects_forged_malformed_oversized_and_misplaced() {
-        let (p, q) = (peer(), peer());
+        let (p, q) = (key(), key());
         let demo = StreamId::new("demo").expect("valid name");
         let other = StreamId::new("other").expect("valid name");
         let seqs = Seqs::new(16);
-        let forged = record(node_id(&q), 1).encode();
+        // q's record sealed by p.
+        let forged = sealed(&p, &record(id(&q), 1));
         assert_eq!(
-            validate(Some(&demo), Some(&p), &forged, &seqs),
+            validate(Some(&demo), &forged, &seqs),
             Verdict::Reject(Rejection::Forged)
         );
+        // A bare record, without envelope.
         assert_eq!(
-            validate(Some(&demo), None, &forged, &seqs),
-            Verdict::Reject(Rejection::Forged)
+            validate(Some(&demo), &record(id(&p), 1).encode(), &seqs),
+            Verdict::Reject(Rejection::Malformed)
         );
+        // A valid envelope around bytes that are not a record.
+        let junk = envelope::seal(&p, b"hello").expect("ed25519 signs");
         assert_eq!(
-            validate(Some(&demo), Some(&p), b"hello", &seqs),
+            validate(Some(&demo), &junk, &seqs),
             Verdict::Reject(Rejection::Malformed)
         );
         assert_eq!(
-            validate(Some(&demo), Some(&p), &[0; 1000], &seqs),
+            validate(Some(&demo), &[1; 1000], &seqs),
             Verdict::Reject(Rejection::Oversized)
         );
-        let own = record(node_id(&p), 1).encode();
+        let own = sealed(&p, &record(id(&p), 1));
+        let mut tampered = own.clone();
+        tampered[5] ^= 1;
         assert_eq!(
-            validate(Some(&other), Some(&p), &own, &seqs),
+            validate(Some(&demo), &tampered, &seqs),
+            Verdict::Reject(Rejection::Forged)
+        );
+        assert_eq!(
+            validate(Some(&other), &own, &seqs),
             Verdict::Reject(Rejection::WrongStream)
         );
         assert_eq!(
-            validate(None, Some(&p), &own, &seqs),
+            validate(None, &own, &seqs),
             Verdict::Ignore(Ignored::UnknownTopic)
         );
     }
 
     #[test]
     fn a_proxy_may_publish_browser_records_only() {
-        let (proxy, browser) = (peer(), peer());
+        let (proxy, browser) = (key(), key());
         let demo = StreamId::new("demo").expect("valid name");
         let seqs = Seqs::new(16);
-        let mut rec = record(node_id(&browser), 1);
-        rec.node.via = Some(node_id(&proxy));
+        let mut rec = record(id(&browser), 1);
+        rec.node.via = Some(id(&proxy));
         // A native record cannot be proxied.
         assert_eq!(
-            validate(Some(&demo), Some(&proxy), &rec.encode(), &seqs),
+            validate(Some(&demo), &sealed(&proxy, &rec), &seqs),
             Verdict::Reject(Rejection::Forged)
         );
         rec.node.platform = Platform::Browser;
         assert_eq!(
-            validate(Some(&demo), Some(&proxy), &rec.encode(), &seqs),
-            Verdict::Accept(rec.clone())
+            validate(Some(&demo), &sealed(&proxy, &rec), &seqs),
+            accept(&proxy, &rec)
         );
         // Naming a proxy that did not sign is forging.
         assert_eq!(
-            validate(Some(&demo), Some(&browser), &rec.encode(), &seqs),
+            validate(Some(&demo), &sealed(&browser, &rec), &seqs),
             Verdict::Reject(Rejection::Forged)
         );
     }

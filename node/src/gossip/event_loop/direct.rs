@@ -69,6 +69,8 @@ impl EventLoop {
                     Ack::Alive {
                         receiving: self.receiving.load(std::sync::atomic::Ordering::Relaxed),
                     }
+                } else if request.body == Body::Sync {
+                    self.sync_answer(&request.stream)
                 } else {
                     let event = Event::Message {
                         from: node_id(&peer),
@@ -98,9 +100,15 @@ impl EventLoop {
                     },
                 ..
             } => {
+                if let Some(stream) = self.syncs.remove(&request_id) {
+                    if let Ack::Records { records } = response {
+                        self.on_sync(stream, records);
+                    }
+                    return;
+                }
                 if let Some(out) = self.in_flight.remove(&request_id) {
                     let result = match response {
-                        ack @ (Ack::Delivered | Ack::Alive { .. }) => Ok(ack),
+                        ack @ (Ack::Delivered | Ack::Alive { .. } | Ack::Records { .. }) => Ok(ack),
                         Ack::Busy => Err(ClientError::Busy),
                         Ack::UnknownStream => Err(ClientError::UnknownStream),
                     };
@@ -110,6 +118,10 @@ impl EventLoop {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
+                if self.syncs.remove(&request_id).is_some() {
+                    debug!(%error, "sync request failed");
+                    return;
+                }
                 let Some(out) = self.in_flight.remove(&request_id) else {
                     return;
                 };

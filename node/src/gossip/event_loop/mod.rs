@@ -35,6 +35,11 @@ use relays::{MAX_RELAY_CANDIDATES, relay_of};
 const MAX_QUEUED_RECORDS: usize = 1024;
 /// Most node id -> peer routes remembered.
 const MAX_ROUTES: usize = 65_536;
+/// How many peers a newcomer asks for the records of a stream.
+const SYNC_PEERS: usize = 2;
+/// Records handed on in a sync are those heard within this long: older ones are likely of
+/// nodes gone (their authors republish every 30 s).
+const SYNC_MAX_AGE: Duration = Duration::from_secs(75);
 
 /// Owns the swarm; run it as one task with [`EventLoop::run`]. It ends when every
 /// [`super::Client`] is dropped.
@@ -68,6 +73,12 @@ pub struct EventLoop {
     /// Relays we listen through, with the listener.
     reserved: BTreeMap<PeerId, ListenerId>,
     stats: Stats,
+    /// Seals our records.
+    keypair: libp2p::identity::Keypair,
+    /// Sync requests in flight, with their stream.
+    syncs: HashMap<OutboundRequestId, StreamId>,
+    /// Peers asked for a sync, per stream (at most [`SYNC_PEERS`] each).
+    synced: HashMap<StreamId, Vec<PeerId>>,
     /// What we answer to probes; set by the driver through its client.
     receiving: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -135,6 +146,9 @@ impl EventLoop {
             circuits,
             reserved: BTreeMap::new(),
             stats: Stats::default(),
+            keypair: config.keypair.clone(),
+            syncs: HashMap::new(),
+            synced: HashMap::new(),
             receiving,
         };
         for node in &config.bootstrap {
@@ -230,6 +244,18 @@ impl EventLoop {
                 .map_err(|e| ClientError::Subscribe(e.to_string()))?;
             self.streams.insert(topic.hash(), stream.clone());
             info!(%stream, "following stream");
+            let hash = topic.hash();
+            let following: Vec<PeerId> = self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .all_peers()
+                .filter(|(_, topics)| topics.contains(&&hash))
+                .map(|(p, _)| *p)
+                .collect();
+            for peer in following {
+                self.sync_from(peer, stream);
+            }
         }
         Ok(())
     }
@@ -265,11 +291,12 @@ impl EventLoop {
     }
 
     fn try_publish(&mut self, record: &NodeRecord) -> Result<(), PublishError> {
+        let sealed = self.seal(record);
         let result = self
             .swarm
             .behaviour_mut()
             .gossipsub
-            .publish(topic(&record.stream), record.encode());
+            .publish(topic(&record.stream), sealed);
         match result {
             // The same bytes were published already: nothing to do.
             Ok(_) | Err(PublishError::Duplicate) => {
@@ -278,6 +305,11 @@ impl EventLoop {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Our record in its envelope. Signing with our own ed25519 key cannot fail.
+    fn seal(&self, record: &NodeRecord) -> Vec<u8> {
+        super::envelope::seal(&self.keypair, &record.encode()).unwrap_or_default()
     }
 
     fn publish_queued(&mut self) {
@@ -364,10 +396,13 @@ impl EventLoop {
                 message_id,
                 message,
             }) => self.on_gossip(propagation_source, &message_id, message),
-            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { topic, .. })
-                if self.streams.contains_key(&topic) && !self.queued.is_empty() =>
-            {
-                self.publish_queued();
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { topic, peer_id }) => {
+                if let Some(stream) = self.streams.get(&topic).cloned() {
+                    self.sync_from(peer_id, &stream);
+                    if !self.queued.is_empty() {
+                        self.publish_queued();
+                    }
+                }
             }
             BehaviourEvent::Tree(event) => self.on_tree(event),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
@@ -445,10 +480,10 @@ impl EventLoop {
         message: gossipsub::Message,
     ) {
         let stream = self.streams.get(&message.topic);
-        let verdict = validate(stream, message.source.as_ref(), &message.data, &self.seqs);
+        let verdict = validate(stream, &message.data, &self.seqs);
         self.stats.count(&verdict);
         let acceptance = match &verdict {
-            Verdict::Accept(_) => MessageAcceptance::Accept,
+            Verdict::Accept { .. } => MessageAcceptance::Accept,
             Verdict::Reject(why) => {
                 debug!(source = ?message.source, via = %propagation_source, ?why, "rejected record");
                 MessageAcceptance::Reject
@@ -459,16 +494,70 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(message_id, &propagation_source, acceptance);
-        let (Verdict::Accept(record), Some(from)) = (verdict, message.source) else {
-            return;
-        };
-        self.routes.insert(record.node.id, from);
+        if let Verdict::Accept { record, signer } = verdict {
+            self.deliver_record(record, signer, message.data);
+        }
+    }
+
+    /// Hands a validated record to the driver and remembers it (seq, envelope) if it got
+    /// there.
+    fn deliver_record(&mut self, record: NodeRecord, signer: PeerId, envelope: Vec<u8>) {
+        if signer == self.local {
+            return; // our own, handed back by a sync: the driver knows it better
+        }
+        self.routes.insert(record.node.id, signer);
         let accepted = record.clone();
-        match self.events.try_send(Event::Record { from, record }) {
-            Ok(()) => self.seqs.accepted(&accepted),
+        match self.events.try_send(Event::Record {
+            from: signer,
+            record,
+        }) {
+            Ok(()) => self.seqs.accepted(&accepted, envelope),
             Err(mpsc::error::TrySendError::Full(_)) => self.stats.dropped_records += 1,
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+
+    /// Asks `peer` for the records of `stream` it holds, unless [`SYNC_PEERS`] were asked.
+    fn sync_from(&mut self, peer: PeerId, stream: &StreamId) {
+        let asked = self.synced.entry(stream.clone()).or_default();
+        if asked.len() >= SYNC_PEERS || asked.contains(&peer) || peer == self.local {
+            return;
+        }
+        asked.push(peer);
+        debug!(%peer, %stream, "asking for the stream's records");
+        let request = super::protocol::Request {
+            stream: stream.clone(),
+            body: super::protocol::Body::Sync,
+        };
+        let id = self.swarm.behaviour_mut().tree.send_request(&peer, request);
+        self.syncs.insert(id, stream.clone());
+    }
+
+    /// Checks each record of a sync answer as if it came from gossip.
+    fn on_sync(&mut self, stream: StreamId, records: Vec<serde_bytes::ByteBuf>) {
+        let topic_stream = self.streams.values().find(|s| **s == stream).cloned();
+        let mut accepted = 0;
+        for data in records.into_iter().take(super::protocol::MAX_SYNC_RECORDS) {
+            let verdict = validate(topic_stream.as_ref(), &data, &self.seqs);
+            self.stats.count(&verdict);
+            if let Verdict::Accept { record, signer } = verdict {
+                accepted += 1;
+                self.deliver_record(record, signer, data.into_vec());
+            }
+        }
+        self.stats.synced += accepted;
+        debug!(%stream, accepted, "sync answered");
+    }
+
+    /// The records we hand on to a newcomer.
+    fn sync_answer(&self, stream: &StreamId) -> super::protocol::Ack {
+        let records = self
+            .seqs
+            .recent(stream, SYNC_MAX_AGE, super::protocol::MAX_SYNC_RECORDS)
+            .into_iter()
+            .map(serde_bytes::ByteBuf::from)
+            .collect();
+        super::protocol::Ack::Records { records }
     }
 
     /// Hands an informational event to the driver, dropping it when the channel is full.
