@@ -110,6 +110,11 @@ impl Feed {
         let _ = self.packets.send(f);
     }
 
+    /// The current upstream source number (see [`Feed::switch_source`]).
+    pub fn source_id(&self) -> u32 {
+        self.source.load(Ordering::Relaxed)
+    }
+
     /// Keyframe starts pushed so far (0 for audio).
     pub fn keyframes_seen(&self) -> u64 {
         self.keyframes.load(Ordering::Relaxed)

@@ -18,7 +18,7 @@ use crate::codec::{Codec, CodecExt, MediaKind};
 use crate::fanout::{Feed, Tracks};
 use crate::node::NodeState;
 use crate::peer::{Peer, PeerError};
-use crate::whep_client::{WhepError, parent_status, post_offer};
+use crate::whep_client::{WhepAnswer, WhepError, parent_status, post_offer};
 
 /// At most one keyframe request per this interval goes upstream per track (pitfall 7; LiveKit
 /// and Galène use the same figure). Requests in between merge into one.
@@ -148,6 +148,26 @@ async fn silence(node: &NodeState) {
 }
 
 async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError> {
+    connect_via(node, url, |offer| async move {
+        Ok(post_offer(url, offer).await?.sdp)
+    })
+    .await
+}
+
+/// Connects to a parent: builds a receive-only peer connection, hands its offer to `exchange`
+/// (a WHEP POST, or a direct message over the gossip overlay) and applies the answer it
+/// returns; then waits for the tracks to start. On a reconnect the existing feeds switch to
+/// the new source as its tracks start. `parent` names the parent in logs.
+pub async fn connect_via<F, Fut>(
+    node: &Arc<NodeState>,
+    parent: &str,
+    exchange: F,
+) -> Result<Peer, UpstreamError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, UpstreamError>>,
+{
+    let url = parent;
     let mut peer = node.factory.build(node.upstream.clone()).await?;
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         peer.pc
@@ -163,11 +183,14 @@ async fn connect(node: &Arc<NodeState>, url: &str) -> Result<Peer, UpstreamError
     }
     let offer = peer.pc.create_offer(None).await.map_err(PeerError::from)?;
     let offer_sdp = peer.finish_local(offer).await?;
-    let answer = match post_offer(url, offer_sdp).await {
-        Ok(a) => a,
+    let answer = match exchange(offer_sdp).await {
+        Ok(sdp) => WhepAnswer {
+            sdp,
+            location: None,
+        },
         Err(e) => {
             let _ = peer.pc.close().await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     let expected = sending_kinds(&answer.sdp);
@@ -242,8 +265,10 @@ pub async fn adopt_tracks(
         if tracks.insert(feed.clone()) {
             // Drain at once, even before the other tracks start (pitfall 5).
             let span = tracing::info_span!("upstream", kind = ?feed.kind());
+            let source = feed.source_id();
             tokio::spawn(
-                read_track(node.clone(), feed.clone(), track.clone()).instrument(span.clone()),
+                read_track(node.clone(), feed.clone(), track.clone(), source)
+                    .instrument(span.clone()),
             );
             tokio::spawn(send_keyframe_requests(feed, track, requests, ssrc).instrument(span));
         }
@@ -251,11 +276,19 @@ pub async fn adopt_tracks(
     tracks
 }
 
-/// Drains the remote track continuously (pitfall 5) into the feed.
-async fn read_track(node: Arc<NodeState>, feed: Arc<Feed>, track: Arc<dyn TrackRemote>) {
+/// Drains the remote track continuously (pitfall 5) into the feed, as long as the feed's
+/// source is still `source`: once a new parent's track took over (a make-before-break
+/// switch), the old connection's packets are drained and dropped until it closes.
+async fn read_track(
+    node: Arc<NodeState>,
+    feed: Arc<Feed>,
+    track: Arc<dyn TrackRemote>,
+    source: u32,
+) {
     let c = node.upstream.clone();
     while let Some(ev) = track.poll().await {
         match ev {
+            TrackRemoteEvent::OnRtpPacket(_) if feed.source_id() != source => {}
             TrackRemoteEvent::OnRtpPacket(packet) => {
                 c.packets.fetch_add(1, Ordering::Relaxed);
                 c.bytes
