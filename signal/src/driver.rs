@@ -19,7 +19,7 @@ use crate::hub::{Command, Outbound, Refused, Session};
 use crate::metrics::{Metrics, StreamGauges};
 use crate::protocol::{ClientMessage, ErrorCode, IceServer, Limits, ServerMessage};
 use crate::shutdown::Shutdown;
-use crate::tree::{StreamSummary, TreeSnapshot};
+use crate::tree::StreamSummary;
 
 /// Messages queued to one browser at most; a browser that does not read is disconnected.
 const SESSION_QUEUE: usize = 256;
@@ -214,7 +214,7 @@ impl Driver {
                 let _ = reply.send(list);
             }
             Command::Tree { stream, reply } => {
-                let _ = reply.send(self.streams.get(&stream).map(TreeSnapshot::of));
+                let _ = reply.send(self.streams.get(&stream).map(crate::tree::snapshot));
             }
             Command::Gauges { reply } => {
                 let list = self.streams.values().map(StreamGauges::of).collect();

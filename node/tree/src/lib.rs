@@ -27,6 +27,7 @@ mod placement;
 mod promotion;
 mod record;
 mod repair;
+pub mod snapshot;
 mod store;
 mod view;
 
