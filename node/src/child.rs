@@ -73,6 +73,12 @@ pub enum AttachError {
 }
 
 impl ChildLink {
+    /// Completes once the leg is closed (by [`ChildLink::close`], or because the child went).
+    pub async fn wait_closed(&self) {
+        let mut closed = self.closed.subscribe();
+        let _ = closed.wait_for(|c| *c).await;
+    }
+
     /// Ends the leg: stops its tasks and closes the connection.
     pub async fn close(&self) {
         self.closed.send_replace(true);

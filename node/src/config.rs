@@ -15,6 +15,11 @@ pub const DEFAULT_MAX_CHILDREN: usize = 4;
 pub struct NodeId(String);
 
 impl NodeId {
+    /// An id given as text (a tree node's id).
+    pub fn from_string(id: String) -> Self {
+        NodeId(id)
+    }
+
     /// A fresh random id.
     pub fn random() -> Self {
         NodeId(uuid::Uuid::new_v4().simple().to_string())
@@ -70,15 +75,15 @@ pub enum Role {
         /// Where the media comes from.
         source: Source,
     },
-    /// Pulls from a WHEP URL and serves children.
+    /// Pulls from a parent and serves children.
     Relay {
-        /// The parent's WHEP URL.
-        pull: String,
+        /// The parent's WHEP URL; `None`: find a parent in the gossiped tree.
+        pull: Option<String>,
     },
-    /// Pulls from a WHEP URL and records.
+    /// Pulls from a parent and records.
     View {
-        /// The parent's WHEP URL.
-        pull: String,
+        /// The parent's WHEP URL; `None`: find a parent in the gossiped tree.
+        pull: Option<String>,
         /// What to write.
         recording: Recording,
     },
@@ -144,6 +149,18 @@ pub struct Config {
     /// New children start with the current GOP instead of waiting for a keyframe. Default off:
     /// the child starts up to a GOP behind live (see `docs/media.md`).
     pub fast_start: bool,
+    /// The gossip overlay and the tree; `None` for a node outside any tree (tests, `bench`).
+    pub tree: Option<TreeConfig>,
+}
+
+/// How a node takes part in the gossiped tree.
+#[derive(Debug, Clone, Default)]
+pub struct TreeConfig {
+    /// The overlay's flags (listen addresses, bootstrap nodes, mDNS, UPnP, relay).
+    pub gossip: crate::gossip::Args,
+    /// Declared upload in kbit/s (`--upload-mbps`): caps the child slots offered once the
+    /// stream's bitrate is known.
+    pub upload_kbps: Option<u32>,
 }
 
 /// An invalid configuration.
@@ -164,6 +181,9 @@ pub enum ConfigError {
     /// A pull URL that is not http://.
     #[error("--pull must be an http:// WHEP URL, got {0:?}")]
     BadPull(String),
+    /// Neither a parent URL nor the tree.
+    #[error("{0:?} needs a parent: --pull URL, or --bootstrap MULTIADDR to join the tree")]
+    NoParent(RoleName),
 }
 
 impl Config {
@@ -178,7 +198,10 @@ impl Config {
         if http.is_none() && role.name() != RoleName::View {
             return Err(ConfigError::NeedsHttp(role.name()));
         }
-        if let Role::Relay { pull } | Role::View { pull, .. } = &role
+        if let Role::Relay { pull: Some(pull) }
+        | Role::View {
+            pull: Some(pull), ..
+        } = &role
             && !pull.starts_with("http://")
         {
             return Err(ConfigError::BadPull(pull.clone()));
@@ -200,7 +223,21 @@ impl Config {
             max_children: DEFAULT_MAX_CHILDREN,
             impairment: None,
             fast_start: false,
+            tree: None,
         })
+    }
+
+    /// Takes part in the gossiped tree. A relay or viewer without `--pull` must.
+    pub fn with_tree(mut self, tree: Option<TreeConfig>) -> Result<Config, ConfigError> {
+        let pulls = matches!(
+            &self.role,
+            Role::Relay { pull: Some(_) } | Role::View { pull: Some(_), .. }
+        );
+        if tree.is_none() && !pulls && self.role.name() != RoleName::Broadcast {
+            return Err(ConfigError::NoParent(self.role.name()));
+        }
+        self.tree = tree;
+        Ok(self)
     }
 
     /// Sets the child limit (1..=16).
@@ -232,7 +269,7 @@ mod tests {
     #[test]
     fn validation() {
         let relay = || Role::Relay {
-            pull: "http://127.0.0.1:1/whep/s".into(),
+            pull: Some("http://127.0.0.1:1/whep/s".into()),
         };
         let http: SocketAddr = "127.0.0.1:0".parse().unwrap();
         assert!(Config::new("bad name", relay(), Some(http), None).is_err());
@@ -241,6 +278,10 @@ mod tests {
         assert!(Config::new("s", relay(), Some(http), Some(wild)).is_err());
         let c = Config::new("s", relay(), Some("0.0.0.0:80".parse().unwrap()), None).unwrap();
         assert_eq!(c.ice_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert!(c.with_max_children(0).is_err());
+        assert!(c.clone().with_max_children(0).is_err());
+        let tree_relay = Config::new("s", Role::Relay { pull: None }, Some(http), None).unwrap();
+        assert!(tree_relay.clone().with_tree(None).is_err());
+        assert!(tree_relay.with_tree(Some(TreeConfig::default())).is_ok());
+        assert!(c.with_tree(None).is_ok());
     }
 }

@@ -1,5 +1,6 @@
 //! The node's HTTP API: WHEP playback (`POST /whep/{stream}`, `DELETE /whep/{stream}/{session}`),
-//! `GET /api/status`, and a plain WHEP player page at `GET /watch/{stream}`.
+//! `GET /api/status`, `GET /api/streams/{stream}/tree` (the gossiped tree), and a plain WHEP
+//! player page at `GET /watch/{stream}`.
 //!
 //! Error mapping: wrong content type 415, body over [`MAX_OFFER`] 413, unknown stream 404,
 //! malformed SDP 400, node full (or its parent not yet connected) 503 with `Retry-After`.
@@ -31,6 +32,7 @@ pub fn router(node: Arc<NodeState>) -> Router {
         .route("/whep/{stream}", post(whep_offer))
         .route("/whep/{stream}/{session}", delete(whep_delete))
         .route("/api/status", get(status))
+        .route("/api/streams/{stream}/tree", get(tree))
         .route("/watch/{stream}", get(watch_page))
         .merge(crate::whip::router())
         .layer(DefaultBodyLimit::max(MAX_OFFER))
@@ -143,6 +145,23 @@ async fn whep_delete(
             StatusCode::OK.into_response()
         }
         None => error(StatusCode::NOT_FOUND, "unknown session\n"),
+    }
+}
+
+/// The gossiped tree as this node sees it (`treecast_tree::snapshot::TreeSnapshot`).
+async fn tree(State(node): State<Arc<NodeState>>, Path(stream): Path<String>) -> Response {
+    if stream != node.stream.as_str() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown stream {stream:?}\n"),
+        );
+    }
+    match node.tree().snapshot {
+        Some(snapshot) => axum::Json(snapshot.as_ref().clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this node pulls from a fixed parent and is not part of a gossiped tree\n",
+        ),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod child;
 pub mod codec;
 pub mod config;
+pub mod driver;
 pub mod fanout;
 pub mod gossip;
 pub mod http;
@@ -37,7 +38,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{Config, Role, Source};
+pub use config::{Config, Role, Source, TreeConfig};
 
 use tracing::Instrument;
 
@@ -70,6 +71,9 @@ pub enum NodeError {
     /// No webrtc runtime.
     #[error("no async runtime for webrtc")]
     NoRuntime,
+    /// The gossip overlay could not start.
+    #[error("gossip overlay: {0}")]
+    Gossip(String),
 }
 
 /// Runs a node until `shutdown` completes (or, for a viewer with `--frames`, until enough frames
@@ -92,8 +96,17 @@ async fn run_node(
         None => webrtc::runtime::default_runtime().ok_or(NodeError::NoRuntime)?,
     };
     let parent = match &config.role {
-        Role::Relay { pull } | Role::View { pull, .. } => Some(pull.clone()),
+        Role::Relay { pull } | Role::View { pull, .. } => pull.clone(),
         Role::Broadcast { .. } => None,
+    };
+    let mut config = config;
+    let overlay = match &config.tree {
+        Some(tree) => {
+            let overlay = start_overlay(tree).await?;
+            config.node_id = config::NodeId::from_string(overlay.0.node_id().to_string());
+            Some(overlay)
+        }
+        None => None,
     };
     let payload_types = match config.role {
         Role::View { .. } => PayloadTypes::Viewer,
@@ -191,6 +204,33 @@ async fn run_node(
 
     tokio::spawn(upstream_bitrate(node.clone()));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let driver = overlay.map(|(client, events)| {
+        let settings = driver::Settings {
+            role: match config.role.name() {
+                config::RoleName::Broadcast => treecast_tree::Role::Broadcaster,
+                config::RoleName::Relay => treecast_tree::Role::Relay,
+                config::RoleName::View => treecast_tree::Role::Viewer,
+            },
+            max_children: config.max_children.min(treecast_tree::MAX_CHILDREN) as u8,
+            upload_kbps: config.tree.as_ref().and_then(|t| t.upload_kbps),
+        };
+        // A node pulling by URL keeps its overlay (others may bootstrap through it) but
+        // stays out of the tree.
+        let in_tree = parent.is_none();
+        let (node, stop_rx) = (node.clone(), stop_rx.clone());
+        tokio::spawn(
+            async move {
+                if in_tree {
+                    driver::run(node, client, events, settings, stop_rx).await;
+                } else {
+                    let mut events = events;
+                    while events.recv().await.is_some() {}
+                    drop(client);
+                }
+            }
+            .in_current_span(),
+        )
+    });
     let mut upstream = tokio::spawn(
         {
             let node = node.clone();
@@ -232,11 +272,43 @@ async fn run_node(
     // Close every connection so parent and children notice at once (a DTLS close, not an ICE
     // timeout seconds later) and webrtc stops delivering into tracks nobody drains.
     stop.send_replace(true);
+    if let Some(driver) = driver {
+        // The driver tells parent and children we leave before the connections go.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT * 2, driver).await;
+    }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, upstream).await;
     for child in node.children() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, child.close()).await;
     }
     result
+}
+
+/// Starts the gossip overlay and prints its listen addresses (`p2p listening on
+/// MULTIADDR/p2p/PEER-ID`, what other nodes pass to `--bootstrap`).
+async fn start_overlay(
+    tree: &TreeConfig,
+) -> Result<(gossip::Client, tokio::sync::mpsc::Receiver<gossip::Event>), NodeError> {
+    let config = tree
+        .gossip
+        .config()
+        .build()
+        .map_err(|e| NodeError::Gossip(e.to_string()))?;
+    let (client, events, event_loop) = gossip::new(config)
+        .await
+        .map_err(|e| NodeError::Gossip(e.to_string()))?;
+    tokio::spawn(event_loop.run().in_current_span());
+    // Listeners come up within milliseconds; print what is there after a short wait.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut addrs = Vec::new();
+    while addrs.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        addrs = client.listen_addrs().await.unwrap_or_default();
+    }
+    for addr in &addrs {
+        println!("{}", gossip::announce(addr, client.peer_id()));
+    }
+    tracing::info!(node = %client.node_id(), "gossip overlay up");
+    Ok((client, events))
 }
 
 /// Keeps the upstream link's `bitrate_bps` current (bits over the last second), as each child

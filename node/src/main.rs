@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use treecast_node::codec::Codec;
 use treecast_node::impairment::Impairment;
 use treecast_node::record::Recording;
-use treecast_node::{Config, Role, Source};
+use treecast_node::{Config, Role, Source, TreeConfig};
 
 /// treecast: one live broadcast to many viewers over a tree of WebRTC nodes.
 ///
@@ -90,31 +90,38 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Pull a stream from a parent's WHEP URL and serve it to up to --max-children children.
+    /// Relay a stream to up to --max-children children: join the gossiped tree through a
+    /// bootstrap node (it finds its own parent, repairs and moves up by itself), or pull from
+    /// a fixed parent's WHEP URL.
     ///
-    /// Example: treecast relay --stream demo --pull http://127.0.0.1:8080/whep/demo
+    /// Tree:  treecast relay --stream demo --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...
+    ///          --http 127.0.0.1:8081 --upload-mbps 20
+    /// Fixed: treecast relay --stream demo --pull http://127.0.0.1:8080/whep/demo
     ///          --http 127.0.0.1:8081
     Relay {
         /// Stream name served here (normally the parent's).
         #[arg(long)]
         stream: String,
-        /// The parent's WHEP URL (http://HOST:PORT/whep/STREAM). Retried until it answers.
+        /// A fixed parent's WHEP URL (http://HOST:PORT/whep/STREAM), retried until it answers;
+        /// the node then stays out of the gossiped tree.
         #[arg(long)]
-        pull: String,
+        pull: Option<String>,
         #[command(flatten)]
         common: Common,
     },
-    /// Pull a stream from a WHEP URL and record it.
+    /// Watch a stream (from the gossiped tree, or a WHEP URL) and record it.
     ///
     /// Video is written as received: VP8 to IVF, H.264 to Annex-B, starting at the first
     /// keyframe. Audio (Opus) goes to --record-audio if given.
     ///
     /// Example: treecast view --pull http://127.0.0.1:8081/whep/demo --record out.ivf
     ///          --record-audio out.ogg --frames 90
+    /// Tree:    treecast view --stream demo --bootstrap /ip4/127.0.0.1/tcp/4001 --record out.ivf
     View {
-        /// The WHEP URL to play.
+        /// The WHEP URL to play; without it the viewer joins the gossiped tree (a leaf unless
+        /// --upload-mbps says it can feed children).
         #[arg(long)]
-        pull: String,
+        pull: Option<String>,
         /// Video output file.
         #[arg(long)]
         record: PathBuf,
@@ -127,8 +134,8 @@ enum Command {
         /// Test only: request a keyframe every this many milliseconds.
         #[arg(long, hide = true)]
         keyframe_request_every_ms: Option<u64>,
-        /// Stream name; defaults to the last path segment of --pull.
-        #[arg(long)]
+        /// Stream name; defaults to the last path segment of --pull (required without it).
+        #[arg(long, required_unless_present = "pull")]
         stream: Option<String>,
         #[command(flatten)]
         common: Common,
@@ -162,6 +169,13 @@ struct Common {
     /// Test only: impair every datagram sent, e.g. loss=0.05,delay=5,jitter=2,seed=7.
     #[arg(long, hide = true, env = "TREECAST_IMPAIR")]
     impair: Option<Impairment>,
+    /// Upload bandwidth this node may use, in Mbit/s: the child slots it offers are what this
+    /// carries of the stream's bitrate (keeping a fifth in reserve), at most --max-children.
+    /// Measured delivery (the children's loss reports) can only lower it.
+    #[arg(long, value_name = "MBPS")]
+    upload_mbps: Option<f64>,
+    #[command(flatten)]
+    gossip: treecast_node::gossip::Args,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -239,13 +253,13 @@ fn main() -> anyhow::Result<()> {
             stream,
             common,
         } => {
-            let stream = stream.unwrap_or_else(|| {
-                pull.trim_end_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("stream")
-                    .to_owned()
-            });
+            let stream = stream
+                .or_else(|| {
+                    pull.as_deref()
+                        .and_then(|p| p.trim_end_matches('/').rsplit('/').next())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| "stream".to_owned());
             let recording = Recording {
                 video: record,
                 audio: record_audio,
@@ -256,10 +270,22 @@ fn main() -> anyhow::Result<()> {
             (stream, Role::View { pull, recording }, common)
         }
     };
+    let upload_kbps = match common.upload_mbps {
+        Some(m) if !(0.0..=100_000.0).contains(&m) || m.is_nan() => {
+            anyhow::bail!("--upload-mbps must be between 0 and 100000, got {m}")
+        }
+        Some(m) => Some((m * 1000.0) as u32),
+        None => None,
+    };
+    let tree = TreeConfig {
+        gossip: common.gossip,
+        upload_kbps,
+    };
     let config = Config::new(&stream, role, common.http, common.ice_ip)?
         .with_max_children(common.max_children)?
         .with_impairment(common.impair)
-        .with_fast_start(common.fast_start);
+        .with_fast_start(common.fast_start)
+        .with_tree(Some(tree))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = rt.block_on(async {
         let shutdown = async {

@@ -47,6 +47,20 @@ pub struct NodeState {
     started: Instant,
     /// Milliseconds since `started` of the last media packet, plus one (0: never).
     last_media_ms: AtomicU64,
+    /// What the tree driver says (nothing without one). Lock: replaced whole by the driver,
+    /// cloned out by the HTTP handlers; never held across an `.await`.
+    tree: Mutex<TreeInfo>,
+}
+
+/// The tree as this node's driver last saw it.
+#[derive(Debug, Clone, Default)]
+pub struct TreeInfo {
+    /// This node's tree id, when it runs a tree agent.
+    pub id: Option<String>,
+    /// The tree parent's id.
+    pub parent: Option<String>,
+    /// The gossiped view, for `GET /api/streams/{stream}/tree`.
+    pub snapshot: Option<Arc<treecast_tree::snapshot::TreeSnapshot>>,
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +111,18 @@ impl NodeState {
             children: Mutex::new(Children::default()),
             started: Instant::now(),
             last_media_ms: AtomicU64::new(0),
+            tree: Mutex::new(TreeInfo::default()),
         }
+    }
+
+    /// What the tree driver last said.
+    pub fn tree(&self) -> TreeInfo {
+        lock(&self.tree).clone()
+    }
+
+    /// Replaces what the tree driver says.
+    pub fn set_tree(&self, info: TreeInfo) {
+        *lock(&self.tree) = info;
     }
 
     /// Enables fast start (before the node is shared).
@@ -174,6 +199,17 @@ impl NodeState {
         })
     }
 
+    /// Reserves a child slot whatever the limit: for a child the tree agent accepted (the
+    /// agent is the authority on slots; during a make-before-break move the leaving child's
+    /// leg may briefly overlap with its replacement's).
+    pub fn reserve_child_unchecked(self: &Arc<Self>) -> Reservation {
+        self.lock_children().pending += 1;
+        Reservation {
+            node: self.clone(),
+            live: true,
+        }
+    }
+
     /// Removes a child link (it closed or was deleted); returns it if it was there.
     pub fn remove_child(&self, id: &str) -> Option<Arc<ChildLink>> {
         let link = self.lock_children().links.remove(id)?;
@@ -193,12 +229,14 @@ impl NodeState {
     }
 
     fn lock_children(&self) -> std::sync::MutexGuard<'_, Children> {
-        // A poisoned lock only means another task panicked mid-update of a plain map; the
-        // map itself is still consistent, so keep serving.
-        self.children
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.children)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another task panicked mid-update of a plain value; the
+    // value itself is still consistent, so keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Reservation {

@@ -19,7 +19,8 @@ pub struct Status {
     pub stream: StreamId,
     /// broadcast, relay or view.
     pub role: RoleName,
-    /// The parent's WHEP URL; null at the root.
+    /// The parent: its WHEP URL (`--pull`), or its tree id; null at the root and while a
+    /// tree node looks for a parent.
     pub parent: Option<String>,
     /// Media arrived within the last second (at the root: the source is playing).
     pub receiving: bool,
@@ -129,7 +130,7 @@ impl Status {
             node_id: node.node_id.clone(),
             stream: node.stream.clone(),
             role: node.role,
-            parent: node.parent.clone(),
+            parent: node.parent.clone().or_else(|| node.tree().parent),
             receiving: node.receiving(),
             max_children: node.max_children,
             tracks,

@@ -22,6 +22,8 @@ pub struct Node {
     /// Lines read while waiting for another one, kept for a later `expect_line`.
     backlog: Vec<String>,
     pub http: Option<SocketAddr>,
+    /// The overlay address (`MULTIADDR/p2p/PEER-ID`) of a node that printed one.
+    pub p2p: Option<String>,
     stderr_path: PathBuf,
 }
 
@@ -51,10 +53,17 @@ impl Node {
         let stderr_path = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_treecast"));
+        // Every node runs the gossip overlay: on loopback only, and without mDNS so that
+        // tests running at the same time never see each other's nodes.
+        let node_command = matches!(args.first(), Some(&("broadcast" | "relay" | "view")));
+        let overlay = node_command && !args.contains(&"--p2p-listen");
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .env("RUST_LOG", "info,webrtc=warn,rtc=error,treecast_node=debug");
+        if overlay {
+            cmd.args(["--no-mdns", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"]);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -75,8 +84,13 @@ impl Node {
             lines,
             backlog: Vec::new(),
             http: None,
+            p2p: None,
             stderr_path,
         };
+        if node_command {
+            let line = node.expect_line("p2p listening on ");
+            node.p2p = Some(line["p2p listening on ".len()..].to_owned());
+        }
         if serves_http {
             let line = node.expect_line("http listening on ");
             node.http = Some(line["http listening on ".len()..].parse().unwrap());
@@ -114,6 +128,41 @@ impl Node {
             "127.0.0.1:0",
         ];
         Node::spawn(name, dir, &args, env)
+    }
+
+    /// `treecast relay --stream demo --bootstrap ADDR --http 127.0.0.1:0 [EXTRA]`: a relay that
+    /// finds its place in the gossiped tree.
+    pub fn tree_relay(name: &str, dir: &Path, bootstrap: &str, extra: &[&str]) -> Node {
+        let mut args = vec![
+            "relay",
+            "--stream",
+            "demo",
+            "--bootstrap",
+            bootstrap,
+            "--http",
+            "127.0.0.1:0",
+        ];
+        args.extend(extra);
+        Node::spawn(name, dir, &args, &[])
+    }
+
+    /// The gossiped tree as this node sees it (`GET /api/streams/demo/tree`).
+    pub fn tree(&self) -> serde_json::Value {
+        let (code, body) = http(
+            self.http.unwrap(),
+            "GET",
+            "/api/streams/demo/tree",
+            &[],
+            b"",
+        );
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// SIGKILL, as a crash or a power cut would end it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits (bounded) for a stdout line starting with `prefix`.

@@ -200,7 +200,7 @@ enum State {
         lost: Option<NodeId>,
     },
     /// No candidate; try again at `until`.
-    Backoff { until: Time, lost: Option<NodeId> },
+    Backoff { until: Time },
     /// Receiving from a parent.
     Attached,
     /// Gone.
@@ -414,7 +414,10 @@ impl Agent {
                 // No answer in time: a late Accept will be answered with Detach.
                 self.next_candidate(Some(asking));
             }
-            State::Backoff { until, lost } if now >= until => self.start_join(lost),
+            // After one round without a place, stop avoiding the lost parent's subtree: the
+            // parent may be back (a false alarm), and the candidate's own cycle check guards
+            // the rest.
+            State::Backoff { until } if now >= until => self.start_join(None),
             _ => {}
         }
         let plan_old = self.plan_made.is_none_or(|t| now.since(t) >= PLAN_MAX_AGE);
@@ -827,7 +830,6 @@ impl Agent {
         let wait = Duration::from_millis(500) + jitter(&mut self.rng, Duration::from_millis(500));
         self.state = State::Backoff {
             until: self.now + wait,
-            lost,
         };
     }
 

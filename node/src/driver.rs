@@ -1,0 +1,898 @@
+//! The tree driver: runs this node's [`Agent`] over the gossip overlay and makes the media
+//! links follow the tree.
+//!
+//! One task owns the agent. It feeds the agent what the overlay delivers (records, messages),
+//! what the media path observes (silence, failed connections, link figures, capacity) and the
+//! agent's timers; and it carries out what the agent outputs: records are published, messages
+//! sent, and media links opened or closed.
+//!
+//! Media follows the tree, make-before-break:
+//! - **Child side.** When the agent takes a parent ([`Event::Attached`]: a join, a repair, a
+//!   move or a swap), the driver negotiates a receive-only connection with it: an
+//!   [`Body::Offer`] as a direct message, answered by [`Body::Answer`]. The old upstream
+//!   keeps feeding the children until the new parent's tracks start; then the feeds switch
+//!   source (the children's mungers keep sequence numbers and timestamps continuous) and the
+//!   old connection closes.
+//! - **Parent side.** An offer is answered only from a node the agent counts as its child.
+//!   When the agent drops a child, its leg stays open for [`LEG_GRACE`] so that a child
+//!   moving elsewhere keeps media until its new parent's tracks start.
+//! - **Parent loss.** Media silence of [`SILENCE`] makes the driver probe the parent
+//!   ([`Body::Probe`], answered by the parent's event loop). No answer: the parent is lost.
+//!   An answer that it does not receive either: it is repairing above us, so we wait (our
+//!   subtree stays put) up to [`STARVED_PATIENCE`]. A failed connection, a closed overlay
+//!   connection or an expired record count as loss too.
+//!
+//! Queues: overlay events arrive on the bounded channel the overlay owns; results of the
+//! driver's own tasks come back on a bounded channel of [`INTERNAL_CAPACITY`] (the tasks wait
+//! when it is full: there are at most a few per child). Outgoing direct messages are sent by
+//! tasks limited to [`MAX_SENDS_IN_FLIGHT`]; beyond that a message is dropped and counted
+//! (the agent's own timeouts retry what matters).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+use treecast_tree::snapshot::TreeSnapshot;
+use treecast_tree::{
+    Agent, AgentConfig, Event, Input, LinkStats, Node, NodeId, Output, Role, StreamId, Time,
+};
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::child::{self, ChildLink};
+use crate::gossip::{self, Body, Client};
+use crate::node::{NodeState, TreeInfo};
+use crate::peer::Peer;
+use crate::upstream::{self, UpstreamError};
+
+/// Media silence after which the parent is probed.
+pub const SILENCE: Duration = Duration::from_millis(250);
+/// How long a probe may take before the parent counts as gone.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Silence tolerated from a parent that says it receives (our link to it is broken).
+pub const LINK_PATIENCE: Duration = Duration::from_millis(1500);
+/// Silence tolerated from a parent that says it is starved too (it is repairing above us).
+pub const STARVED_PATIENCE: Duration = Duration::from_secs(8);
+/// How long a dropped child's leg stays open (make-before-break for moves).
+pub const LEG_GRACE: Duration = Duration::from_secs(2);
+/// How long a parent may take to answer an offer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Offers re-sent while the parent does not count us as its child yet (a move in flight).
+const OFFER_ATTEMPTS: u32 = 8;
+const OFFER_RETRY: Duration = Duration::from_millis(250);
+/// Bound of the channel carrying the driver's own tasks' results.
+pub const INTERNAL_CAPACITY: usize = 256;
+/// Direct messages being sent at once.
+pub const MAX_SENDS_IN_FLIGHT: usize = 64;
+/// How long a newcomer waits for the root's record (normally there within one sync) before
+/// asking to join anyway.
+const JOIN_WAIT: Duration = Duration::from_secs(2);
+/// How often media health, link figures and the tree snapshot are looked at.
+const HEALTH_TICK: Duration = Duration::from_millis(50);
+/// Loss reported by children (RTCP, in 1/256) from which this node counts as over capacity.
+const POOR_FRACTION: u64 = 20;
+/// How long a capacity cut by measurement holds before one slot is tried again.
+const CAPACITY_HOLD: Duration = Duration::from_secs(30);
+
+/// How the tree driver is set up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Broadcaster, relay or viewer.
+    pub role: Role,
+    /// Child slots declared: `--max-children`, or what `--upload-mbps` allows (recomputed
+    /// once the stream's bitrate is known).
+    pub max_children: u8,
+    /// Declared upload, kbit/s.
+    pub upload_kbps: Option<u32>,
+}
+
+/// What the driver's tasks report back.
+#[derive(Debug)]
+enum Internal {
+    /// A connection to a parent is up (or failed for good).
+    Upstream {
+        session: u64,
+        result: Result<Peer, String>,
+    },
+    /// The current upstream connection failed or closed.
+    UpstreamDown { session: u64 },
+    /// A probe of the parent came back.
+    Probe { session: u64, outcome: Probed },
+    /// A child's leg is up.
+    LegUp { child: NodeId, link: Arc<ChildLink> },
+    /// A child's leg closed.
+    LegDown { child: NodeId, id: String },
+    /// A child whose overlay connection closed cannot be reached either.
+    ChildGone { child: NodeId },
+}
+
+/// What a probe of the parent found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probed {
+    /// It answered: alive, and whether it receives.
+    Alive(bool),
+    /// It cannot be reached (connection refused or closed): gone.
+    Gone,
+    /// No answer in time: gone, or just slow; probed again before concluding.
+    Silent,
+}
+
+/// Answers awaited by offer tasks, by session.
+type Answers = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<String, String>>>>>;
+
+/// The child side: the media link from the parent.
+#[derive(Default)]
+struct Up {
+    /// The parent the agent wants media from, and the session negotiating or carrying it.
+    parent: Option<NodeId>,
+    session: u64,
+    negotiating: Option<tokio::task::JoinHandle<()>>,
+    /// The live connection (to the current parent once switched).
+    peer: Option<Peer>,
+    /// When the current session's connection came up.
+    connected_at: Option<Instant>,
+    probing: bool,
+    next_probe: Option<Instant>,
+    /// Probes in a row that got no answer in time.
+    unanswered: u32,
+    /// The loss of this session was reported to the agent already.
+    reported: bool,
+}
+
+/// Runs the driver until `stop` turns true; then leaves the tree (telling parent and
+/// children) and closes the media links it opened.
+pub async fn run(
+    node: Arc<NodeState>,
+    client: Client,
+    events: mpsc::Receiver<gossip::Event>,
+    settings: Settings,
+    stop: watch::Receiver<bool>,
+) {
+    let span = tracing::info_span!("tree", node = %client.node_id());
+    drive(node, client, events, settings, stop)
+        .instrument(span)
+        .await;
+}
+
+async fn drive(
+    node: Arc<NodeState>,
+    client: Client,
+    mut events: mpsc::Receiver<gossip::Event>,
+    settings: Settings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Ok(stream) = StreamId::new(node.stream.as_str()) else {
+        tracing::error!("stream name not usable in the tree");
+        return;
+    };
+    if let Err(e) = client.subscribe(stream.clone()).await {
+        tracing::error!(error = %e, "cannot follow the stream's topic");
+        return;
+    }
+    let (internal_tx, mut internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
+    let mut d = Driver::new(node, client, stream, settings, internal_tx);
+    let mut health = tokio::time::interval(HEALTH_TICK);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let wake = d.agent.poll_timeout().map(|t| d.instant(t));
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => d.on_overlay(ev),
+                None => break,
+            },
+            Some(int) = internal_rx.recv() => d.on_internal(int),
+            _ = sleep_until(wake) => d.handle(Input::Tick),
+            _ = health.tick() => d.on_health(),
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        d.drain();
+    }
+    d.leave().await;
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Driver {
+    node: Arc<NodeState>,
+    client: Client,
+    stream: StreamId,
+    agent: Agent,
+    epoch: Instant,
+    settings: Settings,
+    internal: mpsc::Sender<Internal>,
+    sends: Arc<Semaphore>,
+    dropped_sends: u64,
+    answers: Answers,
+    sessions: Arc<AtomicU64>,
+    up: Up,
+    legs: HashMap<NodeId, Arc<ChildLink>>,
+    /// Health ticks, to do slower work every so many.
+    ticks: u64,
+    /// Whether the agent was told to join (once the root's record is known, or after
+    /// [`JOIN_WAIT`]).
+    joined: bool,
+    capacity: u8,
+    capacity_cut_at: Option<Instant>,
+    measured_cap: u8,
+}
+
+impl Driver {
+    fn new(
+        node: Arc<NodeState>,
+        client: Client,
+        stream: StreamId,
+        settings: Settings,
+        internal: mpsc::Sender<Internal>,
+    ) -> Self {
+        let me = client.node_id();
+        let epoch = Instant::now();
+        let wall_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let capacity = if settings.role == Role::Viewer && settings.upload_kbps.is_none() {
+            0
+        } else {
+            settings.max_children
+        };
+        let mut cfg = AgentConfig::new(Node::new(me, settings.role, capacity), stream.clone());
+        // Restarts publish newer records; the seed differs per run.
+        cfg.seq_start = wall_ms;
+        cfg.seed = me.0 ^ wall_ms;
+        let agent = Agent::new(cfg, Time(0));
+        let joined = settings.role == Role::Broadcaster;
+        tracing::info!(%me, role = ?settings.role, capacity, "joining the tree");
+        let d = Driver {
+            node,
+            client,
+            stream,
+            agent,
+            epoch,
+            settings,
+            internal,
+            sends: Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT)),
+            dropped_sends: 0,
+            answers: Arc::default(),
+            sessions: Arc::new(AtomicU64::new(1)),
+            up: Up::default(),
+            legs: HashMap::new(),
+            ticks: 0,
+            joined,
+            capacity,
+            capacity_cut_at: None,
+            measured_cap: treecast_tree::MAX_CHILDREN as u8,
+        };
+        d.publish_info();
+        d
+    }
+
+    fn now(&self) -> Time {
+        Time(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.epoch + Duration::from_micros(t.0)
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.now();
+        self.agent.handle(now, input);
+    }
+
+    // ---- outputs ------------------------------------------------------------------------
+
+    /// Carries out everything the agent output.
+    fn drain(&mut self) {
+        while let Some(out) = self.agent.poll_output() {
+            match out {
+                Output::Publish(record) => {
+                    let client = self.client.clone();
+                    // Local (our own event loop): quick; spawned so the loop never waits.
+                    tokio::spawn(async move {
+                        if let Err(e) = client.publish(record).await {
+                            tracing::debug!(error = %e, "publish failed");
+                        }
+                    });
+                }
+                Output::Send { to, msg } => self.send(to, Body::Tree { msg }),
+                Output::Event(e) => self.on_agent_event(e),
+            }
+        }
+    }
+
+    /// Sends a direct message from a task of its own, within [`MAX_SENDS_IN_FLIGHT`].
+    fn send(&mut self, to: NodeId, body: Body) {
+        let Ok(permit) = self.sends.clone().try_acquire_owned() else {
+            self.dropped_sends += 1;
+            tracing::warn!(%to, dropped = self.dropped_sends, "too many messages in flight; dropped one");
+            return;
+        };
+        let client = self.client.clone();
+        let stream = self.stream.clone();
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                if let Err(e) = client.send_body(to, stream, body).await {
+                    tracing::debug!(%to, error = %e, "direct message not delivered");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn on_agent_event(&mut self, e: Event) {
+        tracing::debug!(event = ?e, "agent");
+        match e {
+            Event::Attached {
+                parent,
+                previous,
+                depth,
+            } => {
+                tracing::info!(%parent, ?previous, depth, "attached");
+                self.want_parent(parent);
+            }
+            Event::Orphaned { lost } => tracing::info!(%lost, "parent lost; repairing"),
+            Event::ChildAdded(c) => tracing::info!(child = %c, "child added"),
+            Event::ChildRemoved(c) => {
+                tracing::info!(child = %c, "child removed");
+                if let Some(link) = self.legs.remove(&c) {
+                    let node = self.node.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LEG_GRACE).await;
+                        if let Some(link) = node.remove_child(&link.id) {
+                            link.close().await;
+                        }
+                    });
+                }
+            }
+            Event::NoPlace => tracing::debug!("no place in the tree yet; retrying"),
+            Event::Swapped { up, down } => tracing::info!(%up, %down, "swapped"),
+        }
+        self.publish_info();
+    }
+
+    // ---- child side ---------------------------------------------------------------------
+
+    /// Starts negotiating media with `parent`; the current upstream keeps feeding meanwhile.
+    fn want_parent(&mut self, parent: NodeId) {
+        if let Some(task) = self.up.negotiating.take() {
+            task.abort();
+        }
+        self.up.parent = Some(parent);
+        self.up.session = self.sessions.fetch_add(1, Ordering::Relaxed);
+        self.up.reported = false;
+        self.up.probing = false;
+        self.up.next_probe = None;
+        self.up.unanswered = 0;
+        let session = self.up.session;
+        let (node, client, stream) = (self.node.clone(), self.client.clone(), self.stream.clone());
+        let (answers, sessions, internal) = (
+            self.answers.clone(),
+            self.sessions.clone(),
+            self.internal.clone(),
+        );
+        let task = tokio::spawn(
+            async move {
+                let result = offer_to_parent(&node, &client, &stream, parent, &answers, &sessions)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = internal.send(Internal::Upstream { session, result }).await;
+            }
+            .in_current_span(),
+        );
+        self.up.negotiating = Some(task);
+    }
+
+    fn on_upstream(&mut self, session: u64, result: Result<Peer, String>) {
+        if session != self.up.session {
+            if let Ok(peer) = result {
+                tokio::spawn(async move {
+                    let _ = peer.pc.close().await;
+                });
+            }
+            return;
+        }
+        self.up.negotiating = None;
+        match result {
+            Ok(peer) => {
+                tracing::info!(parent = ?self.up.parent, "media from the parent");
+                let mut state = peer.state.clone();
+                let internal = self.internal.clone();
+                tokio::spawn(async move {
+                    let _ = state
+                        .wait_for(|s| {
+                            matches!(
+                                s,
+                                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                            )
+                        })
+                        .await;
+                    let _ = internal.send(Internal::UpstreamDown { session }).await;
+                });
+                if let Some(old) = self.up.peer.replace(peer) {
+                    tokio::spawn(async move {
+                        let _ = old.pc.close().await;
+                    });
+                }
+                self.up.connected_at = Some(Instant::now());
+                self.publish_info();
+            }
+            Err(e) => {
+                tracing::warn!(parent = ?self.up.parent, error = e, "no media from the parent");
+                self.parent_lost();
+            }
+        }
+    }
+
+    /// Tells the agent the parent is gone (once per session).
+    fn parent_lost(&mut self) {
+        if self.up.reported {
+            return;
+        }
+        self.up.reported = true;
+        self.handle(Input::ParentLost);
+    }
+
+    /// How long media has been missing from the current upstream session.
+    fn silence(&self) -> Option<Duration> {
+        let since_connect = self.up.connected_at?.elapsed();
+        let silent = self.node.silent_for().unwrap_or(since_connect);
+        Some(silent.min(since_connect))
+    }
+
+    fn probe_parent(&mut self) {
+        let Some(parent) = self.up.parent else { return };
+        if self.up.probing || self.up.reported {
+            return;
+        }
+        self.up.probing = true;
+        let session = self.up.session;
+        let (client, stream, internal) = (
+            self.client.clone(),
+            self.stream.clone(),
+            self.internal.clone(),
+        );
+        tokio::spawn(async move {
+            let outcome =
+                match tokio::time::timeout(PROBE_TIMEOUT, client.probe(parent, stream)).await {
+                    Ok(Ok(receiving)) => Probed::Alive(receiving),
+                    Ok(Err(e)) => {
+                        tracing::info!(%parent, error = %e, "probe failed");
+                        Probed::Gone
+                    }
+                    Err(_) => {
+                        tracing::info!(%parent, "probe timed out");
+                        Probed::Silent
+                    }
+                };
+            let _ = internal.send(Internal::Probe { session, outcome }).await;
+        });
+    }
+
+    fn on_probe(&mut self, session: u64, outcome: Probed) {
+        if session != self.up.session {
+            return;
+        }
+        self.up.probing = false;
+        if outcome == Probed::Silent {
+            self.up.unanswered += 1;
+        } else {
+            self.up.unanswered = 0;
+        }
+        let silence = self.silence().unwrap_or_default();
+        if silence < SILENCE {
+            return; // media came back meanwhile
+        }
+        let (patience, recheck) = match outcome {
+            Probed::Gone => {
+                tracing::info!(parent = ?self.up.parent, ?silence, "parent unreachable");
+                self.parent_lost();
+                return;
+            }
+            // A loaded machine can be slow to answer: only repeated misses over a long
+            // silence count (a crashed process is `Gone` at once: its connections reset).
+            Probed::Silent if self.up.unanswered >= 3 => (LINK_PATIENCE, Duration::ZERO),
+            Probed::Silent => (STARVED_PATIENCE, Duration::ZERO),
+            Probed::Alive(true) => (LINK_PATIENCE, Duration::from_millis(250)),
+            Probed::Alive(false) => (STARVED_PATIENCE, Duration::from_millis(500)),
+        };
+        if silence >= patience {
+            tracing::info!(parent = ?self.up.parent, ?silence, ?outcome, "no media from the parent; leaving it");
+            self.parent_lost();
+        } else {
+            self.up.next_probe = Some(Instant::now() + recheck);
+        }
+    }
+
+    // ---- parent side --------------------------------------------------------------------
+
+    /// A child's overlay connection closed: if it cannot be reached, it is gone (a crash);
+    /// telling the agent at once lets a repairing successor take its slot without waiting.
+    fn probe_child(&mut self, child: NodeId) {
+        let (client, stream, internal) = (
+            self.client.clone(),
+            self.stream.clone(),
+            self.internal.clone(),
+        );
+        tokio::spawn(async move {
+            let reached = tokio::time::timeout(PROBE_TIMEOUT, client.probe(child, stream)).await;
+            if matches!(reached, Ok(Err(_))) {
+                let _ = internal.send(Internal::ChildGone { child }).await;
+            }
+        });
+    }
+
+    fn on_offer(&mut self, from: NodeId, session: u64, sdp: String) {
+        if !self.agent.node().children.contains(from) {
+            self.send(
+                from,
+                Body::Refused {
+                    session,
+                    reason: "not a child of this node".into(),
+                },
+            );
+            return;
+        }
+        let Some(tracks) = self.node.tracks() else {
+            self.send(
+                from,
+                Body::Refused {
+                    session,
+                    reason: "not receiving the stream yet".into(),
+                },
+            );
+            return;
+        };
+        let feeds: Vec<_> = tracks.iter().cloned().collect();
+        let slot = self.node.reserve_child_unchecked();
+        let (node, client, stream, internal) = (
+            self.node.clone(),
+            self.client.clone(),
+            self.stream.clone(),
+            self.internal.clone(),
+        );
+        tokio::spawn(
+            async move {
+                let body = match child::attach(&node, slot, feeds, sdp).await {
+                    Ok((link, answer)) => {
+                        let _ = internal
+                            .send(Internal::LegUp {
+                                child: from,
+                                link: link.clone(),
+                            })
+                            .await;
+                        Body::Answer {
+                            session,
+                            sdp: answer,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(child = %from, error = %e, "cannot answer a child's offer");
+                        Body::Refused {
+                            session,
+                            reason: e.to_string(),
+                        }
+                    }
+                };
+                if let Err(e) = client.send_body(from, stream, body).await {
+                    tracing::debug!(child = %from, error = %e, "answer not delivered");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn on_leg_up(&mut self, child: NodeId, link: Arc<ChildLink>) {
+        if !self.agent.node().children.contains(child) {
+            let node = self.node.clone();
+            tokio::spawn(async move {
+                if let Some(link) = node.remove_child(&link.id) {
+                    link.close().await;
+                }
+            });
+            return;
+        }
+        let internal = self.internal.clone();
+        let watched = link.clone();
+        tokio::spawn(async move {
+            watched.wait_closed().await;
+            let id = watched.id.clone();
+            let _ = internal.send(Internal::LegDown { child, id }).await;
+        });
+        if let Some(old) = self.legs.insert(child, link) {
+            let node = self.node.clone();
+            tokio::spawn(async move {
+                if let Some(old) = node.remove_child(&old.id) {
+                    old.close().await;
+                }
+            });
+        }
+    }
+
+    fn on_leg_down(&mut self, child: NodeId, id: &str) {
+        if self.legs.get(&child).is_some_and(|l| l.id == id) {
+            self.legs.remove(&child);
+            tracing::info!(%child, "child's media link closed");
+            self.handle(Input::ChildLost(child));
+        }
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    fn on_overlay(&mut self, ev: gossip::Event) {
+        match ev {
+            gossip::Event::Record { record, .. } => {
+                if record.stream == self.stream {
+                    self.handle(Input::Record(record));
+                    self.maybe_join();
+                }
+            }
+            gossip::Event::Message {
+                from, stream, body, ..
+            } if stream == self.stream => match body {
+                Body::Tree { msg } => self.handle(Input::Message { from, msg }),
+                Body::Offer { session, sdp } => self.on_offer(from, session, sdp),
+                Body::Answer { session, sdp } => self.answer(session, Ok(sdp)),
+                Body::Refused { session, reason } => self.answer(session, Err(reason)),
+                Body::Probe | Body::Sync => {}
+            },
+            gossip::Event::Message { .. } => {}
+            gossip::Event::PeerDisconnected { node, .. } => {
+                if self.up.parent == Some(node) && self.up.connected_at.is_some() {
+                    tracing::info!(parent = %node, "overlay connection to the parent closed");
+                    self.up.next_probe = Some(Instant::now());
+                }
+                if self.agent.node().children.contains(node) {
+                    self.probe_child(node);
+                }
+            }
+            gossip::Event::PeerConnected { .. } | gossip::Event::Listening { .. } => {}
+        }
+    }
+
+    fn answer(&mut self, session: u64, result: Result<String, String>) {
+        let waiting = lock(&self.answers).remove(&session);
+        if let Some(tx) = waiting {
+            let _ = tx.send(result);
+        }
+    }
+
+    fn on_internal(&mut self, int: Internal) {
+        match int {
+            Internal::Upstream { session, result } => self.on_upstream(session, result),
+            Internal::UpstreamDown { session } => {
+                if session == self.up.session {
+                    tracing::info!("connection to the parent failed");
+                    self.parent_lost();
+                }
+            }
+            Internal::Probe { session, outcome } => self.on_probe(session, outcome),
+            Internal::LegUp { child, link } => self.on_leg_up(child, link),
+            Internal::LegDown { child, id } => self.on_leg_down(child, &id),
+            Internal::ChildGone { child } => {
+                if self.agent.node().children.contains(child) {
+                    tracing::info!(%child, "child unreachable");
+                    self.legs.remove(&child);
+                    self.handle(Input::ChildLost(child));
+                }
+            }
+        }
+    }
+
+    /// Joins once the root is known (a placement on an empty view finds nothing and backs
+    /// off for up to a second), or after [`JOIN_WAIT`] regardless.
+    fn maybe_join(&mut self) {
+        if self.joined {
+            return;
+        }
+        let root_known = self.agent.view().root().is_some();
+        if root_known || self.epoch.elapsed() >= JOIN_WAIT {
+            self.joined = true;
+            self.handle(Input::Join);
+        }
+    }
+
+    fn on_health(&mut self) {
+        self.ticks += 1;
+        self.maybe_join();
+        let receiving = self.node.receiving();
+        self.client.set_receiving(receiving);
+        // Parent loss from silence (probe first: it may be starved itself).
+        if self.settings.role != Role::Broadcaster
+            && self.agent.is_attached()
+            && let Some(silence) = self.silence()
+        {
+            let due = self.up.next_probe.is_some_and(|t| Instant::now() >= t);
+            if due || silence >= SILENCE && self.up.next_probe.is_none() {
+                self.up.next_probe = None;
+                self.probe_parent();
+            }
+        }
+        // Once a second: link figures and capacity; twice a second: the tree snapshot.
+        if self.ticks.is_multiple_of(20) {
+            self.report_link(receiving);
+            self.measure_capacity();
+        }
+        if self.ticks.is_multiple_of(10) {
+            self.publish_info();
+        }
+    }
+
+    fn report_link(&mut self, receiving: bool) {
+        let c = &self.node.upstream;
+        let link = LinkStats {
+            kbps: (c.bitrate_bps.load(Ordering::Relaxed) / 1000) as u32,
+            loss_permille: (c.fraction_lost.load(Ordering::Relaxed) * 1000 / 256) as u16,
+            rtt_ms: (c.rtt_us.load(Ordering::Relaxed) / 1000).min(u64::from(u16::MAX)) as u16,
+        };
+        self.handle(Input::SetLink { link, receiving });
+    }
+
+    /// Capacity = what is declared (slots, or upload over the stream's bitrate), cut to what
+    /// the children's loss reports show this node can really deliver.
+    fn measure_capacity(&mut self) {
+        let stream_kbps = (self.node.upstream.bitrate_bps.load(Ordering::Relaxed) / 1000) as u32;
+        let mut declared = self.settings.max_children;
+        if let Some(upload) = self.settings.upload_kbps
+            && stream_kbps > 0
+        {
+            declared = declared.min(treecast_tree::capacity_for(upload, stream_kbps));
+        }
+        if self.settings.role == Role::Viewer && self.settings.upload_kbps.is_none() {
+            declared = 0;
+        }
+        let legs: Vec<_> = self.legs.values().collect();
+        let lossy = legs
+            .iter()
+            .filter(|l| l.counters.fraction_lost.load(Ordering::Relaxed) >= POOR_FRACTION)
+            .count();
+        // Most children lose packets: the upload is short, not one child's link.
+        if !legs.is_empty() && lossy * 2 > legs.len() {
+            let cut = (legs.len() as u8).saturating_sub(1);
+            if cut < self.measured_cap {
+                tracing::warn!(
+                    children = legs.len(),
+                    lossy,
+                    capacity = cut,
+                    "children report loss: lowering capacity"
+                );
+                self.measured_cap = cut;
+                self.capacity_cut_at = Some(Instant::now());
+            }
+        } else if self
+            .capacity_cut_at
+            .is_some_and(|t| t.elapsed() >= CAPACITY_HOLD)
+        {
+            self.measured_cap = self.measured_cap.saturating_add(1);
+            self.capacity_cut_at =
+                (self.measured_cap < treecast_tree::MAX_CHILDREN as u8).then(Instant::now);
+        }
+        let capacity = declared.min(self.measured_cap);
+        if capacity != self.capacity {
+            self.capacity = capacity;
+            self.handle(Input::SetCapacity(capacity));
+        }
+    }
+
+    /// Shares the agent's view and place with the HTTP API.
+    fn publish_info(&self) {
+        let view = self.agent.view();
+        let live = view
+            .root()
+            .and_then(|r| view.get(r))
+            .is_some_and(|r| r.receiving);
+        self.node.set_tree(TreeInfo {
+            id: Some(self.agent.id().to_string()),
+            parent: self.agent.node().parent.map(|p| p.to_string()),
+            snapshot: Some(Arc::new(TreeSnapshot::of(view, live))),
+        });
+    }
+
+    /// Leaves the tree: the agent tells parent and children (awaited, bounded), then the
+    /// media links close.
+    async fn leave(&mut self) {
+        self.handle(Input::Leave);
+        let mut sends = Vec::new();
+        while let Some(out) = self.agent.poll_output() {
+            match out {
+                Output::Send { to, msg } => {
+                    let (client, stream) = (self.client.clone(), self.stream.clone());
+                    sends.push(async move { client.send(to, stream, msg).await });
+                }
+                Output::Publish(record) => {
+                    let _ = self.client.publish(record).await;
+                }
+                Output::Event(_) => {}
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), futures_join_all(sends)).await;
+        if let Some(task) = self.up.negotiating.take() {
+            task.abort();
+        }
+        if let Some(peer) = self.up.peer.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), peer.pc.close()).await;
+        }
+    }
+}
+
+async fn futures_join_all<F>(futures: Vec<F>)
+where
+    F: std::future::Future + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for f in futures {
+        // Spawned onto the set so they run concurrently; results are not needed.
+        set.spawn(async move {
+            let _ = f.await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Offers to `parent` (re-offering while it does not count us as its child yet, as after a
+/// move whose other half has not reached it) and returns the connection once its tracks
+/// started.
+async fn offer_to_parent(
+    node: &Arc<NodeState>,
+    client: &Client,
+    stream: &StreamId,
+    parent: NodeId,
+    answers: &Answers,
+    sessions: &AtomicU64,
+) -> Result<Peer, UpstreamError> {
+    let label = parent.to_string();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let session = sessions.fetch_add(1, Ordering::Relaxed);
+        let result = upstream::connect_via(node, &label, |offer| async move {
+            let (tx, rx) = oneshot::channel();
+            lock(answers).insert(session, tx);
+            let sent = client
+                .send_body(
+                    parent,
+                    stream.clone(),
+                    Body::Offer {
+                        session,
+                        sdp: offer,
+                    },
+                )
+                .await;
+            let answer = match sent {
+                Ok(_) => tokio::time::timeout(ANSWER_TIMEOUT, rx).await,
+                Err(e) => {
+                    lock(answers).remove(&session);
+                    return Err(UpstreamError::BadAnswer(format!(
+                        "offer not delivered: {e}"
+                    )));
+                }
+            };
+            lock(answers).remove(&session);
+            match answer {
+                Ok(Ok(Ok(sdp))) => Ok(sdp),
+                Ok(Ok(Err(reason))) => Err(UpstreamError::BadAnswer(format!("refused: {reason}"))),
+                Ok(Err(_)) | Err(_) => Err(UpstreamError::BadAnswer("no answer".into())),
+            }
+        })
+        .await;
+        match result {
+            Ok(peer) => return Ok(peer),
+            Err(e) if attempt < OFFER_ATTEMPTS => {
+                tracing::debug!(%parent, attempt, error = %e, "offer failed; trying again");
+                tokio::time::sleep(OFFER_RETRY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
