@@ -7,9 +7,10 @@
 //!
 //! - [`rtp`]: parse RTP packets and rewrite them for a downstream leg.
 //! - [`rtcp`]: split compound RTCP, read reports and feedback, build PLI/FIR/NACK.
+//! - [`rtp_sdp`]: the SDP file describing a plain RTP input (ffmpeg `-sdp_file`).
 //! - [`keyframe`]: does an RTP payload start a keyframe (VP8, H.264)?
 //! - [`munger`]: sequence/timestamp continuity for children across parent changes.
-//! - [`cache`]: recent packets by outgoing sequence number, for answering NACKs.
+//! - [`cache`]: recent packets by sequence number, for answering NACKs.
 //! - [`keyframe_requests`]: merge PLI/FIR from children into at most one upstream request per interval.
 //! - [`child_queue`]: bounded per-child queue; a child that falls behind is dropped to the next keyframe.
 //! - [`gop`]: optional fast start, the packets since the last keyframe for a new child.
@@ -26,3 +27,4 @@ pub mod munger;
 pub mod rng;
 pub mod rtcp;
 pub mod rtp;
+pub mod rtp_sdp;
