@@ -20,6 +20,7 @@ pub mod fanout;
 pub mod gossip;
 pub mod http;
 pub mod impairment;
+pub mod nack;
 pub mod node;
 pub mod peer;
 pub mod record;

@@ -91,6 +91,12 @@ pub struct LinkStatus {
     pub plis: u64,
     /// FIRs received.
     pub firs: u64,
+    /// NACKed packets resent from the node's packet cache (child legs).
+    pub retransmitted: u64,
+    /// NACKed packets the cache lacked (child legs); NACKed upstream if still current.
+    pub nack_misses: u64,
+    /// Sequence numbers NACKed to the parent for children's misses (upstream leg).
+    pub nacks_forwarded: u64,
 }
 
 impl LinkStatus {
@@ -107,6 +113,9 @@ impl LinkStatus {
             nacked_packets: c.nacked_packets.load(Ordering::Relaxed),
             plis: c.plis.load(Ordering::Relaxed),
             firs: c.firs.load(Ordering::Relaxed),
+            retransmitted: c.retransmitted.load(Ordering::Relaxed),
+            nack_misses: c.nack_misses.load(Ordering::Relaxed),
+            nacks_forwarded: c.nacks_forwarded.load(Ordering::Relaxed),
         }
     }
 }

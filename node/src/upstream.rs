@@ -245,6 +245,13 @@ pub async fn adopt_tracks(
             tokio::spawn(
                 read_track(node.clone(), feed.clone(), track.clone()).instrument(span.clone()),
             );
+            let nacks = crate::nack::send_upstream(
+                feed.clone(),
+                track.clone(),
+                ssrc,
+                node.upstream.clone(),
+            );
+            tokio::spawn(nacks.instrument(span.clone()));
             tokio::spawn(send_keyframe_requests(feed, track, requests, ssrc).instrument(span));
         }
     }

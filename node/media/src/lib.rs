@@ -11,6 +11,7 @@
 //! - [`keyframe`]: does an RTP payload start a keyframe (VP8, H.264)?
 //! - [`munger`]: sequence/timestamp continuity for children across parent changes.
 //! - [`cache`]: recent packets by sequence number, for answering NACKs.
+//! - [`nack_requests`]: merge the NACKs a node forwards upstream for its children's cache misses.
 //! - [`keyframe_requests`]: merge PLI/FIR from children into at most one upstream request per interval.
 //! - [`child_queue`]: bounded per-child queue; a child that falls behind is dropped to the next keyframe.
 //! - [`gop`]: optional fast start, the packets since the last keyframe for a new child.
@@ -24,6 +25,7 @@ pub mod impairment;
 pub mod keyframe;
 pub mod keyframe_requests;
 pub mod munger;
+pub mod nack_requests;
 pub mod rng;
 pub mod rtcp;
 pub mod rtp;
