@@ -115,6 +115,10 @@ pub enum Source {
         codec: crate::codec::Codec,
         /// Where Opus RTP arrives, if any.
         audio: Option<std::net::SocketAddr>,
+        /// Accept only this payload type on the video port (from an SDP file); any otherwise.
+        video_pt: Option<u8>,
+        /// Accept only this payload type on the audio port (from an SDP file); any otherwise.
+        audio_pt: Option<u8>,
     },
     /// A WHIP publisher presenting this bearer token.
     Whip {

@@ -61,7 +61,11 @@ enum Command {
     /// Plain RTP: treecast broadcast --stream demo --rtp-in 127.0.0.1:5004 --rtp-codec vp8
     /// --http 127.0.0.1:8080, then e.g. ffmpeg -re -i test.ivf -c:v copy -f rtp
     /// rtp://127.0.0.1:5004?pkt_size=1200
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["video", "whip_token", "rtp_in"])))]
+    ///
+    /// Or with the SDP file ffmpeg writes: ffmpeg -re -i test.ivf -c:v copy -f rtp
+    /// rtp://127.0.0.1:5004 -sdp_file in.sdp, and treecast broadcast --stream demo
+    /// --rtp-in-sdp in.sdp --http 127.0.0.1:8080
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["video", "whip_token", "rtp_in", "rtp_in_sdp"])))]
     Broadcast {
         /// Stream name (A-Z a-z 0-9 - _), the last segment of the WHEP URL.
         #[arg(long)]
@@ -84,6 +88,11 @@ enum Command {
         /// Take Opus as plain RTP over UDP arriving at this address.
         #[arg(long, requires = "rtp_in")]
         rtp_audio_in: Option<SocketAddr>,
+        /// Take plain RTP as this SDP file describes it (ffmpeg -sdp_file): codec, payload
+        /// type, address and port of the video and (optional) Opus audio stream.
+        #[arg(long, alias = "sdp", value_name = "FILE",
+              conflicts_with_all = ["rtp_in", "rtp_codec", "rtp_audio_in", "audio"])]
+        rtp_in_sdp: Option<PathBuf>,
         /// Frame rate of an Annex-B file, which carries no timestamps.
         #[arg(long, default_value_t = 30)]
         fps: u32,
@@ -206,12 +215,16 @@ fn main() -> anyhow::Result<()> {
             rtp_in,
             rtp_codec,
             rtp_audio_in,
+            rtp_in_sdp,
             fps,
             common,
         } => {
             let source = match (video, whip_token, rtp_in) {
                 (Some(video), _, _) => Source::Files { video, audio, fps },
                 (None, Some(token), _) => Source::Whip { token },
+                (None, None, None) if let Some(sdp) = rtp_in_sdp => {
+                    treecast_node::rtp_in::source_from_sdp_file(&sdp)?
+                }
                 (None, None, Some(video)) => Source::Rtp {
                     video,
                     codec: match rtp_codec {
@@ -219,6 +232,8 @@ fn main() -> anyhow::Result<()> {
                         RtpCodec::H264 => Codec::H264,
                     },
                     audio: rtp_audio_in,
+                    video_pt: None,
+                    audio_pt: None,
                 },
                 // clap's "source" group requires one of them.
                 _ => anyhow::bail!("give --video FILE, --whip-token TOKEN or --rtp-in ADDR"),

@@ -356,6 +356,133 @@ fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
     support::assert_contiguous_run(&support::ivf_frames(&source), &recorded);
 }
 
+#[test]
+fn ffmpeg_writes_an_sdp_file_and_the_root_takes_codec_payload_types_and_ports_from_it() {
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        skip("ffmpeg not installed (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("rtp-in-sdp");
+    // Two free ports for ffmpeg to send to (it keeps sending while nobody listens yet).
+    let free_port = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (video_port, audio_port) = (free_port(), free_port());
+    let sdp = dir.join("in.sdp");
+    let (video, audio) = (media("test.h264"), media("test.ogg"));
+    // H.264 on purpose: --rtp-codec defaults to VP8, so the codec must come from the file.
+    // ffmpeg cannot loop a raw Annex-B file ("Seek to start failed"): remux it into Matroska
+    // first (stream copy: the NAL units stay the same).
+    let mkv = dir.join("test.mkv");
+    let remux = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-framerate", "30", "-i"])
+        .arg(&video)
+        .args(["-c", "copy"])
+        .arg(&mkv)
+        .status()
+        .unwrap();
+    assert!(remux.success());
+    let _ffmpeg = Script {
+        child: Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&mkv)
+            .args(["-re", "-stream_loop", "-1", "-i"])
+            .arg(&audio)
+            .args(["-map", "0:v", "-c:v", "copy", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{video_port}?pkt_size=1200"))
+            .args(["-map", "1:a", "-c:a", "copy", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{audio_port}"))
+            .arg("-sdp_file")
+            .arg(&sdp)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg"),
+        lines: mpsc::channel().1,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&sdp).map_or(true, |t| !t.contains("a=rtpmap:97")) {
+        assert!(Instant::now() < deadline, "ffmpeg wrote no SDP file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--rtp-in-sdp",
+            sdp.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let line = root.expect_line("rtp video in listening on ");
+    assert!(line.ends_with(&format!("127.0.0.1:{video_port}")), "{line}");
+    let line = root.expect_line("rtp audio in listening on ");
+    assert!(line.ends_with(&format!("127.0.0.1:{audio_port}")), "{line}");
+    let relay = Node::relay("relay", &dir, &root, &[]);
+    let (video_out, audio_out) = (dir.join("out.h264"), dir.join("out.ogg"));
+    let mut viewer = Node::spawn(
+        "view",
+        &dir,
+        &[
+            "view",
+            "--pull",
+            &relay.whep_url("demo"),
+            "--record",
+            video_out.to_str().unwrap(),
+            "--record-audio",
+            audio_out.to_str().unwrap(),
+            "--frames",
+            "90",
+        ],
+        &[],
+    );
+    assert!(
+        viewer.wait_success(Duration::from_secs(30)),
+        "{}",
+        viewer.log_tail()
+    );
+    let s = root.status();
+    assert_eq!(s["tracks"][0]["codec"], "video/H264", "{s}");
+    assert_eq!(s["tracks"][1]["codec"], "audio/opus", "{s}");
+    let recorded = support::annexb_access_units(&video_out);
+    assert_eq!(recorded.len(), 90);
+    support::assert_contiguous_run(&support::annexb_access_units(&video), &recorded);
+    let audio = std::fs::read(&audio_out).unwrap();
+    let pages = audio.windows(4).filter(|w| w == b"OggS").count();
+    assert!(pages > 50, "only {pages} Ogg pages of audio");
+}
+
+#[test]
+fn a_hostile_sdp_file_stops_the_root_with_a_clear_error() {
+    let dir = tmp_dir("rtp-in-sdp-bad");
+    let sdp = dir.join("bad.sdp");
+    std::fs::write(
+        &sdp,
+        "v=0\nc=IN IP4 127.0.0.1\nm=video 5004 RTP/SAVP 96\na=rtpmap:96 VP8/90000\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_treecast"))
+        .args(["broadcast", "--stream", "demo", "--rtp-in-sdp"])
+        .arg(&sdp)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.sdp: line 3: transport \"RTP/SAVP\" not supported"),
+        "{err}"
+    );
+}
+
 /// Skips a test whose independent peer is not installed, loudly; in CI (`CI` set) a missing
 /// peer is a failure, so a broken install step cannot pass as a skip.
 fn skip(reason: &str) {
