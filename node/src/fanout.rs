@@ -227,3 +227,59 @@ impl Tracks {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(seq: u16) -> rtp::Packet {
+        let mut p = rtp::Packet::default();
+        p.header.sequence_number = seq;
+        p.payload = bytes::Bytes::from_static(&[0x10, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn the_cache_answers_for_the_current_source_only() {
+        let (feed, _requests) = Feed::new(Codec::Vp8, Codec::Vp8.rtp_codec());
+        for seq in 100..110 {
+            feed.push(packet(seq));
+        }
+        assert_eq!(
+            feed.cached(0, 105).map(|f| f.packet.header.sequence_number),
+            Some(105)
+        );
+        assert!(feed.cached(0, 110).is_none(), "never pushed");
+        assert!(feed.cached(1, 105).is_none(), "another source");
+        let _requests = feed.switch_source();
+        assert!(
+            feed.cached(0, 105).is_none(),
+            "a new source clears the cache"
+        );
+        feed.push(packet(7));
+        assert!(feed.cached(1, 7).is_some());
+    }
+
+    #[test]
+    fn misses_go_upstream_only_while_an_upstream_listens() {
+        let (feed, _requests) = Feed::new(Codec::Vp8, Codec::Vp8.rtp_codec());
+        assert!(!feed.nack_upstream(0, 5), "no upstream yet (the root)");
+        let mut misses = feed.nack_requests();
+        assert!(feed.nack_upstream(0, 5));
+        assert_eq!(misses.try_recv().ok(), Some(5));
+        assert!(!feed.nack_upstream(1, 6), "a miss of another source");
+        let _requests = feed.switch_source();
+        assert!(
+            !feed.nack_upstream(1, 6),
+            "the old upstream's sender is gone"
+        );
+        assert!(misses.try_recv().is_err());
+    }
+
+    #[test]
+    fn audio_has_no_cache() {
+        let (feed, _requests) = Feed::new(Codec::Opus, Codec::Opus.rtp_codec());
+        feed.push(packet(1));
+        assert!(feed.cached(0, 1).is_none());
+    }
+}
