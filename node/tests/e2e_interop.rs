@@ -356,6 +356,112 @@ fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
     support::assert_contiguous_run(&support::ivf_frames(&source), &recorded);
 }
 
+/// RFC 9725 status codes on the WHIP endpoint and the session resource, with a real publisher
+/// (aiortc) holding the session: section 4.2 (POST: 201 + Location), 4.3.1 (PATCH: 204 for
+/// trickle; 412 on a stale ETag; 422 for an ICE restart, as a session that supports trickle
+/// but not restarts must answer), 4.5 (DELETE: 200), 4.8 (401 without the bearer token).
+#[test]
+fn whip_answers_with_the_status_codes_of_rfc_9725() {
+    if Script::python().is_none() {
+        skip(".venv with aiortc missing (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("whip-codes");
+    let root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--whip-token",
+            "s3cret",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let addr = root.http.unwrap();
+    let auth = ("Authorization", "Bearer s3cret");
+    let sdp = ("Content-Type", "application/sdp");
+    // An offer that sends video: enough to reach the publisher check.
+    let offer = b"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:s v\r\na=sendonly\r\n";
+    let post =
+        |headers: &[(&str, &str)]| support::http(addr, "POST", "/whip/demo", headers, offer).0;
+    assert_eq!(
+        post(&[auth, ("Content-Type", "text/plain")]),
+        415,
+        "no SDP type"
+    );
+    assert_eq!(post(&[sdp]), 401, "no token");
+    assert_eq!(
+        post(&[sdp, ("Authorization", "Bearer s3cre")]),
+        401,
+        "wrong token"
+    );
+    assert_eq!(
+        post(&[sdp, ("Authorization", "Basic s3cret")]),
+        401,
+        "not a bearer token"
+    );
+
+    let publisher = Script::spawn(
+        "aiortc_whip.py",
+        &[
+            &format!("http://{addr}/whip/demo"),
+            "s3cret",
+            media("test.ivf").to_str().unwrap(),
+            "60",
+        ],
+    );
+    let created = publisher.expect_line("created ", Duration::from_secs(20));
+    assert!(
+        created.starts_with("created 201 content-type=application/sdp etag=\"")
+            && created.ends_with(" accept-patch=application/trickle-ice-sdpfrag"),
+        "{created}"
+    );
+    let etag = created
+        .split("etag=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let line = publisher.expect_line("publishing ", Duration::from_secs(20));
+    let session = line["publishing ".len()..].trim().to_owned();
+    let path = &session[session.find("/whip/").unwrap()..];
+    assert_eq!(post(&[sdp, auth]), 409, "one publisher at a time");
+
+    let frag = ("Content-Type", "application/trickle-ice-sdpfrag");
+    let candidate =
+        b"a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n";
+    let patch = |path: &str, headers: &[(&str, &str)]| {
+        support::http(addr, "PATCH", path, headers, candidate)
+    };
+    assert_eq!(patch(path, &[frag]).0, 401, "PATCH without token");
+    assert_eq!(patch(path, &[frag, ("Authorization", "Bearer x")]).0, 401);
+    assert_eq!(patch(path, &[auth, sdp]).0, 415, "PATCH with another type");
+    let (code, body) = patch(path, &[auth, frag, ("If-Match", "*")]);
+    assert_eq!(code, 422, "ICE restart is not supported: {body}");
+    assert_eq!(patch(path, &[auth, frag, ("If-Match", "\"stale\"")]).0, 412);
+    let (code, body) = patch(path, &[auth, frag, ("If-Match", &etag)]);
+    assert_eq!(code, 204, "trickle with the session's ETag: {body}");
+    assert_eq!(patch("/whip/demo/nosuchsession", &[auth, frag]).0, 404);
+
+    let delete =
+        |path: &str, headers: &[(&str, &str)]| support::http(addr, "DELETE", path, headers, b"").0;
+    assert_eq!(delete(path, &[]), 401, "DELETE without token");
+    assert_eq!(delete("/whip/demo/nosuchsession", &[auth]), 404);
+    assert_eq!(delete(path, &[auth]), 200, "the publisher ends its session");
+    assert_eq!(delete(path, &[auth]), 404, "the session is gone");
+    assert_eq!(
+        patch(path, &[auth, frag]).0,
+        404,
+        "no trickle into an ended session"
+    );
+}
+
 #[test]
 fn ffmpeg_writes_an_sdp_file_and_the_root_takes_codec_payload_types_and_ports_from_it() {
     if Command::new("ffmpeg").arg("-version").output().is_err() {
