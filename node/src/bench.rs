@@ -31,6 +31,8 @@ use crate::fanout::{Feed, Tracks};
 use crate::node::NodeState;
 use crate::peer::PeerFactory;
 
+pub mod join;
+
 /// Benchmark settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BenchConfig {

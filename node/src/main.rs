@@ -38,6 +38,16 @@ enum Command {
         /// Measured seconds (after a 2 s warm-up).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Instead: time to first decodable frame for this many new viewers per relay, with
+        /// and without fast start (a root playing --video, two relays, viewers one by one).
+        #[arg(long, value_name = "VIEWERS")]
+        join: Option<u32>,
+        /// The root's video file for --join.
+        #[arg(long, default_value = "examples/media/test.ivf", requires = "join")]
+        video: PathBuf,
+        /// Seed of the pauses between joins (--join).
+        #[arg(long, default_value_t = 1, requires = "join")]
+        seed: u64,
     },
     /// The plain UDP relay the benchmark compares against (internal).
     #[command(hide = true)]
@@ -165,9 +175,12 @@ struct Common {
     #[arg(long, default_value_t = 4)]
     max_children: usize,
     /// Give a new child the packets since the last keyframe at once (it starts up to one GOP
-    /// behind live) instead of waiting for the next keyframe.
-    #[arg(long)]
+    /// behind live) instead of waiting for the next keyframe. On by default.
+    #[arg(long, overrides_with = "no_fast_start")]
     fast_start: bool,
+    /// Turn fast start off: a new child waits for the next keyframe (starts at live, later).
+    #[arg(long, overrides_with = "fast_start")]
+    no_fast_start: bool,
     /// Test only: impair every datagram sent, e.g. loss=0.05,delay=5,jitter=2,seed=7.
     #[arg(long, hide = true, env = "TREECAST_IMPAIR")]
     impair: Option<Impairment>,
@@ -189,9 +202,24 @@ fn main() -> anyhow::Result<()> {
         .init();
     let (stream, role, common) = match cli.command {
         Command::Bench {
+            join: Some(viewers),
+            video,
+            seed,
+            ..
+        } => {
+            let cfg = treecast_node::bench::join::JoinConfig {
+                viewers,
+                video,
+                seed,
+            };
+            treecast_node::bench::join::run(&cfg)?;
+            return Ok(());
+        }
+        Command::Bench {
             rate,
             size,
             seconds,
+            ..
         } => {
             let cfg = treecast_node::bench::BenchConfig {
                 rate,
@@ -274,7 +302,8 @@ fn main() -> anyhow::Result<()> {
     let config = Config::new(&stream, role, common.http, common.ice_ip)?
         .with_max_children(common.max_children)?
         .with_impairment(common.impair)
-        .with_fast_start(common.fast_start);
+        // The later of --fast-start / --no-fast-start wins (clap overrides); on by default.
+        .with_fast_start(common.fast_start || !common.no_fast_start);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = rt.block_on(async {
         let shutdown = async {
