@@ -149,3 +149,63 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use rtc::shared::marshal::Marshal;
+
+    use super::*;
+    use crate::codec::{CodecExt, PayloadTypes};
+    use crate::config::{NodeId, RoleName, StreamId};
+    use crate::peer::PeerFactory;
+    use treecast_media::keyframe::Codec;
+
+    fn datagram(payload_type: u8, seq: u16) -> Vec<u8> {
+        let mut p = rtc::rtp::Packet::default();
+        p.header.version = 2;
+        p.header.payload_type = payload_type;
+        p.header.sequence_number = seq;
+        p.payload = bytes::Bytes::from_static(&[0x10, 0, 0, 0]);
+        p.marshal().unwrap().to_vec()
+    }
+
+    /// With the SDP's payload type, packets of another type are dropped and the others pass in
+    /// order; without one, every RTP packet passes.
+    #[tokio::test]
+    async fn only_the_sdp_payload_type_passes() {
+        for (filter, expected) in [(Some(96), vec![1, 3]), (None, vec![1, 2, 3])] {
+            let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let runtime = webrtc::runtime::default_runtime().unwrap();
+            let factory = PeerFactory::new(localhost, runtime, PayloadTypes::Node);
+            let node = Arc::new(NodeState::new(
+                NodeId::random(),
+                StreamId::new("t").unwrap(),
+                RoleName::Broadcast,
+                None,
+                4,
+                factory,
+                None,
+            ));
+            let (feed, requests) = Feed::new(Codec::Vp8, Codec::Vp8.rtp_codec());
+            let mut rx = feed.subscribe();
+            let (socket, addr) = bind(SocketAddr::new(localhost, 0)).await.unwrap();
+            let input = tokio::spawn(run(node, socket, feed, requests, filter));
+            let sender = UdpSocket::bind((localhost, 0)).await.unwrap();
+            for (pt, seq) in [(96, 1), (100, 2), (96, 3)] {
+                sender.send_to(&datagram(pt, seq), addr).await.unwrap();
+            }
+            let mut got = Vec::new();
+            while let Ok(Ok(f)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+            {
+                got.push(f.packet.header.sequence_number);
+            }
+            assert_eq!(got, expected, "filter {filter:?}");
+            input.abort();
+        }
+    }
+}
