@@ -21,6 +21,7 @@ use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSession
 use webrtc::rtp_transceiver::RtpSender;
 
 use treecast_media::munger::{Munged, Munger, MungerConfig};
+use treecast_media::retransmit_budget::RetransmitBudget;
 
 use crate::codec::{CodecExt, MediaKind};
 use crate::fanout::{Feed, Forwarded};
@@ -183,6 +184,7 @@ pub async fn attach(
             source: None,
             nacks,
             highest_sent: None,
+            budget: RetransmitBudget::default(),
         };
         tokio::spawn(leg.forward().instrument(span.clone()));
         let feedback = feedback(track, feed, ssrc, nack_tx, link.closed.subscribe());
@@ -244,6 +246,8 @@ struct Leg {
     nacks: mpsc::Receiver<Vec<u16>>,
     /// The newest outgoing sequence number sent.
     highest_sent: Option<u16>,
+    /// Resends allowed: a share of what was forwarded (a NACK flood cannot multiply the stream).
+    budget: RetransmitBudget,
 }
 
 impl Leg {
@@ -363,6 +367,7 @@ impl Leg {
         }
         c.packets.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(len, Ordering::Relaxed);
+        self.budget.forwarded();
         // Reordered packets map below the newest; keep the newest (wrap-aware).
         if self
             .highest_sent
@@ -400,6 +405,10 @@ impl Leg {
                 self.feed.nack_upstream(source, incoming);
                 continue;
             };
+            if !self.budget.try_resend() {
+                tracing::debug!("child NACKs more than its resend budget; ignoring the rest");
+                return Ok(());
+            }
             let mut packet = f.packet;
             let h = &mut packet.header;
             let Munged::Forward {
