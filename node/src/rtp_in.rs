@@ -38,20 +38,20 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, SocketAddr)> 
 #[derive(Debug, thiserror::Error)]
 pub enum SdpFileError {
     /// The file cannot be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Read {
         /// The file.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not chained: one line says it all).
+        error: std::io::Error,
     },
     /// It is not an SDP we can use; the message says where and why.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Parse {
         /// The file.
         path: String,
         /// Why.
-        source: SdpError,
+        error: SdpError,
     },
     /// It has no video section.
     #[error("{0}: no m=video section (a treecast broadcast needs video)")]
@@ -62,22 +62,22 @@ pub enum SdpFileError {
 /// audio) received at the file's addresses and ports, only with its payload types.
 pub fn source_from_sdp_file(path: &Path) -> Result<Source, SdpFileError> {
     let name = path.display().to_string();
-    let read = |source| SdpFileError::Read {
+    let read = |error| SdpFileError::Read {
         path: name.clone(),
-        source,
+        error,
     };
     let len = std::fs::metadata(path).map_err(read)?.len();
     if len > rtp_sdp::MAX_LEN as u64 {
         return Err(SdpFileError::Parse {
             path: name,
-            source: SdpError::TooLarge(usize::try_from(len).unwrap_or(usize::MAX)),
+            error: SdpError::TooLarge(usize::try_from(len).unwrap_or(usize::MAX)),
         });
     }
     let bytes = std::fs::read(path).map_err(read)?;
     let text = String::from_utf8_lossy(&bytes);
-    let session = rtp_sdp::parse(&text).map_err(|source| SdpFileError::Parse {
+    let session = rtp_sdp::parse(&text).map_err(|error| SdpFileError::Parse {
         path: name.clone(),
-        source,
+        error,
     })?;
     let video = session.video.ok_or(SdpFileError::NoVideo(name))?;
     let addr = |s: rtp_sdp::RtpStream| SocketAddr::new(s.addr, s.port);
