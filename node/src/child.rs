@@ -406,8 +406,8 @@ impl Leg {
                 continue;
             };
             if !self.budget.try_resend() {
-                tracing::debug!("child NACKs more than its resend budget; ignoring the rest");
-                return Ok(());
+                c.resends_refused.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
             let mut packet = f.packet;
             let h = &mut packet.header;

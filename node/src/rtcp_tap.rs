@@ -49,6 +49,8 @@ pub struct LinkCounters {
     pub nack_misses: AtomicU64,
     /// Sequence numbers NACKed to the parent on behalf of children (upstream leg).
     pub nacks_forwarded: AtomicU64,
+    /// NACKed packets not resent because the leg's resend budget was spent (child leg).
+    pub resends_refused: AtomicU64,
     /// Last reported fraction lost, in 1/256 (RFC 3550 section 6.4.1).
     pub fraction_lost: AtomicU64,
     /// Last round-trip time from a receiver report, in microseconds; 0 when unknown.
@@ -74,6 +76,7 @@ impl LinkCounters {
         add(&self.retransmitted, &other.retransmitted);
         add(&self.nack_misses, &other.nack_misses);
         add(&self.nacks_forwarded, &other.nacks_forwarded);
+        add(&self.resends_refused, &other.resends_refused);
     }
 }
 

@@ -97,6 +97,8 @@ pub struct LinkStatus {
     pub nack_misses: u64,
     /// Sequence numbers NACKed to the parent for children's misses (upstream leg).
     pub nacks_forwarded: u64,
+    /// NACKed packets not resent: the leg's resend budget was spent (child legs).
+    pub resends_refused: u64,
 }
 
 impl LinkStatus {
@@ -116,6 +118,7 @@ impl LinkStatus {
             retransmitted: c.retransmitted.load(Ordering::Relaxed),
             nack_misses: c.nack_misses.load(Ordering::Relaxed),
             nacks_forwarded: c.nacks_forwarded.load(Ordering::Relaxed),
+            resends_refused: c.resends_refused.load(Ordering::Relaxed),
         }
     }
 }

@@ -272,6 +272,8 @@ fn five_percent_loss_on_every_hop_still_delivers_99_percent_at_depth_4() {
             "{} resent more than was asked: {s}",
             node.name
         );
+        let refused = sum("resends_refused");
+        assert_eq!(refused, 0, "{}: 5% loss is within budget: {s}", node.name);
         if i > 0 {
             assert!(
                 misses > 0,
