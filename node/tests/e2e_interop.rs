@@ -95,6 +95,26 @@ impl Chromium {
     }
 }
 
+impl Chromium {
+    /// Waits (bounded) for the player's `FIRST_FRAME` line: milliseconds from the WHEP answer
+    /// to the first decoded video frame.
+    fn first_frame_ms(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!("Chromium decoded no frame in {timeout:?}");
+            };
+            if line.contains("ERROR") {
+                panic!("player error: {line}");
+            }
+            if line.contains("FIRST_FRAME") {
+                return field(&line, "ms=").unwrap();
+            }
+        }
+    }
+}
+
 fn field(line: &str, key: &str) -> Option<u64> {
     let rest = &line[line.find(key)? + key.len()..];
     rest.split(|c: char| !c.is_ascii_digit())
@@ -127,6 +147,83 @@ fn chromium_plays_through_a_relay(video: &str, test: &str) {
     assert_eq!(field(&later, "frameWidth="), Some(320), "{later}");
     let s = relay.status();
     assert_eq!(s["children"].as_array().unwrap().len(), 1, "{s}");
+}
+
+/// Fast start, seen from a browser: a new Chromium viewer of a relay shows its first frame
+/// sooner with fast start than without. The clip has one keyframe per 4 s (the root cannot
+/// honour keyframe requests from a file), so without fast start a viewer waits 2 s on average;
+/// three viewers per relay, alternating.
+#[test]
+fn chromium_shows_its_first_frame_sooner_with_fast_start() {
+    if !Path::new(CHROMIUM).exists() || Command::new("ffmpeg").arg("-version").output().is_err() {
+        skip("Chromium or ffmpeg not installed (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("chromium-first-frame");
+    let clip = dir.join("gop4s.ivf");
+    let encoded = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=30")
+        .args([
+            "-t",
+            "8",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "300k",
+            "-deadline",
+            "realtime",
+        ])
+        .args([
+            "-cpu-used",
+            "8",
+            "-g",
+            "120",
+            "-keyint_min",
+            "120",
+            "-auto-alt-ref",
+            "0",
+        ])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(encoded.success());
+    let root = Node::broadcast("root", &dir, &clip, None, &[]);
+    let relay = |name: &str, flag: &str| {
+        let parent = root.whep_url("demo");
+        let args = [
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &parent,
+            "--http",
+            "127.0.0.1:0",
+            flag,
+        ];
+        Node::spawn(name, &dir, &args, &[])
+    };
+    let (fast, slow) = (
+        relay("fast", "--fast-start"),
+        relay("slow", "--no-fast-start"),
+    );
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        for (relay, times) in [(&fast, &mut with), (&slow, &mut without)] {
+            let profile = dir.join(format!("{}-{round}", relay.name));
+            std::fs::create_dir_all(&profile).unwrap();
+            let browser = Chromium::play(&relay.whep_url("demo"), &profile);
+            times.push(browser.first_frame_ms(Duration::from_secs(20)));
+        }
+    }
+    let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len() as u64;
+    println!(
+        "Chromium, answer to first decoded frame: fast start {with:?} ms (mean {}), \
+         without {without:?} ms (mean {})",
+        mean(&with),
+        mean(&without)
+    );
+    assert!(mean(&with) < mean(&without), "{with:?} vs {without:?}");
 }
 
 #[test]
