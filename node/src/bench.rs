@@ -31,6 +31,8 @@ use crate::fanout::{Feed, Tracks};
 use crate::node::NodeState;
 use crate::peer::PeerFactory;
 
+pub mod join;
+
 /// Benchmark settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BenchConfig {
@@ -358,8 +360,15 @@ impl Drop for Proc {
 
 impl Proc {
     fn spawn(exe: &std::path::Path, args: &[&str]) -> Result<Proc, BenchError> {
+        // The measured nodes pull by URL; their overlay stays on loopback and off mDNS.
+        let overlay: &[&str] = if matches!(args.first(), Some(&("relay" | "view" | "broadcast"))) {
+            &["--no-mdns", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"]
+        } else {
+            &[]
+        };
         let mut child = Command::new(exe)
             .args(args)
+            .args(overlay)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

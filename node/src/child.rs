@@ -1,15 +1,19 @@
 //! A child leg: one downstream peer connection, one local track per feed (a local track binds
 //! to one connection only: pitfall 2), and per track a forwarding task that rewrites the
-//! per-leg header fields and a task that turns the child's keyframe requests into requests to
-//! the feed.
+//! per-leg header fields and answers the child's NACKs from the track's packet cache, and a
+//! task that sorts the child's feedback: keyframe requests go to the feed, NACKs to the
+//! forwarding task (which owns the munger that maps them back to the track's numbering).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tracing::Instrument;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -17,12 +21,17 @@ use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSession
 use webrtc::rtp_transceiver::RtpSender;
 
 use treecast_media::munger::{Munged, Munger, MungerConfig};
+use treecast_media::retransmit_budget::RetransmitBudget;
 
 use crate::codec::{CodecExt, MediaKind};
 use crate::fanout::{Feed, Forwarded};
 use crate::node::{NodeState, Reservation};
 use crate::peer::{Peer, PeerError};
 use crate::rtcp_tap::LinkCounters;
+
+/// NACK packets from one child waiting for its forwarding task; beyond, they are dropped (the
+/// child asks again).
+const NACK_QUEUE: usize = 64;
 
 /// How long a new child may take to connect before its leg is torn down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -168,6 +177,7 @@ pub async fn attach(
     slot.commit(link.clone());
 
     for (feed, track, ssrc, payload_type) in accepted {
+        let (nack_tx, nacks) = mpsc::channel(NACK_QUEUE);
         let leg = Leg {
             feed: feed.clone(),
             track: track.clone(),
@@ -178,11 +188,13 @@ pub async fn attach(
             closed: link.closed.subscribe(),
             fast_start: node.fast_start,
             source: None,
+            nacks,
+            highest_sent: None,
+            budget: RetransmitBudget::default(),
         };
         tokio::spawn(leg.forward().instrument(span.clone()));
-        tokio::spawn(
-            keyframe_requests(track, feed, link.closed.subscribe()).instrument(span.clone()),
-        );
+        let feedback = feedback(track, feed, ssrc, nack_tx, link.closed.subscribe());
+        tokio::spawn(feedback.instrument(span.clone()));
     }
     tokio::spawn(watch_state(node.clone(), link.clone(), peer.state).instrument(span));
     Ok((link, answer_sdp))
@@ -236,6 +248,12 @@ struct Leg {
     fast_start: bool,
     /// The upstream source of the last packet sent.
     source: Option<u32>,
+    /// Sequence numbers the child NACKed (this leg's numbering), from [`feedback`].
+    nacks: mpsc::Receiver<Vec<u16>>,
+    /// The newest outgoing sequence number sent.
+    highest_sent: Option<u16>,
+    /// Resends allowed: a share of what was forwarded (a NACK flood cannot multiply the stream).
+    budget: RetransmitBudget,
 }
 
 impl Leg {
@@ -299,6 +317,12 @@ impl Leg {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                Some(seqs) = self.nacks.recv() => {
+                    if self.answer_nacks(&mut munger, epoch, seqs).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             };
             if let Some(last) = replayed_up_to {
                 let seq = f.packet.header.sequence_number;
@@ -342,31 +366,108 @@ impl Leg {
         h.ssrc = self.ssrc;
         h.payload_type = self.payload_type;
         let len = packet.payload.len() as u64;
+        let sent = packet.header.sequence_number;
         if let Err(e) = self.track.write_rtp(packet).await {
             tracing::debug!(error = %e, "write to child failed; leg ends");
             return Err(());
         }
         c.packets.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(len, Ordering::Relaxed);
+        self.budget.forwarded();
+        // Reordered packets map below the newest; keep the newest (wrap-aware).
+        if self
+            .highest_sent
+            .is_none_or(|h| sent.wrapping_sub(h) != 0 && sent.wrapping_sub(h) < 0x8000)
+        {
+            self.highest_sent = Some(sent);
+        }
+        Ok(())
+    }
+
+    /// Answers a child's NACK: each asked sequence number maps back through the munger to the
+    /// track's numbering; a packet the feed's cache holds is resent with this leg's numbers,
+    /// a miss of the current source goes to the feed for a NACK upstream (`nack.rs`).
+    async fn answer_nacks(
+        &mut self,
+        munger: &mut Munger,
+        epoch: Instant,
+        seqs: Vec<u16>,
+    ) -> Result<(), ()> {
+        let (Some(source), Some(highest)) = (self.source, self.highest_sent) else {
+            return Ok(());
+        };
+        let c = self.counters.clone();
+        for seq in seqs {
+            if seq.wrapping_sub(highest) != 0 && seq.wrapping_sub(highest) < 0x8000 {
+                continue; // not sent yet: on its way
+            }
+            let Some(incoming) = munger.incoming_seq(seq) else {
+                // Sent before a resync or a source switch: nobody can resend it.
+                c.nack_misses.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let Some(f) = self.feed.cached(source, incoming) else {
+                c.nack_misses.fetch_add(1, Ordering::Relaxed);
+                self.feed.nack_upstream(source, incoming);
+                continue;
+            };
+            if !self.budget.try_resend() {
+                c.resends_refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let mut packet = f.packet;
+            let h = &mut packet.header;
+            let Munged::Forward {
+                sequence,
+                timestamp,
+            } = munger.process(h.sequence_number, h.timestamp, f.keyframe, epoch.elapsed())
+            else {
+                continue;
+            };
+            h.sequence_number = sequence;
+            h.timestamp = timestamp;
+            h.ssrc = self.ssrc;
+            h.payload_type = self.payload_type;
+            if let Err(e) = self.track.write_rtp(packet).await {
+                tracing::debug!(error = %e, "retransmission to child failed; leg ends");
+                return Err(());
+            }
+            c.retransmitted.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 }
 
-/// Keyframe requests (PLI/FIR, delivered by the `RtcpTap`) from the child go to the feed,
-/// which merges and rate-limits them upstream.
-async fn keyframe_requests(
+/// The child's feedback for this track (delivered by the `RtcpTap`): keyframe requests
+/// (PLI/FIR) go to the feed, which merges and rate-limits them upstream; NACKs for this leg's
+/// SSRC go to the forwarding task.
+async fn feedback(
     track: Arc<TrackLocalStaticRTP>,
     feed: Arc<Feed>,
+    ssrc: u32,
+    nacks: mpsc::Sender<Vec<u16>>,
     mut closed: watch::Receiver<bool>,
 ) {
     loop {
-        tokio::select! {
+        let packets = tokio::select! {
             _ = closed.changed() => return,
             ev = track.poll() => match ev {
-                Some(TrackLocalEvent::OnRtcpPacket(_)) => feed.request_keyframe(),
-                Some(_) => {}
+                Some(TrackLocalEvent::OnRtcpPacket(packets)) => packets,
+                Some(_) => continue,
                 None => return,
             },
+        };
+        for p in packets {
+            let any = p.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                feed.request_keyframe();
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>()
+                && nack.media_ssrc == ssrc
+            {
+                let seqs = nack.nacks.iter().flat_map(|p| p.packet_list()).collect();
+                // Full: the forwarding task is busy; the child asks again.
+                let _ = nacks.try_send(seqs);
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use tokio::sync::{broadcast, mpsc};
+use treecast_media::cache::{PacketCache, VIDEO_CAPACITY};
 use treecast_media::gop::GopCache;
 
 use crate::codec::{Codec, CodecExt, MediaKind};
@@ -51,6 +52,14 @@ pub struct Feed {
     /// once per pushed packet by the one producer and once per new child to copy the GOP out;
     /// never across an `.await`.
     gop: Option<Mutex<GopCache<Forwarded>>>,
+    /// The recent packets of a video feed by sequence number, for answering children's NACKs
+    /// (`treecast_media::cache`; audio negotiates no NACK). Lock: taken once per pushed packet
+    /// by the one producer and once per NACKed packet by a child leg; never across an `.await`.
+    cache: Option<Mutex<PacketCache<Forwarded>>>,
+    /// Where children's cache misses go: the upstream leg's NACK sender (`nack.rs`), if any.
+    /// Lock: replaced when a new upstream session takes over; otherwise only locked for a
+    /// `try_send`.
+    nacks_upstream: Mutex<Option<mpsc::Sender<u16>>>,
 }
 
 impl Feed {
@@ -77,6 +86,10 @@ impl Feed {
             source: AtomicU32::new(0),
             keyframes: AtomicU64::new(0),
             gop: (fast_start && codec.is_video()).then(|| Mutex::new(GopCache::default())),
+            cache: codec
+                .is_video()
+                .then(|| Mutex::new(PacketCache::new(VIDEO_CAPACITY))),
+            nacks_upstream: Mutex::new(None),
         };
         (Arc::new(feed), rx)
     }
@@ -106,6 +119,9 @@ impl Feed {
             let len = f.packet.payload.len();
             lock(gop).push(f.clone(), len, keyframe);
         }
+        if let Some(cache) = &self.cache {
+            lock(cache).insert(f.packet.header.sequence_number, f.clone());
+        }
         // No receivers is normal (no child yet).
         let _ = self.packets.send(f);
     }
@@ -129,6 +145,32 @@ impl Feed {
             .unwrap_or_default()
     }
 
+    /// The packet of `source` that arrived as `seq`, if the cache still holds it.
+    pub fn cached(&self, source: u32, seq: u16) -> Option<Forwarded> {
+        let cache = self.cache.as_ref()?;
+        lock(cache).get(seq).filter(|f| f.source == source).cloned()
+    }
+
+    /// A child asked for `seq` of `source` and the cache lacks it: hand it to the upstream
+    /// leg's NACK sender. False when it cannot go up (no upstream, another source by now, or
+    /// the sender's queue is full: the child will ask again).
+    pub fn nack_upstream(&self, source: u32, seq: u16) -> bool {
+        if source != self.source.load(Ordering::Relaxed) {
+            return false;
+        }
+        lock(&self.nacks_upstream)
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(seq).is_ok())
+    }
+
+    /// The receiving end of the cache misses to NACK upstream, for the current source;
+    /// replaces the previous one (whose channel closes).
+    pub fn nack_requests(&self) -> mpsc::Receiver<u16> {
+        let (tx, rx) = mpsc::channel(256);
+        *lock(&self.nacks_upstream) = Some(tx);
+        rx
+    }
+
     /// A new consumer, starting with the next packet.
     pub fn subscribe(&self) -> broadcast::Receiver<Forwarded> {
         self.packets.subscribe()
@@ -147,6 +189,10 @@ impl Feed {
         if let Some(gop) = &self.gop {
             lock(gop).clear();
         }
+        if let Some(cache) = &self.cache {
+            lock(cache).clear();
+        }
+        *lock(&self.nacks_upstream) = None;
         let (tx, rx) = mpsc::channel(16);
         *lock(&self.keyframe_requests) = tx;
         rx
@@ -184,5 +230,61 @@ impl Tracks {
         }
         *slot = Some(feed);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(seq: u16) -> rtp::Packet {
+        let mut p = rtp::Packet::default();
+        p.header.sequence_number = seq;
+        p.payload = bytes::Bytes::from_static(&[0x10, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn the_cache_answers_for_the_current_source_only() {
+        let (feed, _requests) = Feed::new(Codec::Vp8, Codec::Vp8.rtp_codec());
+        for seq in 100..110 {
+            feed.push(packet(seq));
+        }
+        assert_eq!(
+            feed.cached(0, 105).map(|f| f.packet.header.sequence_number),
+            Some(105)
+        );
+        assert!(feed.cached(0, 110).is_none(), "never pushed");
+        assert!(feed.cached(1, 105).is_none(), "another source");
+        let _requests = feed.switch_source();
+        assert!(
+            feed.cached(0, 105).is_none(),
+            "a new source clears the cache"
+        );
+        feed.push(packet(7));
+        assert!(feed.cached(1, 7).is_some());
+    }
+
+    #[test]
+    fn misses_go_upstream_only_while_an_upstream_listens() {
+        let (feed, _requests) = Feed::new(Codec::Vp8, Codec::Vp8.rtp_codec());
+        assert!(!feed.nack_upstream(0, 5), "no upstream yet (the root)");
+        let mut misses = feed.nack_requests();
+        assert!(feed.nack_upstream(0, 5));
+        assert_eq!(misses.try_recv().ok(), Some(5));
+        assert!(!feed.nack_upstream(1, 6), "a miss of another source");
+        let _requests = feed.switch_source();
+        assert!(
+            !feed.nack_upstream(1, 6),
+            "the old upstream's sender is gone"
+        );
+        assert!(misses.try_recv().is_err());
+    }
+
+    #[test]
+    fn audio_has_no_cache() {
+        let (feed, _requests) = Feed::new(Codec::Opus, Codec::Opus.rtp_codec());
+        feed.push(packet(1));
+        assert!(feed.cached(0, 1).is_none());
     }
 }

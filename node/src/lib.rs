@@ -21,6 +21,7 @@ pub mod fanout;
 pub mod gossip;
 pub mod http;
 pub mod impairment;
+pub mod nack;
 pub mod node;
 pub mod peer;
 pub mod record;
@@ -157,19 +158,22 @@ async fn run_node(
     }
 
     if let Role::Broadcast {
-        source: Source::Rtp {
-            video,
-            codec,
-            audio,
-        },
+        source:
+            Source::Rtp {
+                video,
+                codec,
+                audio,
+                video_pt,
+                audio_pt,
+            },
     } = &config.role
     {
         let mut tracks = Tracks::default();
         let inputs = [
-            (Some(*video), *codec, "video"),
-            (*audio, Codec::Opus, "audio"),
+            (Some(*video), *codec, *video_pt, "video"),
+            (*audio, Codec::Opus, *audio_pt, "audio"),
         ];
-        for (addr, codec, what) in inputs {
+        for (addr, codec, payload_type, what) in inputs {
             let Some(addr) = addr else { continue };
             let (socket, bound) = rtp_in::bind(addr)
                 .await
@@ -177,7 +181,8 @@ async fn run_node(
             println!("rtp {what} in listening on {bound}");
             let (feed, requests) = Feed::with_fast_start(codec, codec.rtp_codec(), node.fast_start);
             tracks.insert(feed.clone());
-            tokio::spawn(rtp_in::run(node.clone(), socket, feed, requests).in_current_span());
+            let input = rtp_in::run(node.clone(), socket, feed, requests, payload_type);
+            tokio::spawn(input.in_current_span());
         }
         node.set_tracks(tracks);
     }

@@ -38,6 +38,16 @@ enum Command {
         /// Measured seconds (after a 2 s warm-up).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Instead: time to first decodable frame for this many new viewers per relay, with
+        /// and without fast start (a root playing --video, two relays, viewers one by one).
+        #[arg(long, value_name = "VIEWERS")]
+        join: Option<u32>,
+        /// The root's video file for --join.
+        #[arg(long, default_value = "examples/media/test.ivf", requires = "join")]
+        video: PathBuf,
+        /// Seed of the pauses between joins (--join).
+        #[arg(long, default_value_t = 1, requires = "join")]
+        seed: u64,
     },
     /// The plain UDP relay the benchmark compares against (internal).
     #[command(hide = true)]
@@ -61,7 +71,11 @@ enum Command {
     /// Plain RTP: treecast broadcast --stream demo --rtp-in 127.0.0.1:5004 --rtp-codec vp8
     /// --http 127.0.0.1:8080, then e.g. ffmpeg -re -i test.ivf -c:v copy -f rtp
     /// rtp://127.0.0.1:5004?pkt_size=1200
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["video", "whip_token", "rtp_in"])))]
+    ///
+    /// Or with the SDP file ffmpeg writes: ffmpeg -re -i test.ivf -c:v copy -f rtp
+    /// rtp://127.0.0.1:5004 -sdp_file in.sdp, and treecast broadcast --stream demo
+    /// --rtp-in-sdp in.sdp --http 127.0.0.1:8080
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["video", "whip_token", "rtp_in", "rtp_in_sdp"])))]
     Broadcast {
         /// Stream name (A-Z a-z 0-9 - _), the last segment of the WHEP URL.
         #[arg(long)]
@@ -84,6 +98,11 @@ enum Command {
         /// Take Opus as plain RTP over UDP arriving at this address.
         #[arg(long, requires = "rtp_in")]
         rtp_audio_in: Option<SocketAddr>,
+        /// Take plain RTP as this SDP file describes it (ffmpeg -sdp_file): codec, payload
+        /// type, address and port of the video and (optional) Opus audio stream.
+        #[arg(long, alias = "sdp", value_name = "FILE",
+              conflicts_with_all = ["rtp_in", "rtp_codec", "rtp_audio_in", "audio"])]
+        rtp_in_sdp: Option<PathBuf>,
         /// Frame rate of an Annex-B file, which carries no timestamps.
         #[arg(long, default_value_t = 30)]
         fps: u32,
@@ -163,9 +182,12 @@ struct Common {
     #[arg(long, default_value_t = 4)]
     max_children: usize,
     /// Give a new child the packets since the last keyframe at once (it starts up to one GOP
-    /// behind live) instead of waiting for the next keyframe.
-    #[arg(long)]
+    /// behind live) instead of waiting for the next keyframe. On by default.
+    #[arg(long, overrides_with = "no_fast_start")]
     fast_start: bool,
+    /// Turn fast start off: a new child waits for the next keyframe (starts at live, later).
+    #[arg(long, overrides_with = "fast_start")]
+    no_fast_start: bool,
     /// Test only: impair every datagram sent, e.g. loss=0.05,delay=5,jitter=2,seed=7.
     #[arg(long, hide = true, env = "TREECAST_IMPAIR")]
     impair: Option<Impairment>,
@@ -194,9 +216,24 @@ fn main() -> anyhow::Result<()> {
         .init();
     let (stream, role, common) = match cli.command {
         Command::Bench {
+            join: Some(viewers),
+            video,
+            seed,
+            ..
+        } => {
+            let cfg = treecast_node::bench::join::JoinConfig {
+                viewers,
+                video,
+                seed,
+            };
+            treecast_node::bench::join::run(&cfg)?;
+            return Ok(());
+        }
+        Command::Bench {
             rate,
             size,
             seconds,
+            ..
         } => {
             let cfg = treecast_node::bench::BenchConfig {
                 rate,
@@ -220,12 +257,16 @@ fn main() -> anyhow::Result<()> {
             rtp_in,
             rtp_codec,
             rtp_audio_in,
+            rtp_in_sdp,
             fps,
             common,
         } => {
             let source = match (video, whip_token, rtp_in) {
                 (Some(video), _, _) => Source::Files { video, audio, fps },
                 (None, Some(token), _) => Source::Whip { token },
+                (None, None, None) if let Some(sdp) = rtp_in_sdp => {
+                    treecast_node::rtp_in::source_from_sdp_file(&sdp)?
+                }
                 (None, None, Some(video)) => Source::Rtp {
                     video,
                     codec: match rtp_codec {
@@ -233,6 +274,8 @@ fn main() -> anyhow::Result<()> {
                         RtpCodec::H264 => Codec::H264,
                     },
                     audio: rtp_audio_in,
+                    video_pt: None,
+                    audio_pt: None,
                 },
                 // clap's "source" group requires one of them.
                 _ => anyhow::bail!("give --video FILE, --whip-token TOKEN or --rtp-in ADDR"),
@@ -284,7 +327,8 @@ fn main() -> anyhow::Result<()> {
     let config = Config::new(&stream, role, common.http, common.ice_ip)?
         .with_max_children(common.max_children)?
         .with_impairment(common.impair)
-        .with_fast_start(common.fast_start)
+        // The later of --fast-start / --no-fast-start wins (clap overrides); on by default.
+        .with_fast_start(common.fast_start || !common.no_fast_start)
         .with_tree(Some(tree))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = rt.block_on(async {

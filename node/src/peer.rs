@@ -1,14 +1,20 @@
-//! Building peer connections the same way everywhere: our codec set, the default interceptors
-//! (NACK generator and responder, reports, TWCC receiver) plus the [`RtcpTap`], an explicit
-//! bind address, and a capped wait for ICE gathering.
+//! Building peer connections the same way everywhere: our codec set, webrtc's default
+//! interceptors but the NACK responder (NACK generator, reports, TWCC receiver) plus the
+//! [`RtcpTap`], an explicit bind address, and a capped wait for ICE gathering.
+//!
+//! Why no NACK responder: it answers from a per-connection send buffer and swallows what it
+//! cannot answer. A child's NACK goes to the application instead (the tap), which answers from
+//! the track's packet cache and NACKs a miss to the parent (`child.rs`, `nack.rs`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -84,7 +90,13 @@ impl PeerFactory {
     pub async fn build(&self, counters: Arc<LinkCounters>) -> Result<Peer, PeerError> {
         let mut engine = MediaEngine::default();
         register_codecs(&mut engine, self.payload_types)?;
-        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+        // `register_default_interceptors` without `configure_nack`: our codecs announce
+        // `nack` and `nack pli` themselves (codec.rs); the generator stays, the responder not.
+        let registry =
+            Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+        configure_simulcast_extension_headers(&mut engine)?;
+        let registry = configure_twcc_receiver_only(registry, &mut engine)?;
+        let registry = configure_rtcp_reports(registry);
         // Application-most, so every interceptor has seen the RTCP before we narrow it.
         let registry = registry.with(Slot::from(14_000), RtcpTap::new(counters));
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);

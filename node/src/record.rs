@@ -70,9 +70,23 @@ pub async fn record(
 ) -> Result<u64, RecordError> {
     let video_feed = tracks.video.clone().ok_or(RecordError::NoVideo)?;
     let mut video_rx = video_feed.subscribe();
-    // The recorder starts mid-stream: ask for a keyframe now rather than wait a GOP.
-    video_feed.request_keyframe();
+    // The packets that arrived before we subscribed, from the last keyframe on (fast start's
+    // GOP cache): the upstream leg feeds the feed from its first packet, a keyframe start,
+    // while the tracks are still being set up, so without these the first keyframe is lost
+    // and the recording starts a GOP later.
+    let backlog = video_feed.gop_snapshot();
+    if backlog.is_empty() {
+        // The recorder starts mid-stream: ask for a keyframe now rather than wait a GOP.
+        video_feed.request_keyframe();
+    }
     let mut video = VideoFile::create(&rec.video, video_feed.codec)?;
+    // Packets pushed between subscribing and the snapshot arrive twice: skip those.
+    let mut replayed_up_to = backlog
+        .last()
+        .map(|f| (f.source, f.packet.header.sequence_number));
+    for f in backlog {
+        video.push(f, rec.frames)?;
+    }
     let mut audio = match (&rec.audio, &tracks.audio) {
         (Some(path), Some(feed)) => Some(AudioFile::create(path, feed)?),
         (Some(_), None) => {
@@ -100,6 +114,13 @@ pub async fn record(
         tokio::select! {
             r = video_rx.recv() => match r {
                 Ok(f) => {
+                    if let Some((source, last)) = replayed_up_to {
+                        let ahead = f.packet.header.sequence_number.wrapping_sub(last);
+                        if f.source == source && (ahead == 0 || ahead >= 0x8000) {
+                            continue; // already recorded from the backlog
+                        }
+                        replayed_up_to = None;
+                    }
                     video.push(f, rec.frames)?;
                     if rec.frames.is_some_and(|n| video.frames >= n) {
                         break Ok(video.frames);

@@ -1,17 +1,22 @@
 //! An interceptor at the application end of every peer connection's chain: it counts the RTCP
 //! feedback a link receives (NACK, PLI, FIR, receiver reports) into that link's [`LinkCounters`]
-//! and passes keyframe requests on to the application.
+//! and passes keyframe requests and NACKs on to the application.
 //!
 //! Why an interceptor: in webrtc 0.21 inbound RTCP stops at the end of the chain unless an
-//! interceptor marks it `DeliverToApplication` (pitfall 3). NACKs are answered by the NACK
-//! responder further down the chain from its per-leg send buffer, so they are only counted here.
+//! interceptor marks it `DeliverToApplication` (pitfall 3). NACKs are answered by the child leg
+//! from the track's packet cache (`child.rs`), not by webrtc's NACK responder (not in the chain:
+//! `peer.rs`), so a miss can go on to the parent. Each delivered packet travels as its own
+//! message: webrtc routes a message to a track by the first packet's media SSRC, and a compound
+//! packet may start with a report about another track.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -37,6 +42,15 @@ pub struct LinkCounters {
     pub plis: AtomicU64,
     /// FIRs received from the peer.
     pub firs: AtomicU64,
+    /// NACKed packets resent from the node's packet cache (child leg).
+    pub retransmitted: AtomicU64,
+    /// NACKed packets the cache did not hold (child leg); those still of the current source
+    /// are NACKed upstream.
+    pub nack_misses: AtomicU64,
+    /// Sequence numbers NACKed to the parent on behalf of children (upstream leg).
+    pub nacks_forwarded: AtomicU64,
+    /// NACKed packets not resent because the leg's resend budget was spent (child leg).
+    pub resends_refused: AtomicU64,
     /// Last reported fraction lost, in 1/256 (RFC 3550 section 6.4.1).
     pub fraction_lost: AtomicU64,
     /// Last round-trip time from a receiver report, in microseconds; 0 when unknown.
@@ -59,6 +73,10 @@ impl LinkCounters {
         add(&self.nacked_packets, &other.nacked_packets);
         add(&self.plis, &other.plis);
         add(&self.firs, &other.firs);
+        add(&self.retransmitted, &other.retransmitted);
+        add(&self.nack_misses, &other.nack_misses);
+        add(&self.nacks_forwarded, &other.nacks_forwarded);
+        add(&self.resends_refused, &other.resends_refused);
     }
 }
 
@@ -110,9 +128,12 @@ impl std::fmt::Debug for RtcpTap {
     }
 }
 
-fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+/// What the application acts on: keyframe requests and NACKs.
+fn is_for_application(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
-    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+    any.is::<PictureLossIndication>()
+        || any.is::<FullIntraRequest>()
+        || any.is::<TransportLayerNack>()
 }
 
 /// RTT from a reception report (RFC 3550 section 6.4.1): arrival - LSR - DLSR, all in the
@@ -145,24 +166,25 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     type Error = rtc::shared::error::Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            for p in packets {
-                self.count(p.as_ref());
-            }
-            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
-                .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
-                .cloned()
-                .collect();
-            if requests.is_empty() {
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let Packet::Rtcp(packets) = &msg.message.packet else {
+            self.read_queue.push_back(msg);
+            return Ok(());
+        };
+        for p in packets {
+            self.count(p.as_ref());
+            if !is_for_application(p.as_ref()) {
                 // The interceptors before us have acted on it; the application has no use.
-                return Ok(());
+                continue;
             }
-            msg.message.packet = Packet::Rtcp(requests);
-            msg.message.add(Attribute::DeliverToApplication);
+            let message = AttributedPacket::new(Packet::Rtcp(vec![p.clone()]))
+                .with(Attribute::DeliverToApplication);
+            self.read_queue.push_back(TaggedPacket {
+                now: msg.now,
+                transport: msg.transport,
+                message,
+            });
         }
-        self.read_queue.push_back(msg);
         Ok(())
     }
 

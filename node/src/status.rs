@@ -92,6 +92,14 @@ pub struct LinkStatus {
     pub plis: u64,
     /// FIRs received.
     pub firs: u64,
+    /// NACKed packets resent from the node's packet cache (child legs).
+    pub retransmitted: u64,
+    /// NACKed packets the cache lacked (child legs); NACKed upstream if still current.
+    pub nack_misses: u64,
+    /// Sequence numbers NACKed to the parent for children's misses (upstream leg).
+    pub nacks_forwarded: u64,
+    /// NACKed packets not resent: the leg's resend budget was spent (child legs).
+    pub resends_refused: u64,
 }
 
 impl LinkStatus {
@@ -108,6 +116,10 @@ impl LinkStatus {
             nacked_packets: c.nacked_packets.load(Ordering::Relaxed),
             plis: c.plis.load(Ordering::Relaxed),
             firs: c.firs.load(Ordering::Relaxed),
+            retransmitted: c.retransmitted.load(Ordering::Relaxed),
+            nack_misses: c.nack_misses.load(Ordering::Relaxed),
+            nacks_forwarded: c.nacks_forwarded.load(Ordering::Relaxed),
+            resends_refused: c.resends_refused.load(Ordering::Relaxed),
         }
     }
 }

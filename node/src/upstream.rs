@@ -270,6 +270,13 @@ pub async fn adopt_tracks(
                 read_track(node.clone(), feed.clone(), track.clone(), source)
                     .instrument(span.clone()),
             );
+            let nacks = crate::nack::send_upstream(
+                feed.clone(),
+                track.clone(),
+                ssrc,
+                node.upstream.clone(),
+            );
+            tokio::spawn(nacks.instrument(span.clone()));
             tokio::spawn(send_keyframe_requests(feed, track, requests, ssrc).instrument(span));
         }
     }

@@ -5,10 +5,12 @@
 //! - POST: 401 without the right token, 415 without `application/sdp`, 409 while another
 //!   publisher is live, 400 for SDP webrtc cannot answer; 201 with the answer, `Location`
 //!   (the session) and `ETag`.
-//! - PATCH on the session: `application/trickle-ice-sdpfrag` with candidates, 204. An ICE
-//!   restart (`If-Match: "*"`) is not supported: 422. An `If-Match` that is not the session's
-//!   ETag: 412. The 201 advertises `Accept-Patch`.
+//! - PATCH on the session (RFC 9725 section 4.3.1): `application/trickle-ice-sdpfrag` with
+//!   candidates, 204. An ICE restart (`If-Match: "*"`) is not supported: 422, as the RFC
+//!   requires of a session that supports trickle but not restarts (405 would mean no PATCH at
+//!   all). An `If-Match` that is not the session's ETag: 412. The 201 advertises `Accept-Patch`.
 //! - DELETE on the session: closes it, 200; unknown session 404.
+//! - PATCH and DELETE need the bearer token as POST does (401), section 4.8.
 //!
 //! One publisher per process: the feeds are fixed once known, so a second publisher after the
 //! first left is refused (409) until source switching lands (the munger supports it).

@@ -238,15 +238,61 @@ fn five_percent_loss_on_every_hop_still_delivers_99_percent_at_depth_4() {
         "only {got} of {sent} frames arrived whole"
     );
 
-    // Repair happened hop by hop: every parent received NACKs from its child (the viewer may
-    // have left relay3 by now: its link is then counted under departed_children).
-    for node in &nodes {
+    // Repair happened hop by hop: every parent received NACKs from its child and resent
+    // packets from its own cache; every relay also lost packets on its upstream leg that its
+    // child asked for before they were repaired, and NACKed those misses to its parent. (The
+    // viewer may have left relay3 by now: its link is then counted under departed_children.)
+    for (i, node) in nodes.iter().enumerate() {
         let s = node.status();
-        let nacks = |v: &serde_json::Value| v["nacks"].as_u64().unwrap_or(0);
-        let children = s["children"].as_array().unwrap();
-        let total = children.iter().map(nacks).sum::<u64>() + nacks(&s["departed_children"]);
-        println!("{}: NACKs from its child {total}", node.name);
-        assert!(total > 0, "{} answered no NACKs: {s}", node.name);
+        let sum = |key: &str| {
+            let of = |v: &serde_json::Value| v[key].as_u64().unwrap_or(0);
+            let children = s["children"].as_array().unwrap();
+            children.iter().map(of).sum::<u64>() + of(&s["departed_children"])
+        };
+        let (nacks, nacked, hits, misses) = (
+            sum("nacks"),
+            sum("nacked_packets"),
+            sum("retransmitted"),
+            sum("nack_misses"),
+        );
+        let forwarded = s["upstream"]["nacks_forwarded"].as_u64().unwrap();
+        println!(
+            "{}: from its child {nacks} NACKs for {nacked} packets; {hits} resent from the \
+             cache, {misses} missed; {forwarded} NACKed upstream",
+            node.name
+        );
+        assert!(nacks > 0, "{} got no NACKs: {s}", node.name);
+        assert!(
+            hits > 0,
+            "{} answered no NACK from its cache: {s}",
+            node.name
+        );
+        assert!(
+            hits <= nacked,
+            "{} resent more than was asked: {s}",
+            node.name
+        );
+        let refused = sum("resends_refused");
+        assert_eq!(refused, 0, "{}: 5% loss is within budget: {s}", node.name);
+        if i > 0 {
+            assert!(
+                misses > 0,
+                "{}: no cache miss under 5% loss: {s}",
+                node.name
+            );
+            assert!(
+                forwarded > 0,
+                "{} forwarded no miss upstream: {s}",
+                node.name
+            );
+            assert!(
+                forwarded <= misses,
+                "{}: more forwarded than missed: {s}",
+                node.name
+            );
+        } else {
+            assert_eq!(forwarded, 0, "the root has no parent: {s}");
+        }
     }
 }
 

@@ -95,6 +95,26 @@ impl Chromium {
     }
 }
 
+impl Chromium {
+    /// Waits (bounded) for the player's `FIRST_FRAME` line: milliseconds from the WHEP answer
+    /// to the first decoded video frame.
+    fn first_frame_ms(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!("Chromium decoded no frame in {timeout:?}");
+            };
+            if line.contains("ERROR") {
+                panic!("player error: {line}");
+            }
+            if line.contains("FIRST_FRAME") {
+                return field(&line, "ms=").unwrap();
+            }
+        }
+    }
+}
+
 fn field(line: &str, key: &str) -> Option<u64> {
     let rest = &line[line.find(key)? + key.len()..];
     rest.split(|c: char| !c.is_ascii_digit())
@@ -127,6 +147,83 @@ fn chromium_plays_through_a_relay(video: &str, test: &str) {
     assert_eq!(field(&later, "frameWidth="), Some(320), "{later}");
     let s = relay.status();
     assert_eq!(s["children"].as_array().unwrap().len(), 1, "{s}");
+}
+
+/// Fast start, seen from a browser: a new Chromium viewer of a relay shows its first frame
+/// sooner with fast start than without. The clip has one keyframe per 4 s (the root cannot
+/// honour keyframe requests from a file), so without fast start a viewer waits 2 s on average;
+/// three viewers per relay, alternating.
+#[test]
+fn chromium_shows_its_first_frame_sooner_with_fast_start() {
+    if !Path::new(CHROMIUM).exists() || Command::new("ffmpeg").arg("-version").output().is_err() {
+        skip("Chromium or ffmpeg not installed (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("chromium-first-frame");
+    let clip = dir.join("gop4s.ivf");
+    let encoded = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=30")
+        .args([
+            "-t",
+            "8",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "300k",
+            "-deadline",
+            "realtime",
+        ])
+        .args([
+            "-cpu-used",
+            "8",
+            "-g",
+            "120",
+            "-keyint_min",
+            "120",
+            "-auto-alt-ref",
+            "0",
+        ])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(encoded.success());
+    let root = Node::broadcast("root", &dir, &clip, None, &[]);
+    let relay = |name: &str, flag: &str| {
+        let parent = root.whep_url("demo");
+        let args = [
+            "relay",
+            "--stream",
+            "demo",
+            "--pull",
+            &parent,
+            "--http",
+            "127.0.0.1:0",
+            flag,
+        ];
+        Node::spawn(name, &dir, &args, &[])
+    };
+    let (fast, slow) = (
+        relay("fast", "--fast-start"),
+        relay("slow", "--no-fast-start"),
+    );
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        for (relay, times) in [(&fast, &mut with), (&slow, &mut without)] {
+            let profile = dir.join(format!("{}-{round}", relay.name));
+            std::fs::create_dir_all(&profile).unwrap();
+            let browser = Chromium::play(&relay.whep_url("demo"), &profile);
+            times.push(browser.first_frame_ms(Duration::from_secs(20)));
+        }
+    }
+    let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len() as u64;
+    println!(
+        "Chromium, answer to first decoded frame: fast start {with:?} ms (mean {}), \
+         without {without:?} ms (mean {})",
+        mean(&with),
+        mean(&without)
+    );
+    assert!(mean(&with) < mean(&without), "{with:?} vs {without:?}");
 }
 
 #[test]
@@ -354,6 +451,239 @@ fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
     let recorded = support::ivf_frames(&out);
     assert_eq!(recorded.len(), 90);
     support::assert_contiguous_run(&support::ivf_frames(&source), &recorded);
+}
+
+/// RFC 9725 status codes on the WHIP endpoint and the session resource, with a real publisher
+/// (aiortc) holding the session: section 4.2 (POST: 201 + Location), 4.3.1 (PATCH: 204 for
+/// trickle; 412 on a stale ETag; 422 for an ICE restart, as a session that supports trickle
+/// but not restarts must answer), 4.5 (DELETE: 200), 4.8 (401 without the bearer token).
+#[test]
+fn whip_answers_with_the_status_codes_of_rfc_9725() {
+    if Script::python().is_none() {
+        skip(".venv with aiortc missing (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("whip-codes");
+    let root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--whip-token",
+            "s3cret",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let addr = root.http.unwrap();
+    let auth = ("Authorization", "Bearer s3cret");
+    let sdp = ("Content-Type", "application/sdp");
+    // An offer that sends video: enough to reach the publisher check.
+    let offer = b"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:s v\r\na=sendonly\r\n";
+    let post =
+        |headers: &[(&str, &str)]| support::http(addr, "POST", "/whip/demo", headers, offer).0;
+    assert_eq!(
+        post(&[auth, ("Content-Type", "text/plain")]),
+        415,
+        "no SDP type"
+    );
+    assert_eq!(post(&[sdp]), 401, "no token");
+    assert_eq!(
+        post(&[sdp, ("Authorization", "Bearer s3cre")]),
+        401,
+        "wrong token"
+    );
+    assert_eq!(
+        post(&[sdp, ("Authorization", "Basic s3cret")]),
+        401,
+        "not a bearer token"
+    );
+
+    let publisher = Script::spawn(
+        "aiortc_whip.py",
+        &[
+            &format!("http://{addr}/whip/demo"),
+            "s3cret",
+            media("test.ivf").to_str().unwrap(),
+            "60",
+        ],
+    );
+    let created = publisher.expect_line("created ", Duration::from_secs(20));
+    assert!(
+        created.starts_with("created 201 content-type=application/sdp etag=\"")
+            && created.ends_with(" accept-patch=application/trickle-ice-sdpfrag"),
+        "{created}"
+    );
+    let etag = created
+        .split("etag=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let line = publisher.expect_line("publishing ", Duration::from_secs(20));
+    let session = line["publishing ".len()..].trim().to_owned();
+    let path = &session[session.find("/whip/").unwrap()..];
+    assert_eq!(post(&[sdp, auth]), 409, "one publisher at a time");
+
+    let frag = ("Content-Type", "application/trickle-ice-sdpfrag");
+    let candidate =
+        b"a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n";
+    let patch = |path: &str, headers: &[(&str, &str)]| {
+        support::http(addr, "PATCH", path, headers, candidate)
+    };
+    assert_eq!(patch(path, &[frag]).0, 401, "PATCH without token");
+    assert_eq!(patch(path, &[frag, ("Authorization", "Bearer x")]).0, 401);
+    assert_eq!(patch(path, &[auth, sdp]).0, 415, "PATCH with another type");
+    let (code, body) = patch(path, &[auth, frag, ("If-Match", "*")]);
+    assert_eq!(code, 422, "ICE restart is not supported: {body}");
+    assert_eq!(patch(path, &[auth, frag, ("If-Match", "\"stale\"")]).0, 412);
+    let (code, body) = patch(path, &[auth, frag, ("If-Match", &etag)]);
+    assert_eq!(code, 204, "trickle with the session's ETag: {body}");
+    assert_eq!(patch("/whip/demo/nosuchsession", &[auth, frag]).0, 404);
+
+    let delete =
+        |path: &str, headers: &[(&str, &str)]| support::http(addr, "DELETE", path, headers, b"").0;
+    assert_eq!(delete(path, &[]), 401, "DELETE without token");
+    assert_eq!(delete("/whip/demo/nosuchsession", &[auth]), 404);
+    assert_eq!(delete(path, &[auth]), 200, "the publisher ends its session");
+    assert_eq!(delete(path, &[auth]), 404, "the session is gone");
+    assert_eq!(
+        patch(path, &[auth, frag]).0,
+        404,
+        "no trickle into an ended session"
+    );
+}
+
+#[test]
+fn ffmpeg_writes_an_sdp_file_and_the_root_takes_codec_payload_types_and_ports_from_it() {
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        skip("ffmpeg not installed (run scripts/install-test-deps)");
+        return;
+    }
+    let dir = tmp_dir("rtp-in-sdp");
+    // Two free ports for ffmpeg to send to (it keeps sending while nobody listens yet).
+    let free_port = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (video_port, audio_port) = (free_port(), free_port());
+    let sdp = dir.join("in.sdp");
+    let (video, audio) = (media("test.h264"), media("test.ogg"));
+    // H.264 on purpose: --rtp-codec defaults to VP8, so the codec must come from the file.
+    // ffmpeg cannot loop a raw Annex-B file ("Seek to start failed"): remux it into Matroska
+    // first (stream copy: the NAL units stay the same).
+    let mkv = dir.join("test.mkv");
+    let remux = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-framerate", "30", "-i"])
+        .arg(&video)
+        .args(["-c", "copy"])
+        .arg(&mkv)
+        .status()
+        .unwrap();
+    assert!(remux.success());
+    let _ffmpeg = Script {
+        child: Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&mkv)
+            .args(["-re", "-stream_loop", "-1", "-i"])
+            .arg(&audio)
+            .args(["-map", "0:v", "-c:v", "copy", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{video_port}?pkt_size=1200"))
+            .args(["-map", "1:a", "-c:a", "copy", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{audio_port}"))
+            .arg("-sdp_file")
+            .arg(&sdp)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg"),
+        lines: mpsc::channel().1,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&sdp).map_or(true, |t| !t.contains("a=rtpmap:97")) {
+        assert!(Instant::now() < deadline, "ffmpeg wrote no SDP file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut root = Node::spawn(
+        "root",
+        &dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--rtp-in-sdp",
+            sdp.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let line = root.expect_line("rtp video in listening on ");
+    assert!(line.ends_with(&format!("127.0.0.1:{video_port}")), "{line}");
+    let line = root.expect_line("rtp audio in listening on ");
+    assert!(line.ends_with(&format!("127.0.0.1:{audio_port}")), "{line}");
+    let relay = Node::relay("relay", &dir, &root, &[]);
+    let (video_out, audio_out) = (dir.join("out.h264"), dir.join("out.ogg"));
+    let mut viewer = Node::spawn(
+        "view",
+        &dir,
+        &[
+            "view",
+            "--pull",
+            &relay.whep_url("demo"),
+            "--record",
+            video_out.to_str().unwrap(),
+            "--record-audio",
+            audio_out.to_str().unwrap(),
+            "--frames",
+            "90",
+        ],
+        &[],
+    );
+    assert!(
+        viewer.wait_success(Duration::from_secs(30)),
+        "{}",
+        viewer.log_tail()
+    );
+    let s = root.status();
+    assert_eq!(s["tracks"][0]["codec"], "video/H264", "{s}");
+    assert_eq!(s["tracks"][1]["codec"], "audio/opus", "{s}");
+    let recorded = support::annexb_access_units(&video_out);
+    assert_eq!(recorded.len(), 90);
+    support::assert_contiguous_run(&support::annexb_access_units(&video), &recorded);
+    let audio = std::fs::read(&audio_out).unwrap();
+    let pages = audio.windows(4).filter(|w| w == b"OggS").count();
+    assert!(pages > 50, "only {pages} Ogg pages of audio");
+}
+
+#[test]
+fn a_hostile_sdp_file_stops_the_root_with_a_clear_error() {
+    let dir = tmp_dir("rtp-in-sdp-bad");
+    let sdp = dir.join("bad.sdp");
+    std::fs::write(
+        &sdp,
+        "v=0\nc=IN IP4 127.0.0.1\nm=video 5004 RTP/SAVP 96\na=rtpmap:96 VP8/90000\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_treecast"))
+        .args(["broadcast", "--stream", "demo", "--rtp-in-sdp"])
+        .arg(&sdp)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.sdp: line 3: transport \"RTP/SAVP\" not supported"),
+        "{err}"
+    );
 }
 
 /// Skips a test whose independent peer is not installed, loudly; in CI (`CI` set) a missing

@@ -1,7 +1,8 @@
 //! A per-track packet cache for answering NACKs (RFC 4585 §6.2.1) from children.
 //!
-//! Packets are stored under their *outgoing* sequence number (after the munger), because that
-//! is what children NACK. A ring of fixed capacity gives O(1) insert and lookup; each slot
+//! The node keeps one per video track, keyed by the sequence number the track arrives with
+//! (the parent's numbering); each child leg maps a child's NACK back to that numbering through
+//! its munger (`Munger::incoming_seq`) and rewrites the cached packet for the leg. A ring of fixed capacity gives O(1) insert and lookup; each slot
 //! remembers the extended (unwrapped) sequence number it holds, so a lookup never returns a
 //! packet that a later packet with the same slot, or the same 16-bit number one wrap earlier,
 //! should have replaced.
@@ -15,7 +16,7 @@ pub const AUDIO_CAPACITY: usize = 128;
 /// Largest capacity: half the sequence space, beyond which "older" and "newer" are ambiguous.
 pub const MAX_CAPACITY: usize = 1 << 15;
 
-/// Ring buffer of recent packets keyed by outgoing sequence number.
+/// Ring buffer of recent packets keyed by sequence number.
 ///
 /// `T` is what the shell needs to resend a packet; by default the packet's `Bytes`. A shell
 /// whose legs differ (SSRC, PT, extension ids) can store the upstream packet together with its
@@ -61,7 +62,7 @@ impl<T> PacketCache<T> {
         self.slots.len()
     }
 
-    /// Stores `packet` under outgoing sequence number `seq`, replacing whatever held its slot.
+    /// Stores `packet` under sequence number `seq`, replacing whatever held its slot.
     /// A packet older than the cache's window is ignored (it would evict a newer one).
     pub fn insert(&mut self, seq: u16, packet: T) {
         let ext = match self.highest {

@@ -7,9 +7,12 @@
 //!
 //! - [`rtp`]: parse RTP packets and rewrite them for a downstream leg.
 //! - [`rtcp`]: split compound RTCP, read reports and feedback, build PLI/FIR/NACK.
+//! - [`rtp_sdp`]: the SDP file describing a plain RTP input (ffmpeg `-sdp_file`).
 //! - [`keyframe`]: does an RTP payload start a keyframe (VP8, H.264)?
 //! - [`munger`]: sequence/timestamp continuity for children across parent changes.
-//! - [`cache`]: recent packets by outgoing sequence number, for answering NACKs.
+//! - [`cache`]: recent packets by sequence number, for answering NACKs.
+//! - [`nack_requests`]: merge the NACKs a node forwards upstream for its children's cache misses.
+//! - [`retransmit_budget`]: how much a child's NACKs may make its parent resend.
 //! - [`keyframe_requests`]: merge PLI/FIR from children into at most one upstream request per interval.
 //! - [`child_queue`]: bounded per-child queue; a child that falls behind is dropped to the next keyframe.
 //! - [`gop`]: optional fast start, the packets since the last keyframe for a new child.
@@ -23,6 +26,9 @@ pub mod impairment;
 pub mod keyframe;
 pub mod keyframe_requests;
 pub mod munger;
+pub mod nack_requests;
+pub mod retransmit_budget;
 pub mod rng;
 pub mod rtcp;
 pub mod rtp;
+pub mod rtp_sdp;

@@ -1,7 +1,8 @@
 """An independent WHIP publisher: aiortc (PyPI) publishes a looped file to a treecast root.
 
 Usage: aiortc_whip.py WHIP_URL TOKEN VIDEO_FILE SECONDS
-Prints "publishing" once the answer is applied, publishes for SECONDS, then DELETEs the
+Prints "created" with the status and the headers a WHIP client relies on, then
+"publishing" once the answer is applied, publishes for SECONDS, then DELETEs the
 session and exits 0; exits non-zero when the server refuses the offer.
 """
 import asyncio
@@ -32,6 +33,12 @@ async def main(url: str, token: str, video: str, seconds: float) -> int:
                 return 2
             answer = await resp.text()
             session = urljoin(url, resp.headers["Location"])
+            h = resp.headers
+            print(
+                f"created {resp.status} content-type={h.get('Content-Type')} "
+                f"etag={h.get('ETag')} accept-patch={h.get('Accept-Patch')}",
+                flush=True,
+            )
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         print(f"publishing {session}", flush=True)
         await asyncio.sleep(seconds)
