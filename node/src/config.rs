@@ -156,6 +156,8 @@ pub struct Config {
     pub fast_start: bool,
     /// The gossip overlay and the tree; `None` for a node outside any tree (tests, `bench`).
     pub tree: Option<TreeConfig>,
+    /// Print nothing on stdout (a node among many in `treecast swarm`).
+    pub quiet: bool,
 }
 
 /// How a node takes part in the gossiped tree.
@@ -229,6 +231,7 @@ impl Config {
             impairment: None,
             fast_start: true,
             tree: None,
+            quiet: false,
         })
     }
 

@@ -719,6 +719,13 @@ impl Driver {
         if self.ticks.is_multiple_of(20) {
             self.report_link(receiving);
             self.measure_capacity();
+            let (client, node) = (self.client.clone(), self.node.clone());
+            tokio::spawn(async move {
+                if let Ok(stats) = client.stats().await {
+                    node.gossip_bytes
+                        .store(stats.bytes_in + stats.bytes_out, Ordering::Relaxed);
+                }
+            });
         }
         if self.ticks.is_multiple_of(10) {
             self.publish_info();

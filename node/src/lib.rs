@@ -29,6 +29,7 @@ pub mod rtcp_tap;
 pub mod rtp_in;
 pub mod source;
 pub mod status;
+pub mod swarm;
 pub mod upstream;
 pub mod whep_client;
 pub mod whip;
@@ -84,13 +85,43 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    let (observer, _) = tokio::sync::oneshot::channel();
+    run_with(
+        config,
+        async move {
+            shutdown.await;
+            Stop::Leave
+        },
+        observer,
+    )
+    .await
+}
+
+/// How a node run by [`run_with`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Cleanly: tell parent and children, close every connection.
+    Leave,
+    /// Like a crash: no goodbye; the overlay and the driver stop dead, the media connections
+    /// are dropped (`treecast swarm`'s kills).
+    Crash,
+}
+
+/// Like [`run`], for a harness running many nodes in one process: hands the node's shared
+/// state to `observer` once it exists, and ends as `stop` says.
+pub async fn run_with(
+    config: Config,
+    stop: impl Future<Output = Stop> + Send + 'static,
+    observer: tokio::sync::oneshot::Sender<Arc<NodeState>>,
+) -> Result<(), NodeError> {
     let span = tracing::info_span!("node", id = &config.node_id.as_str()[..8]);
-    run_node(config, shutdown).instrument(span).await
+    run_node(config, stop, observer).instrument(span).await
 }
 
 async fn run_node(
     config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = Stop> + Send + 'static,
+    observer: tokio::sync::oneshot::Sender<Arc<NodeState>>,
 ) -> Result<(), NodeError> {
     let runtime = match config.impairment {
         Some(spec) => impaired_runtime::runtime(spec).ok_or(NodeError::NoRuntime)?,
@@ -101,11 +132,19 @@ async fn run_node(
         Role::Broadcast { .. } => None,
     };
     let mut config = config;
+    let mut overlay_task = None;
+    let mut overlay_addr = None;
     let overlay = match &config.tree {
         Some(tree) => {
-            let overlay = start_overlay(tree).await?;
-            config.node_id = config::NodeId::from_string(overlay.0.node_id().to_string());
-            Some(overlay)
+            let (client, events, task) = start_overlay(tree, config.quiet).await?;
+            overlay_addr = client
+                .listen_addrs()
+                .await
+                .ok()
+                .and_then(|a| a.first().map(|a| a.to_string()));
+            config.node_id = config::NodeId::from_string(client.node_id().to_string());
+            overlay_task = Some(task);
+            Some((client, events))
         }
         None => None,
     };
@@ -128,8 +167,10 @@ async fn run_node(
                 _ => None,
             },
         )
-        .with_fast_start(config.fast_start),
+        .with_fast_start(config.fast_start)
+        .with_overlay_addr(overlay_addr),
     );
+    let _ = observer.send(node.clone());
     tracing::info!(role = ?node.role, stream = node.stream.as_str(), "starting");
     if config.ice_ip.is_loopback() && config.http.is_some_and(|a| a.ip().is_unspecified()) {
         tracing::warn!(
@@ -178,7 +219,9 @@ async fn run_node(
             let (socket, bound) = rtp_in::bind(addr)
                 .await
                 .map_err(|source| NodeError::Bind { addr, source })?;
-            println!("rtp {what} in listening on {bound}");
+            if !config.quiet {
+                println!("rtp {what} in listening on {bound}");
+            }
             let (feed, requests) = Feed::with_fast_start(codec, codec.rtp_codec(), node.fast_start);
             tracks.insert(feed.clone());
             let input = rtp_in::run(node.clone(), socket, feed, requests, payload_type);
@@ -194,7 +237,9 @@ async fn run_node(
         let bound = listener
             .local_addr()
             .map_err(|source| NodeError::Bind { addr, source })?;
-        println!("http listening on {bound}");
+        if !config.quiet {
+            println!("http listening on {bound}");
+        }
         tracing::info!(%bound, "serving WHEP at /whep/{} and /api/status", node.stream.as_str());
         let app = http::router(node.clone());
         tokio::spawn(
@@ -261,9 +306,11 @@ async fn run_node(
         }
     };
     tokio::pin!(work);
+    let mut how = Stop::Leave;
     let result = tokio::select! {
-        _ = shutdown => {
-            tracing::info!("shutting down");
+        stop = shutdown => {
+            tracing::info!(?stop, "shutting down");
+            how = stop;
             // Let the recorder finish its files (IVF frame count) before the connections go.
             finish_recording.send_replace(true);
             tokio::time::timeout(CLOSE_TIMEOUT, &mut work).await.unwrap_or(Ok(()))
@@ -276,6 +323,15 @@ async fn run_node(
     };
     // Close every connection so parent and children notice at once (a DTLS close, not an ICE
     // timeout seconds later) and webrtc stops delivering into tracks nobody drains.
+    if how == Stop::Crash {
+        // No goodbye: the overlay's connections drop and the agent says nothing.
+        if let Some(driver) = &driver {
+            driver.abort();
+        }
+        if let Some(task) = &overlay_task {
+            task.abort();
+        }
+    }
     stop.send_replace(true);
     if let Some(driver) = driver {
         // The driver tells parent and children we leave before the connections go.
@@ -292,7 +348,15 @@ async fn run_node(
 /// MULTIADDR/p2p/PEER-ID`, what other nodes pass to `--bootstrap`).
 async fn start_overlay(
     tree: &TreeConfig,
-) -> Result<(gossip::Client, tokio::sync::mpsc::Receiver<gossip::Event>), NodeError> {
+    quiet: bool,
+) -> Result<
+    (
+        gossip::Client,
+        tokio::sync::mpsc::Receiver<gossip::Event>,
+        tokio::task::JoinHandle<()>,
+    ),
+    NodeError,
+> {
     let config = tree
         .gossip
         .config()
@@ -301,7 +365,7 @@ async fn start_overlay(
     let (client, events, event_loop) = gossip::new(config)
         .await
         .map_err(|e| NodeError::Gossip(e.to_string()))?;
-    tokio::spawn(event_loop.run().in_current_span());
+    let task = tokio::spawn(event_loop.run().in_current_span());
     // Listeners come up within milliseconds; print what is there after a short wait.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     let mut addrs = Vec::new();
@@ -310,10 +374,12 @@ async fn start_overlay(
         addrs = client.listen_addrs().await.unwrap_or_default();
     }
     for addr in &addrs {
-        println!("{}", gossip::announce(addr, client.peer_id()));
+        if !quiet {
+            println!("{}", gossip::announce(addr, client.peer_id()));
+        }
     }
     tracing::info!(node = %client.node_id(), "gossip overlay up");
-    Ok((client, events))
+    Ok((client, events, task))
 }
 
 /// Keeps the upstream link's `bitrate_bps` current (bits over the last second), as each child

@@ -49,6 +49,45 @@ enum Command {
         #[arg(long, default_value_t = 1, requires = "join")]
         seed: u64,
     },
+    /// A broadcaster and N tree relays in this one process (real libp2p, real WebRTC over
+    /// loopback): the load test, and "hundreds of viewers" on one machine.
+    ///
+    /// Reports join time to first frame, depth, packets per relay, and after --kill K
+    /// interior relays are stopped dead: repair times and interruptions elsewhere; plus gossip
+    /// bytes per node and memory per node. Example (200 relays, 3 killed):
+    ///   treecast swarm --nodes 200 --join-over 40 --kill 3
+    Swarm {
+        /// Relays besides the broadcaster.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        /// Stream name.
+        #[arg(long, default_value = "swarm")]
+        stream: String,
+        /// Video file (default: the bundled test clip).
+        #[arg(long)]
+        video: Option<PathBuf>,
+        /// Audio file.
+        #[arg(long)]
+        audio: Option<PathBuf>,
+        /// Start the relays evenly over this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        join_over: f64,
+        /// Interior relays to stop dead once all have joined.
+        #[arg(long, default_value_t = 0)]
+        kill: usize,
+        /// Seconds between the last join and the kills.
+        #[arg(long, default_value_t = 5.0)]
+        kill_after: f64,
+        /// Seconds to keep measuring after the kills.
+        #[arg(long, default_value_t = 10.0)]
+        observe: f64,
+        /// Which relays are killed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The plain UDP relay the benchmark compares against (internal).
     #[command(hide = true)]
     UdpRelay {
@@ -204,7 +243,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The benchmark's own nodes stay quiet: its report is the output.
     let default_filter = match cli.command {
-        Command::Bench { .. } | Command::UdpRelay { .. } => "warn",
+        Command::Bench { .. } | Command::UdpRelay { .. } | Command::Swarm { .. } => "warn",
         _ => "info,webrtc=warn,rtc=warn",
     };
     tracing_subscriber::fmt()
@@ -242,6 +281,45 @@ fn main() -> anyhow::Result<()> {
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(treecast_node::bench::run(cfg))?;
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+            return Ok(());
+        }
+        Command::Swarm {
+            nodes,
+            stream,
+            video,
+            audio,
+            join_over,
+            kill,
+            kill_after,
+            observe,
+            seed,
+            json,
+        } => {
+            let secs = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.0, 3600.0));
+            let clip = |name: &str| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../examples/media")
+                    .join(name)
+            };
+            let cfg = treecast_node::swarm::SwarmConfig {
+                nodes,
+                stream,
+                video: video.unwrap_or_else(|| clip("test.ivf")),
+                audio,
+                join_over: secs(join_over),
+                kill,
+                kill_after: secs(kill_after),
+                observe: secs(observe),
+                seed,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = rt.block_on(treecast_node::swarm::run(cfg))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
             rt.shutdown_timeout(std::time::Duration::from_millis(200));
             return Ok(());
         }

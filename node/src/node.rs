@@ -50,6 +50,10 @@ pub struct NodeState {
     /// What the tree driver says (nothing without one). Lock: replaced whole by the driver,
     /// cloned out by the HTTP handlers; never held across an `.await`.
     tree: Mutex<TreeInfo>,
+    /// Record bytes in and out over the gossip overlay (updated every second by the driver).
+    pub gossip_bytes: AtomicU64,
+    /// The overlay's first listen address with `/p2p/PEER-ID`, when the node runs one.
+    overlay_addr: Option<String>,
 }
 
 /// The tree as this node's driver last saw it.
@@ -112,7 +116,20 @@ impl NodeState {
             started: Instant::now(),
             last_media_ms: AtomicU64::new(0),
             tree: Mutex::new(TreeInfo::default()),
+            gossip_bytes: AtomicU64::new(0),
+            overlay_addr: None,
         }
+    }
+
+    /// Sets the overlay address (before the node is shared).
+    pub fn with_overlay_addr(mut self, addr: Option<String>) -> Self {
+        self.overlay_addr = addr;
+        self
+    }
+
+    /// The overlay's address other nodes can bootstrap from.
+    pub fn overlay_addr(&self) -> Option<String> {
+        self.overlay_addr.clone()
     }
 
     /// What the tree driver last said.

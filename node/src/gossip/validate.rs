@@ -86,6 +86,11 @@ pub struct Stats {
     pub published: u64,
     /// Records accepted from sync answers (counted in `accepted` too).
     pub synced: u64,
+    /// Record bytes received (gossip messages' data and sync answers; libp2p framing and
+    /// gossipsub control messages not included).
+    pub bytes_in: u64,
+    /// Record bytes published.
+    pub bytes_out: u64,
     /// Direct messages whose receiver had to be looked up in the DHT after a failed dial.
     pub lookups: u64,
 }

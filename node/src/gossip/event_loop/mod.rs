@@ -292,6 +292,7 @@ impl EventLoop {
 
     fn try_publish(&mut self, record: &NodeRecord) -> Result<(), PublishError> {
         let sealed = self.seal(record);
+        let len = sealed.len() as u64;
         let result = self
             .swarm
             .behaviour_mut()
@@ -301,6 +302,7 @@ impl EventLoop {
             // The same bytes were published already: nothing to do.
             Ok(_) | Err(PublishError::Duplicate) => {
                 self.stats.published += 1;
+                self.stats.bytes_out += len;
                 Ok(())
             }
             Err(e) => Err(e),
@@ -479,6 +481,7 @@ impl EventLoop {
         message_id: &gossipsub::MessageId,
         message: gossipsub::Message,
     ) {
+        self.stats.bytes_in += message.data.len() as u64;
         let stream = self.streams.get(&message.topic);
         let verdict = validate(stream, &message.data, &self.seqs);
         self.stats.count(&verdict);
@@ -538,6 +541,7 @@ impl EventLoop {
         let topic_stream = self.streams.values().find(|s| **s == stream).cloned();
         let mut accepted = 0;
         for data in records.into_iter().take(super::protocol::MAX_SYNC_RECORDS) {
+            self.stats.bytes_in += data.len() as u64;
             let verdict = validate(topic_stream.as_ref(), &data, &self.seqs);
             self.stats.count(&verdict);
             if let Verdict::Accept { record, signer } = verdict {

@@ -1,0 +1,512 @@
+//! `treecast swarm`: a broadcaster and N tree relays in one process (real libp2p, real WebRTC
+//! over loopback), optionally with interior nodes stopped dead on a schedule; reports join
+//! times, depth, media per node, interruptions, repair times, gossip traffic and memory.
+//!
+//! Every node is a full [`crate::run_with`] node: its own overlay swarm, its own tree agent,
+//! its own peer connections. A kill is [`crate::Stop::Crash`]: the node's overlay and agent
+//! stop without a word and its media connections drop, as when a process dies.
+//!
+//! Measured by sampling every node's shared state every [`SAMPLE`]:
+//! - join time: from a node's start to its first video keyframe (its first decodable frame);
+//! - interruption: a node that had media and went [`GAP`] without a packet;
+//! - repair time: from a kill to the moment an orphan of it (a node of its subtree) has media
+//!   again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::config::{Config, Role, Source, TreeConfig};
+use crate::node::NodeState;
+use crate::{NodeError, Stop};
+
+/// How often every node is looked at.
+pub const SAMPLE: Duration = Duration::from_millis(50);
+/// Silence that counts as an interruption.
+pub const GAP: Duration = Duration::from_millis(300);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Relays besides the broadcaster.
+    pub nodes: usize,
+    /// Stream name.
+    pub stream: String,
+    /// Video file for the broadcaster.
+    pub video: PathBuf,
+    /// Audio file, optional.
+    pub audio: Option<PathBuf>,
+    /// Start the nodes evenly over this long.
+    pub join_over: Duration,
+    /// How many interior nodes to kill once all have joined (0: none).
+    pub kill: usize,
+    /// How long after the last join the kills happen.
+    pub kill_after: Duration,
+    /// How long to keep measuring after the kills (or after the joins).
+    pub observe: Duration,
+    /// Seed for which nodes are killed.
+    pub seed: u64,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Relays started.
+    pub nodes: usize,
+    /// Relays whose first keyframe arrived.
+    pub joined: usize,
+    /// Join time to first frame, ms: p50, p95, max.
+    pub join_ms: Percentiles,
+    /// Depth of the attached relays in the root's view at the end: max, and the optimum
+    /// for this many nodes of four slots.
+    pub max_depth: u64,
+    /// ceil(log4)-style optimum.
+    pub optimal_depth: u64,
+    /// Mean depth.
+    pub mean_depth: f64,
+    /// Relays attached in the root's view at the end (of those alive).
+    pub attached: usize,
+    /// Media packets received per relay over the run: min and p50.
+    pub packets_min: u64,
+    /// Median packets per relay.
+    pub packets_p50: u64,
+    /// Killed relays.
+    pub killed: Vec<String>,
+    /// Nodes in the killed subtrees (orphans), and how many got media again.
+    pub orphans: usize,
+    /// Orphans with media again.
+    pub repaired: usize,
+    /// Repair time, ms: p50, p95, max.
+    pub repair_ms: Percentiles,
+    /// Interruptions of nodes outside the killed subtrees (should be 0).
+    pub interruptions_outside: usize,
+    /// Gossip record bytes per node per second (in + out).
+    pub gossip_bytes_per_node_s: f64,
+    /// The stream's bitrate as the root's first child receives it, bit/s.
+    pub stream_bps: u64,
+    /// Gossip as a share of the stream bitrate, percent.
+    pub gossip_percent_of_stream: f64,
+    /// Resident memory of the whole process divided by the nodes (incl. the root), KiB.
+    pub rss_kib_per_node: u64,
+}
+
+/// p50, p95 and max of a sample.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 95th percentile.
+    pub p95: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(mut v: Vec<u64>) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Percentiles {
+            p50: at(0.5),
+            p95: at(0.95),
+            max: at(1.0),
+        }
+    }
+}
+
+struct Running {
+    id: String,
+    state: Arc<NodeState>,
+    started: Instant,
+    stop: Option<oneshot::Sender<Stop>>,
+    first_frame: Option<Duration>,
+    /// Had media at the last sample.
+    flowing: bool,
+    /// Stopped by a kill.
+    dead: bool,
+}
+
+/// Runs the swarm and returns what it measured.
+pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let http = Some(SocketAddr::new(lo, 0));
+    let gossip = |bootstrap: Option<&str>| -> Result<TreeConfig, NodeError> {
+        let mut args = crate::gossip::Args {
+            no_mdns: true,
+            p2p_listen: vec![
+                "/ip4/127.0.0.1/tcp/0"
+                    .parse()
+                    .map_err(|e| NodeError::Gossip(format!("{e}")))?,
+            ],
+            ..Default::default()
+        };
+        if let Some(b) = bootstrap {
+            args.bootstrap = vec![b.parse().map_err(|e| NodeError::Gossip(format!("{e}")))?];
+        }
+        Ok(TreeConfig {
+            gossip: args,
+            upload_kbps: None,
+        })
+    };
+    let bad = |e: crate::config::ConfigError| NodeError::Gossip(e.to_string());
+
+    // The broadcaster.
+    let source = Source::Files {
+        video: cfg.video.clone(),
+        audio: cfg.audio.clone(),
+        fps: 30,
+    };
+    let mut root_cfg = Config::new(&cfg.stream, Role::Broadcast { source }, http, None)
+        .map_err(bad)?
+        .with_tree(Some(gossip(None)?))
+        .map_err(bad)?;
+    root_cfg.quiet = true;
+    let root = start(root_cfg).await?;
+    // Its overlay address: what every relay bootstraps from.
+    let bootstrap = root_overlay_addr(&root.state).await?;
+
+    let mut relays: Vec<Running> = Vec::new();
+    let spacing = cfg.join_over / (cfg.nodes.max(1) as u32);
+    let t0 = Instant::now();
+    let mut samples = Sampler::default();
+    for i in 0..cfg.nodes {
+        let mut c = Config::new(&cfg.stream, Role::Relay { pull: None }, http, None)
+            .map_err(bad)?
+            .with_tree(Some(gossip(Some(&bootstrap))?))
+            .map_err(bad)?;
+        c.quiet = true;
+        relays.push(start(c).await?);
+        let due = t0 + spacing * (i as u32 + 1);
+        while Instant::now() < due {
+            samples.sample(&mut relays);
+            tokio::time::sleep(SAMPLE.min(due.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+    eprintln!("swarm: {} relays started in {:?}", cfg.nodes, t0.elapsed());
+    // Wait for everyone's first frame (bounded), then settle.
+    let deadline = Instant::now() + Duration::from_secs(60).max(cfg.join_over);
+    while relays.iter().any(|r| r.first_frame.is_none()) && Instant::now() < deadline {
+        samples.sample(&mut relays);
+        tokio::time::sleep(SAMPLE).await;
+    }
+    let settle_until = Instant::now() + cfg.kill_after;
+    while Instant::now() < settle_until {
+        samples.sample(&mut relays);
+        tokio::time::sleep(SAMPLE).await;
+    }
+
+    // Kills: interior relays (with children in the root's view), chosen by the seed.
+    let tree = root.state.tree().snapshot;
+    let mut killed = Vec::new();
+    let mut affected: BTreeSet<String> = BTreeSet::new();
+    let mut killed_at = None;
+    if cfg.kill > 0
+        && let Some(tree) = &tree
+    {
+        let children: BTreeMap<String, Vec<String>> = tree
+            .nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.children.clone()))
+            .collect();
+        let mut interior: Vec<String> = tree
+            .nodes
+            .iter()
+            .filter(|n| n.parent.is_some() && !n.children.is_empty())
+            .map(|n| n.id.clone())
+            .collect();
+        // A seeded shuffle (splitmix64), no RNG crate needed for this.
+        let mut x = cfg.seed;
+        for i in (1..interior.len()).rev() {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            interior.swap(i, (z % (i as u64 + 1)) as usize);
+        }
+        interior.truncate(cfg.kill);
+        for top in &interior {
+            let mut stack = vec![top.clone()];
+            while let Some(n) = stack.pop() {
+                if let Some(c) = children.get(&n) {
+                    stack.extend(c.iter().cloned());
+                }
+                affected.insert(n);
+            }
+        }
+        samples.reset_gaps();
+        killed_at = Some(Instant::now());
+        for r in relays.iter_mut().filter(|r| interior.contains(&r.id)) {
+            if let Some(stop) = r.stop.take() {
+                let _ = stop.send(Stop::Crash);
+            }
+            r.dead = true;
+        }
+        killed = interior;
+        eprintln!(
+            "swarm: killed {killed:?} ({} nodes in their subtrees)",
+            affected.len()
+        );
+    }
+
+    // Observe.
+    let gossip_start: u64 = all_gossip_bytes(&root, &relays);
+    let observe_from = Instant::now();
+    let mut repaired: BTreeMap<String, Duration> = BTreeMap::new();
+    let observe_until = Instant::now() + cfg.observe;
+    while Instant::now() < observe_until {
+        samples.sample(&mut relays);
+        if let Some(at) = killed_at {
+            for r in relays
+                .iter()
+                .filter(|r| !r.dead && affected.contains(&r.id))
+            {
+                if r.state.silent_for().is_some_and(|s| s < GAP)
+                    && r.state.silent_for().is_some_and(|s| s < at.elapsed())
+                {
+                    repaired.entry(r.id.clone()).or_insert_with(|| at.elapsed());
+                }
+            }
+        }
+        tokio::time::sleep(SAMPLE).await;
+    }
+    let gossip_bytes = all_gossip_bytes(&root, &relays).saturating_sub(gossip_start);
+    let alive = relays.iter().filter(|r| !r.dead).count() + 1;
+    let gossip_per_node_s =
+        gossip_bytes as f64 / alive as f64 / observe_from.elapsed().as_secs_f64();
+
+    // The end state, from the root's view.
+    let tree = root.state.tree().snapshot;
+    let depths: Vec<u64> = tree
+        .as_ref()
+        .map(|t| {
+            t.nodes
+                .iter()
+                .filter_map(|n| n.depth.map(u64::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let attached = depths.len().saturating_sub(1);
+    let max_depth = depths.iter().copied().max().unwrap_or(0);
+    let mean_depth = if depths.len() > 1 {
+        depths.iter().sum::<u64>() as f64 / (depths.len() - 1) as f64
+    } else {
+        0.0
+    };
+    let mut packets: Vec<u64> = relays
+        .iter()
+        .filter(|r| !r.dead)
+        .map(|r| r.state.upstream.packets.load(Ordering::Relaxed))
+        .collect();
+    packets.sort_unstable();
+    let stream_bps = relays
+        .iter()
+        .filter(|r| !r.dead)
+        .map(|r| r.state.upstream.bitrate_bps.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    let orphans = affected.len().saturating_sub(killed.len());
+    let report = Report {
+        nodes: cfg.nodes,
+        joined: relays.iter().filter(|r| r.first_frame.is_some()).count(),
+        join_ms: Percentiles::of(
+            relays
+                .iter()
+                .filter_map(|r| r.first_frame)
+                .map(|d| d.as_millis() as u64)
+                .collect(),
+        ),
+        max_depth,
+        optimal_depth: optimal_depth(cfg.nodes),
+        mean_depth,
+        attached,
+        packets_min: packets.first().copied().unwrap_or(0),
+        packets_p50: packets.get(packets.len() / 2).copied().unwrap_or(0),
+        killed,
+        orphans,
+        repaired: repaired.len(),
+        repair_ms: Percentiles::of(repaired.values().map(|d| d.as_millis() as u64).collect()),
+        interruptions_outside: samples
+            .gaps
+            .iter()
+            .filter(|id| !affected.contains(*id))
+            .count(),
+        gossip_bytes_per_node_s: gossip_per_node_s,
+        stream_bps,
+        gossip_percent_of_stream: if stream_bps > 0 {
+            gossip_per_node_s * 8.0 * 100.0 / stream_bps as f64
+        } else {
+            0.0
+        },
+        rss_kib_per_node: rss_kib() / (cfg.nodes as u64 + 1),
+    };
+    // Stop everyone (cleanly).
+    for r in relays.iter_mut() {
+        if let Some(stop) = r.stop.take() {
+            let _ = stop.send(Stop::Leave);
+        }
+    }
+    let mut root = root;
+    if let Some(stop) = root.stop.take() {
+        let _ = stop.send(Stop::Leave);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(report)
+}
+
+/// The depth a tree of `n` relays under a root, all of four slots, needs at least.
+fn optimal_depth(n: usize) -> u64 {
+    let (mut depth, mut level, mut placed) = (0u64, 1usize, 0usize);
+    while placed < n {
+        depth += 1;
+        level *= 4;
+        placed += level;
+    }
+    depth
+}
+
+async fn start(config: Config) -> Result<Running, NodeError> {
+    let (obs_tx, obs_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<Stop>();
+    let started = Instant::now();
+    tokio::spawn(async move {
+        let stop = async move { stop_rx.await.unwrap_or(Stop::Leave) };
+        if let Err(e) = crate::run_with(config, stop, obs_tx).await {
+            tracing::warn!(error = %e, "a swarm node stopped");
+        }
+    });
+    let state = obs_rx
+        .await
+        .map_err(|_| NodeError::Gossip("a node failed to start".into()))?;
+    // The tree id appears once the driver published its first view.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let id = loop {
+        if let Some(id) = state.tree().id {
+            break id;
+        }
+        if Instant::now() > deadline {
+            break state.node_id.as_str().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    Ok(Running {
+        id,
+        state,
+        started,
+        stop: Some(stop_tx),
+        first_frame: None,
+        flowing: false,
+        dead: false,
+    })
+}
+
+/// The root's overlay address: its node id is the tree id; the address comes from its status.
+async fn root_overlay_addr(root: &NodeState) -> Result<String, NodeError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(addr) = root.overlay_addr() {
+            return Ok(addr);
+        }
+        if Instant::now() > deadline {
+            return Err(NodeError::Gossip(
+                "the root's overlay did not come up".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn all_gossip_bytes(root: &Running, relays: &[Running]) -> u64 {
+    std::iter::once(root)
+        .chain(relays.iter().filter(|r| !r.dead))
+        .map(|r| r.state.gossip_bytes.load(Ordering::Relaxed))
+        .sum()
+}
+
+#[derive(Default)]
+struct Sampler {
+    /// Nodes that had an interruption since the last reset.
+    gaps: BTreeSet<String>,
+}
+
+impl Sampler {
+    fn sample(&mut self, relays: &mut [Running]) {
+        for r in relays.iter_mut().filter(|r| !r.dead) {
+            if r.first_frame.is_none()
+                && r.state
+                    .tracks()
+                    .and_then(|t| t.video)
+                    .is_some_and(|v| v.keyframes_seen() > 0)
+            {
+                r.first_frame = Some(r.started.elapsed());
+            }
+            let flowing = r.state.silent_for().is_some_and(|s| s < GAP);
+            if r.flowing && !flowing {
+                self.gaps.insert(r.id.clone());
+            }
+            r.flowing = flowing;
+        }
+    }
+
+    fn reset_gaps(&mut self) {
+        self.gaps.clear();
+    }
+}
+
+/// Resident memory of this process, KiB (0 where /proc is missing).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl Report {
+    /// The report as a readable table.
+    pub fn table(&self) -> String {
+        let p = |x: &Percentiles| format!("p50 {} ms, p95 {} ms, max {} ms", x.p50, x.p95, x.max);
+        format!(
+            "relays                 {} started, {} got a first frame, {} attached at the end\n\
+             join to first frame    {}\n\
+             depth                  max {} (optimum {}), mean {:.2}\n\
+             packets per relay      min {}, p50 {}\n\
+             killed                 {:?}\n\
+             orphans repaired       {} of {}\n\
+             repair time            {}\n\
+             interruptions outside  {}\n\
+             gossip per node        {:.0} B/s ({:.2}% of the {} kbit/s stream)\n\
+             memory per node        {} KiB (process RSS / nodes)\n",
+            self.nodes,
+            self.joined,
+            self.attached,
+            p(&self.join_ms),
+            self.max_depth,
+            self.optimal_depth,
+            self.mean_depth,
+            self.packets_min,
+            self.packets_p50,
+            self.killed,
+            self.repaired,
+            self.orphans,
+            p(&self.repair_ms),
+            self.interruptions_outside,
+            self.gossip_bytes_per_node_s,
+            self.gossip_percent_of_stream,
+            self.stream_bps / 1000,
+            self.rss_kib_per_node,
+        )
+    }
+}
