@@ -29,9 +29,13 @@ use crate::fast::Run;
 use crate::metrics::{Depths, Shape, Tally};
 use crate::queue::Queue;
 
-/// Quiet time after the scenario's last event, so joins, repairs and swaps under way finish
-/// before the settled check.
+/// Least time after the scenario's last event before the settled check, so joins, repairs and
+/// swaps under way finish.
 const SETTLE: Duration = Duration::from_secs(10);
+/// After `SETTLE`, the run goes on until the network is quiet (see `Net::quiet`), at most this
+/// long: promotions and moves come in waves (every node looks every 5 s, swaps at most once per
+/// promotion interval), and a check in the middle of one sees half-done swaps.
+const SETTLE_MAX: Duration = Duration::from_secs(120);
 /// Below this many nodes the auto policy checks the whole truth view after every step (lower
 /// than fast mode's: here a step is one delivery, and there are many more of them).
 const CHECK_ALL_BELOW: usize = 100;
@@ -50,8 +54,12 @@ enum Ev {
         from: NodeId,
         msg: Message,
     },
-    /// A published record reaches every other agent.
-    Gossip(NodeRecord),
+    /// A published record reaches every other agent; `changed`: it says more than "still
+    /// here" (its relations, depth or anything else but seq and uptime changed).
+    Gossip {
+        rec: NodeRecord,
+        changed: bool,
+    },
     /// Media silence: the node notices its parent is gone.
     ParentLost(NodeId),
     /// The node notices a child is gone.
@@ -74,8 +82,10 @@ struct Net<'c> {
     rng: SmallRng,
     queue: Queue<Ev>,
     now: Time,
-    /// Scenario events stop here; agents run on until `end + SETTLE`.
+    /// Scenario events stop here; agents run on until `end + SETTLE` and a quiet moment.
     end: Time,
+    /// Messages, changed records and loss notices on their way: the network is quiet at 0.
+    in_flight: u64,
     agents: BTreeMap<NodeId, Agent>,
     /// The timer scheduled for each agent (an older `Wake` in the queue is stale).
     wake: BTreeMap<NodeId, Time>,
@@ -100,6 +110,7 @@ impl<'c> Net<'c> {
             queue: Queue::default(),
             now: Time::ZERO,
             end: Time::ZERO + Duration::from_secs_f64(cfg.duration),
+            in_flight: 0,
             agents: BTreeMap::new(),
             wake: BTreeMap::new(),
             truth,
@@ -122,16 +133,26 @@ impl<'c> Net<'c> {
     }
 
     fn run(&mut self, progress: &mut dyn FnMut(f64)) {
-        let stop = self.end + SETTLE;
+        let settle = self.end + SETTLE;
+        let stop = settle + SETTLE_MAX;
         let mut steps = 0u64;
         while let Some(at) = self.queue.next_at() {
-            if at > stop {
+            if at > stop || (self.now >= settle && self.quiet()) {
                 break;
             }
             let Some((at, ev)) = self.queue.pop() else {
                 break;
             };
             self.advance(at);
+            if matches!(
+                ev,
+                Ev::Deliver { .. }
+                    | Ev::Gossip { changed: true, .. }
+                    | Ev::ParentLost(_)
+                    | Ev::ChildLost { .. }
+            ) {
+                self.in_flight -= 1;
+            }
             let scenario_over = at > self.end;
             match ev {
                 Ev::Arrive | Ev::Replace | Ev::Leave(_) | Ev::Crash(_) if scenario_over => {}
@@ -160,7 +181,7 @@ impl<'c> Net<'c> {
                     }
                 }
                 Ev::Deliver { to, from, msg } => self.input(to, Input::Message { from, msg }),
-                Ev::Gossip(rec) => {
+                Ev::Gossip { rec, .. } => {
                     let author = rec.node.id;
                     let ids: Vec<NodeId> = self.agents.keys().copied().collect();
                     for id in ids.into_iter().filter(|&id| id != author) {
@@ -177,8 +198,17 @@ impl<'c> Net<'c> {
                 progress(self.now.as_micros() as f64 / stop.as_micros().max(1) as f64);
             }
         }
-        self.advance(stop.max(self.now));
+        if self.now < settle {
+            self.advance(settle);
+        }
         progress(1.0);
+    }
+
+    /// Nothing under way: no message, changed record or loss notice travelling, and no agent
+    /// waiting for an answer or reconciling (`Agent::is_busy`). Refreshes that change nothing
+    /// may still travel. If every agent follows the protocol, the tree is settled now.
+    fn quiet(&self) -> bool {
+        self.in_flight == 0 && !self.agents.values().any(Agent::is_busy)
     }
 
     fn advance(&mut self, to: Time) {
@@ -252,16 +282,27 @@ impl<'c> Net<'c> {
             Output::Publish(rec) => {
                 self.tally.publications += 1;
                 self.tally.publication_bytes += rec.encode().len() as u64;
+                let changed = self.truth.get(id).is_none_or(|old| {
+                    let strip = |n: &Node| Node {
+                        seq: 0,
+                        uptime_s: 0,
+                        ..*n
+                    };
+                    strip(old) != strip(&rec.node)
+                });
                 if self.truth.merge(&rec, self.now).is_ok() {
                     self.checker.touch([id]);
                     self.checker.touch(rec.node.parent);
                     self.checker.touch(rec.node.children.iter());
                 }
                 let delay = self.gossip_delay();
-                self.queue.push(self.now + delay, Ev::Gossip(rec));
+                self.in_flight += u64::from(changed);
+                self.queue
+                    .push(self.now + delay, Ev::Gossip { rec, changed });
             }
             Output::Send { to, msg } => {
                 self.tally.requests += 1;
+                self.in_flight += 1;
                 let delay = dist::delay(&mut self.rng, self.cfg.latency_ms, self.cfg.jitter_ms);
                 self.queue
                     .push(self.now + delay, Ev::Deliver { to, from: id, msg });
@@ -312,9 +353,11 @@ impl<'c> Net<'c> {
                 LeaveKind::Crash => {
                     self.tally.crashes += 1;
                     for c in me.children.iter() {
+                        self.in_flight += 1;
                         self.queue.push(self.now + detect, Ev::ParentLost(c));
                     }
                     if let Some(p) = me.parent {
+                        self.in_flight += 1;
                         self.queue.push(
                             self.now + detect,
                             Ev::ChildLost {
