@@ -41,8 +41,10 @@ pub struct View {
     poor_links: usize,
 }
 
+/// Aligned to a cache line, so the fields a walk reads (the record's id, parent and children,
+/// its first 64 bytes) are always one line, never split across two.
 #[derive(Debug, Clone, Copy)]
-#[repr(C)]
+#[repr(C, align(64))]
 struct Entry {
     node: Node,
     heard: Time,
@@ -469,7 +471,8 @@ impl View {
         }
         // Nodes whose chain was walked to its end without a loop: a later walk that reaches
         // one of them ends there too (a node on a cycle never reaches a node off it).
-        let mut fine: Vec<NodeId> = Vec::new();
+        let mut fine = [NodeId(0); 128];
+        let mut fine_len = 0;
         let cap = self.nodes.len().min(usize::from(MAX_DEPTH) * 4);
         for &id in ids {
             let Some(n) = self.get(id) else { continue };
@@ -478,15 +481,16 @@ impl View {
             }
             // A cycle: walking agreed parents comes back to where it started (one lookup a
             // step: the parent's record, which must list the node below it).
-            let mark = fine.len();
-            if fine.contains(&n.id) {
+            let mark = fine_len;
+            if fine[..fine_len].contains(&n.id) {
                 continue;
             }
             let mut at = n;
             let mut ended = false;
             for _ in 0..=cap {
-                if fine.len() < 256 {
-                    fine.push(at.id);
+                if fine_len < fine.len() {
+                    fine[fine_len] = at.id;
+                    fine_len += 1;
                 }
                 let Some(parent) = at.parent.and_then(|p| self.get(p)) else {
                     ended = true;
@@ -503,7 +507,7 @@ impl View {
                 at = parent;
             }
             if !ended {
-                fine.truncate(mark); // a loop, or a chain too long to tell: vouch for nothing
+                fine_len = mark; // a loop, or a chain too long to tell: vouch for nothing
             }
         }
         v.sort_by_key(|x| format!("{x:?}"));
