@@ -1,9 +1,12 @@
 //! Message-level mode: every node runs its own [`Agent`]; records and messages travel through a
 //! simulated network with delays, in virtual time.
 //!
-//! The network: a published record reaches every other agent after one gossip delay (the
-//! one-way latency times the hops of a gossip mesh of degree `gossip_fanout`, about
-//! `log_D(n)`); a direct message reaches its one receiver after one latency. Both get jitter.
+//! The network: records travel in gossip rounds of `GOSSIP_ROUND` (as gossipsub batches what it
+//! forwards per heartbeat): the records published during one round reach every other agent
+//! together, one gossip delay after the round ends (the one-way latency times the hops of a
+//! gossip mesh of degree `gossip_fanout`, about `log_D(n)`). A node that published twice in
+//! one round is delivered only its newer record, which merging makes equivalent (a view is a
+//! semilattice). A direct message reaches its one receiver after one latency. Both get jitter.
 //! A newcomer receives the current records of everyone at once when it arrives (the sync a
 //! shell does from a gossip peer on joining). A crash is noticed by the crashed node's parent
 //! and children after the detection time (media silence); a graceful leaver runs
@@ -36,6 +39,10 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// long: promotions and moves come in waves (every node looks every 5 s, swaps at most once per
 /// promotion interval), and a check in the middle of one sees half-done swaps.
 const SETTLE_MAX: Duration = Duration::from_secs(120);
+/// Records published within one round travel together (see the module docs). Delivering a
+/// batch to one agent after another keeps each agent's view in cache for the whole batch,
+/// which is what makes thousands of agents affordable.
+const GOSSIP_ROUND: Duration = Duration::from_millis(100);
 /// Below this many nodes the auto policy checks the whole truth view after every step (lower
 /// than fast mode's: here a step is one delivery, and there are many more of them).
 const CHECK_ALL_BELOW: usize = 100;
@@ -54,12 +61,8 @@ enum Ev {
         from: NodeId,
         msg: Message,
     },
-    /// A published record reaches every other agent; `changed`: it says more than "still
-    /// here" (its relations, depth or anything else but seq and uptime changed).
-    Gossip {
-        rec: NodeRecord,
-        changed: bool,
-    },
+    /// The records of one gossip round (by index) reach every other agent.
+    Gossip(u64),
     /// Media silence: the node notices its parent is gone.
     ParentLost(NodeId),
     /// The node notices a child is gone.
@@ -67,6 +70,15 @@ enum Ev {
         parent: NodeId,
         child: NodeId,
     },
+}
+
+/// The records published during one gossip round.
+#[derive(Debug, Default)]
+struct Round {
+    /// The newest record of each node that published.
+    records: Vec<NodeRecord>,
+    /// Whether one of them says more than "still here" (see `Net::quiet`).
+    changed: bool,
 }
 
 /// Runs `cfg` with one agent per node.
@@ -84,8 +96,11 @@ struct Net<'c> {
     now: Time,
     /// Scenario events stop here; agents run on until `end + SETTLE` and a quiet moment.
     end: Time,
-    /// Messages, changed records and loss notices on their way: the network is quiet at 0.
+    /// Messages, rounds carrying a changed record, and loss notices on their way: the network
+    /// is quiet at 0.
     in_flight: u64,
+    /// Gossip rounds published and not yet delivered, by round index.
+    rounds: BTreeMap<u64, Round>,
     agents: BTreeMap<NodeId, Agent>,
     /// The timer scheduled for each agent (an older `Wake` in the queue is stale).
     wake: BTreeMap<NodeId, Time>,
@@ -111,6 +126,7 @@ impl<'c> Net<'c> {
             now: Time::ZERO,
             end: Time::ZERO + Duration::from_secs_f64(cfg.duration),
             in_flight: 0,
+            rounds: BTreeMap::new(),
             agents: BTreeMap::new(),
             wake: BTreeMap::new(),
             truth,
@@ -146,10 +162,7 @@ impl<'c> Net<'c> {
             self.advance(at);
             if matches!(
                 ev,
-                Ev::Deliver { .. }
-                    | Ev::Gossip { changed: true, .. }
-                    | Ev::ParentLost(_)
-                    | Ev::ChildLost { .. }
+                Ev::Deliver { .. } | Ev::ParentLost(_) | Ev::ChildLost { .. }
             ) {
                 self.in_flight -= 1;
             }
@@ -181,11 +194,12 @@ impl<'c> Net<'c> {
                     }
                 }
                 Ev::Deliver { to, from, msg } => self.input(to, Input::Message { from, msg }),
-                Ev::Gossip { rec, .. } => {
-                    let author = rec.node.id;
-                    let ids: Vec<NodeId> = self.agents.keys().copied().collect();
-                    for id in ids.into_iter().filter(|&id| id != author) {
-                        self.input(id, Input::Record(rec.clone()));
+                Ev::Gossip(round) => {
+                    if let Some(round) = self.rounds.remove(&round) {
+                        if round.changed {
+                            self.in_flight -= 1;
+                        }
+                        self.deliver(&round.records);
                     }
                 }
                 Ev::ParentLost(id) => self.input(id, Input::ParentLost),
@@ -255,6 +269,34 @@ impl<'c> Net<'c> {
         self.spawn(node);
     }
 
+    /// Gives every agent the records of one gossip round (not its own), then carries out what
+    /// they ask for, in id order. Nothing an agent does reaches another before the next event,
+    /// so handling the whole batch first changes nothing but the order of work.
+    fn deliver(&mut self, records: &[NodeRecord]) {
+        let mut outs: Vec<(NodeId, Output)> = Vec::new();
+        let mut wakes: Vec<(NodeId, Time)> = Vec::new();
+        for (&id, agent) in &mut self.agents {
+            for rec in records.iter().filter(|r| r.node.id != id) {
+                agent.handle(self.now, Input::Record(rec.clone()));
+            }
+            while let Some(o) = agent.poll_output() {
+                outs.push((id, o));
+            }
+            if let Some(t) = agent.poll_timeout()
+                && self.wake.get(&id) != Some(&t)
+            {
+                wakes.push((id, t));
+            }
+        }
+        for (id, o) in outs {
+            self.output(id, o);
+        }
+        for (id, t) in wakes {
+            self.wake.insert(id, t);
+            self.queue.push(t.max(self.now), Ev::Wake(id));
+        }
+    }
+
     /// Feeds one input to an agent and carries out what it asks for.
     fn input(&mut self, id: NodeId, input: Input) {
         let Some(agent) = self.agents.get_mut(&id) else {
@@ -295,10 +337,7 @@ impl<'c> Net<'c> {
                     self.checker.touch(rec.node.parent);
                     self.checker.touch(rec.node.children.iter());
                 }
-                let delay = self.gossip_delay();
-                self.in_flight += u64::from(changed);
-                self.queue
-                    .push(self.now + delay, Ev::Gossip { rec, changed });
+                self.publish(rec, changed);
             }
             Output::Send { to, msg } => {
                 self.tally.requests += 1;
@@ -403,6 +442,29 @@ impl<'c> Net<'c> {
                 .collect(),
         };
         dist::sample(&mut self.rng, pool, spec.count as usize)
+    }
+
+    /// Adds a record to the current gossip round, opening the round (and scheduling its
+    /// delivery) with the first record.
+    fn publish(&mut self, rec: NodeRecord, changed: bool) {
+        let index = self.now.as_micros() / GOSSIP_ROUND.as_micros() as u64;
+        if !self.rounds.contains_key(&index) {
+            let end = Time((index + 1) * GOSSIP_ROUND.as_micros() as u64);
+            let at = end + self.gossip_delay();
+            self.queue.push(at, Ev::Gossip(index));
+            self.rounds.insert(index, Round::default());
+        }
+        let Some(round) = self.rounds.get_mut(&index) else {
+            return; // inserted above
+        };
+        match round.records.iter_mut().find(|r| r.node.id == rec.node.id) {
+            Some(older) => *older = rec,
+            None => round.records.push(rec),
+        }
+        if changed && !round.changed {
+            round.changed = true;
+            self.in_flight += 1;
+        }
     }
 
     /// One latency per gossip hop; a mesh of degree D reaches n nodes in about log_D(n) hops.
