@@ -7,6 +7,13 @@
 //! gossip mesh of degree `gossip_fanout`, about `log_D(n)`). A node that published twice in
 //! one round is delivered only its newer record, which merging makes equivalent (a view is a
 //! semilattice). A direct message reaches its one receiver after one latency. Both get jitter.
+//!
+//! Delivered records go to a log; an agent reads the log up to now, each record with the time
+//! it was delivered, before its next input (timer, message, loss). Only the record of an
+//! agent's own parent makes it act (it follows the parent's depth and republishes), so those
+//! agents read at once, at delivery. Every agent thus handles exactly the inputs it would if
+//! each round were handed to every agent at delivery, at the same times and in the same order,
+//! and answers the same; it just handles a second of records at a time, with its view in cache.
 //! A newcomer receives the current records of everyone at once when it arrives (the sync a
 //! shell does from a gossip peer on joining). A crash is noticed by the crashed node's parent
 //! and children after the detection time (media silence); a graceful leaver runs
@@ -15,7 +22,7 @@
 //! Beside the agents the simulator keeps a *truth* view: the latest record each live node
 //! published. Metrics and invariant checks look at it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -102,6 +109,16 @@ struct Net<'c> {
     /// Gossip rounds published and not yet delivered, by round index.
     rounds: BTreeMap<u64, Round>,
     agents: BTreeMap<NodeId, Agent>,
+    /// Delivered records, with their delivery time, from position `log_base` on.
+    log: VecDeque<(Time, NodeRecord)>,
+    log_base: u64,
+    /// How far in the log each agent has read.
+    cursor: BTreeMap<NodeId, u64>,
+    /// The agents whose parent is the key: they read a round at once when it carries the
+    /// parent's record.
+    followers: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// Each agent's parent, as `followers` has it.
+    parents: BTreeMap<NodeId, NodeId>,
     /// The timer scheduled for each agent (an older `Wake` in the queue is stale).
     wake: BTreeMap<NodeId, Time>,
     truth: View,
@@ -128,6 +145,11 @@ impl<'c> Net<'c> {
             in_flight: 0,
             rounds: BTreeMap::new(),
             agents: BTreeMap::new(),
+            log: VecDeque::new(),
+            log_base: 0,
+            cursor: BTreeMap::new(),
+            followers: BTreeMap::new(),
+            parents: BTreeMap::new(),
             wake: BTreeMap::new(),
             truth,
             arrived: 0,
@@ -252,6 +274,9 @@ impl<'c> Net<'c> {
             agent.handle(self.now, Input::Record(rec));
         }
         self.agents.insert(id, agent);
+        // Everything delivered so far is in the records it was just given.
+        self.cursor
+            .insert(id, self.log_base + self.log.len() as u64);
         self.input(id, Input::Join);
     }
 
@@ -269,36 +294,69 @@ impl<'c> Net<'c> {
         self.spawn(node);
     }
 
-    /// Gives every agent the records of one gossip round (not its own), then carries out what
-    /// they ask for, in id order. Nothing an agent does reaches another before the next event,
-    /// so handling the whole batch first changes nothing but the order of work.
+    /// Delivers the records of one gossip round: to the log for every agent, and at once to the
+    /// agents whose parent published in it; then carries out what those ask for, in id order.
     fn deliver(&mut self, records: &[NodeRecord]) {
-        let mut outs: Vec<(NodeId, Output)> = Vec::new();
-        let mut wakes: Vec<(NodeId, Time)> = Vec::new();
-        for (&id, agent) in &mut self.agents {
-            for rec in records.iter().filter(|r| r.node.id != id) {
-                agent.handle(self.now, Input::Record(rec.clone()));
-            }
-            while let Some(o) = agent.poll_output() {
-                outs.push((id, o));
-            }
-            if let Some(t) = agent.poll_timeout()
-                && self.wake.get(&id) != Some(&t)
-            {
-                wakes.push((id, t));
+        for rec in records {
+            self.log.push_back((self.now, rec.clone()));
+        }
+        let due: BTreeSet<NodeId> = records
+            .iter()
+            .filter_map(|r| self.followers.get(&r.node.id))
+            .flatten()
+            .copied()
+            .collect();
+        let mut outs = Vec::new();
+        for &id in &due {
+            self.read_log(id);
+            if let Some(agent) = self.agents.get_mut(&id) {
+                while let Some(o) = agent.poll_output() {
+                    outs.push((id, o));
+                }
             }
         }
         for (id, o) in outs {
             self.output(id, o);
         }
-        for (id, t) in wakes {
-            self.wake.insert(id, t);
-            self.queue.push(t.max(self.now), Ev::Wake(id));
+        for id in due {
+            self.after_input(id);
         }
+        self.trim_log();
     }
 
-    /// Feeds one input to an agent and carries out what it asks for.
+    /// Hands `id` the records delivered since it last read, each at its delivery time (not
+    /// its own: nobody speaks for a node but itself).
+    fn read_log(&mut self, id: NodeId) {
+        let end = self.log_base + self.log.len() as u64;
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return;
+        };
+        let cursor = self.cursor.entry(id).or_insert(end);
+        let from = usize::try_from(*cursor - self.log_base).unwrap_or(usize::MAX);
+        for (at, rec) in self.log.range(from.min(self.log.len())..) {
+            if rec.node.id != id {
+                agent.handle(*at, Input::Record(rec.clone()));
+            }
+        }
+        *cursor = end;
+    }
+
+    /// Forgets what every agent has read (now and then: finding the slowest reader is a scan).
+    fn trim_log(&mut self) {
+        if self.log.len() < 4096 {
+            return;
+        }
+        let end = self.log_base + self.log.len() as u64;
+        let oldest = self.cursor.values().copied().min().unwrap_or(end);
+        let n = usize::try_from(oldest - self.log_base).unwrap_or(0);
+        self.log.drain(..n.min(self.log.len()));
+        self.log_base += n as u64;
+    }
+
+    /// Feeds one input to an agent (after the records delivered to it so far) and carries out
+    /// what it asks for.
     fn input(&mut self, id: NodeId, input: Input) {
+        self.read_log(id);
         let Some(agent) = self.agents.get_mut(&id) else {
             return; // gone: messages to it are lost
         };
@@ -307,15 +365,50 @@ impl<'c> Net<'c> {
         while let Some(o) = agent.poll_output() {
             outs.push(o);
         }
-        let wake = agent.poll_timeout();
         for o in outs {
             self.output(id, o);
         }
+        self.after_input(id);
+    }
+
+    /// Schedules the agent's next timer and notes its parent, after an input.
+    fn after_input(&mut self, id: NodeId) {
+        let Some(agent) = self.agents.get(&id) else {
+            return;
+        };
+        let wake = agent.poll_timeout();
+        let parent = agent.node().parent;
         if let Some(t) = wake
             && self.wake.get(&id) != Some(&t)
         {
             self.wake.insert(id, t);
             self.queue.push(t.max(self.now), Ev::Wake(id));
+        }
+        self.follow(id, parent);
+    }
+
+    /// Records that `id`'s parent is now `parent`.
+    fn follow(&mut self, id: NodeId, parent: Option<NodeId>) {
+        let old = self.parents.get(&id).copied();
+        if old == parent {
+            return;
+        }
+        if let Some(p) = old
+            && let Some(f) = self.followers.get_mut(&p)
+        {
+            f.remove(&id);
+            if f.is_empty() {
+                self.followers.remove(&p);
+            }
+        }
+        match parent {
+            Some(p) => {
+                self.followers.entry(p).or_default().insert(id);
+                self.parents.insert(id, p);
+            }
+            None => {
+                self.parents.remove(&id);
+            }
         }
     }
 
@@ -408,6 +501,8 @@ impl<'c> Net<'c> {
                 }
             }
             self.agents.remove(&v);
+            self.cursor.remove(&v);
+            self.follow(v, None);
             self.wake.remove(&v);
             self.orphaned.remove(&v);
             self.truth.remove(v);
