@@ -1,9 +1,19 @@
 //! Message-level mode: every node runs its own [`Agent`]; records and messages travel through a
 //! simulated network with delays, in virtual time.
 //!
-//! The network: a published record reaches every other agent after one gossip delay (the
-//! one-way latency times the hops of a gossip mesh of degree `gossip_fanout`, about
-//! `log_D(n)`); a direct message reaches its one receiver after one latency. Both get jitter.
+//! The network: records travel in gossip rounds of `GOSSIP_ROUND` (as gossipsub batches what it
+//! forwards per heartbeat): the records published during one round reach every other agent
+//! together, one gossip delay after the round ends (the one-way latency times the hops of a
+//! gossip mesh of degree `gossip_fanout`, about `log_D(n)`). A node that published twice in
+//! one round is delivered only its newer record, which merging makes equivalent (a view is a
+//! semilattice). A direct message reaches its one receiver after one latency. Both get jitter.
+//!
+//! Delivered records go to a log; an agent reads the log up to now, each record with the time
+//! it was delivered, before its next input (timer, message, loss). Only the record of an
+//! agent's own parent makes it act (it follows the parent's depth and republishes), so those
+//! agents read at once, at delivery. Every agent thus handles exactly the inputs it would if
+//! each round were handed to every agent at delivery, at the same times and in the same order,
+//! and answers the same; it just handles a second of records at a time, with its view in cache.
 //! A newcomer receives the current records of everyone at once when it arrives (the sync a
 //! shell does from a gossip peer on joining). A crash is noticed by the crashed node's parent
 //! and children after the detection time (media silence); a graceful leaver runs
@@ -12,7 +22,7 @@
 //! Beside the agents the simulator keeps a *truth* view: the latest record each live node
 //! published. Metrics and invariant checks look at it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -29,9 +39,17 @@ use crate::fast::Run;
 use crate::metrics::{Depths, Shape, Tally};
 use crate::queue::Queue;
 
-/// Quiet time after the scenario's last event, so joins, repairs and swaps under way finish
-/// before the settled check.
+/// Least time after the scenario's last event before the settled check, so joins, repairs and
+/// swaps under way finish.
 const SETTLE: Duration = Duration::from_secs(10);
+/// After `SETTLE`, the run goes on until the network is quiet (see `Net::quiet`), at most this
+/// long: promotions and moves come in waves (every node looks every 5 s, swaps at most once per
+/// promotion interval), and a check in the middle of one sees half-done swaps.
+const SETTLE_MAX: Duration = Duration::from_secs(120);
+/// Records published within one round travel together (see the module docs). Delivering a
+/// batch to one agent after another keeps each agent's view in cache for the whole batch,
+/// which is what makes thousands of agents affordable.
+const GOSSIP_ROUND: Duration = Duration::from_millis(100);
 /// Below this many nodes the auto policy checks the whole truth view after every step (lower
 /// than fast mode's: here a step is one delivery, and there are many more of them).
 const CHECK_ALL_BELOW: usize = 100;
@@ -50,8 +68,8 @@ enum Ev {
         from: NodeId,
         msg: Message,
     },
-    /// A published record reaches every other agent.
-    Gossip(NodeRecord),
+    /// The records of one gossip round (by index) reach every other agent.
+    Gossip(u64),
     /// Media silence: the node notices its parent is gone.
     ParentLost(NodeId),
     /// The node notices a child is gone.
@@ -59,6 +77,15 @@ enum Ev {
         parent: NodeId,
         child: NodeId,
     },
+}
+
+/// The records published during one gossip round.
+#[derive(Debug, Default)]
+struct Round {
+    /// The newest record of each node that published.
+    records: Vec<NodeRecord>,
+    /// Whether one of them says more than "still here" (see `Net::quiet`).
+    changed: bool,
 }
 
 /// Runs `cfg` with one agent per node.
@@ -74,9 +101,24 @@ struct Net<'c> {
     rng: SmallRng,
     queue: Queue<Ev>,
     now: Time,
-    /// Scenario events stop here; agents run on until `end + SETTLE`.
+    /// Scenario events stop here; agents run on until `end + SETTLE` and a quiet moment.
     end: Time,
+    /// Messages, rounds carrying a changed record, and loss notices on their way: the network
+    /// is quiet at 0.
+    in_flight: u64,
+    /// Gossip rounds published and not yet delivered, by round index.
+    rounds: BTreeMap<u64, Round>,
     agents: BTreeMap<NodeId, Agent>,
+    /// Delivered records, with their delivery time, from position `log_base` on.
+    log: VecDeque<(Time, NodeRecord)>,
+    log_base: u64,
+    /// How far in the log each agent has read.
+    cursor: BTreeMap<NodeId, u64>,
+    /// The agents whose parent is the key: they read a round at once when it carries the
+    /// parent's record.
+    followers: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// Each agent's parent, as `followers` has it.
+    parents: BTreeMap<NodeId, NodeId>,
     /// The timer scheduled for each agent (an older `Wake` in the queue is stale).
     wake: BTreeMap<NodeId, Time>,
     truth: View,
@@ -100,7 +142,14 @@ impl<'c> Net<'c> {
             queue: Queue::default(),
             now: Time::ZERO,
             end: Time::ZERO + Duration::from_secs_f64(cfg.duration),
+            in_flight: 0,
+            rounds: BTreeMap::new(),
             agents: BTreeMap::new(),
+            log: VecDeque::new(),
+            log_base: 0,
+            cursor: BTreeMap::new(),
+            followers: BTreeMap::new(),
+            parents: BTreeMap::new(),
             wake: BTreeMap::new(),
             truth,
             arrived: 0,
@@ -122,16 +171,23 @@ impl<'c> Net<'c> {
     }
 
     fn run(&mut self, progress: &mut dyn FnMut(f64)) {
-        let stop = self.end + SETTLE;
+        let settle = self.end + SETTLE;
+        let stop = settle + SETTLE_MAX;
         let mut steps = 0u64;
         while let Some(at) = self.queue.next_at() {
-            if at > stop {
+            if at > stop || (self.now >= settle && self.quiet()) {
                 break;
             }
             let Some((at, ev)) = self.queue.pop() else {
                 break;
             };
             self.advance(at);
+            if matches!(
+                ev,
+                Ev::Deliver { .. } | Ev::ParentLost(_) | Ev::ChildLost { .. }
+            ) {
+                self.in_flight -= 1;
+            }
             let scenario_over = at > self.end;
             match ev {
                 Ev::Arrive | Ev::Replace | Ev::Leave(_) | Ev::Crash(_) if scenario_over => {}
@@ -160,11 +216,12 @@ impl<'c> Net<'c> {
                     }
                 }
                 Ev::Deliver { to, from, msg } => self.input(to, Input::Message { from, msg }),
-                Ev::Gossip(rec) => {
-                    let author = rec.node.id;
-                    let ids: Vec<NodeId> = self.agents.keys().copied().collect();
-                    for id in ids.into_iter().filter(|&id| id != author) {
-                        self.input(id, Input::Record(rec.clone()));
+                Ev::Gossip(round) => {
+                    if let Some(round) = self.rounds.remove(&round) {
+                        if round.changed {
+                            self.in_flight -= 1;
+                        }
+                        self.deliver(&round.records);
                     }
                 }
                 Ev::ParentLost(id) => self.input(id, Input::ParentLost),
@@ -177,8 +234,17 @@ impl<'c> Net<'c> {
                 progress(self.now.as_micros() as f64 / stop.as_micros().max(1) as f64);
             }
         }
-        self.advance(stop.max(self.now));
+        if self.now < settle {
+            self.advance(settle);
+        }
         progress(1.0);
+    }
+
+    /// Nothing under way: no message, changed record or loss notice travelling, and no agent
+    /// waiting for an answer or reconciling (`Agent::is_busy`). Refreshes that change nothing
+    /// may still travel. If every agent follows the protocol, the tree is settled now.
+    fn quiet(&self) -> bool {
+        self.in_flight == 0 && !self.agents.values().any(Agent::is_busy)
     }
 
     fn advance(&mut self, to: Time) {
@@ -208,6 +274,9 @@ impl<'c> Net<'c> {
             agent.handle(self.now, Input::Record(rec));
         }
         self.agents.insert(id, agent);
+        // Everything delivered so far is in the records it was just given.
+        self.cursor
+            .insert(id, self.log_base + self.log.len() as u64);
         self.input(id, Input::Join);
     }
 
@@ -225,8 +294,69 @@ impl<'c> Net<'c> {
         self.spawn(node);
     }
 
-    /// Feeds one input to an agent and carries out what it asks for.
+    /// Delivers the records of one gossip round: to the log for every agent, and at once to the
+    /// agents whose parent published in it; then carries out what those ask for, in id order.
+    fn deliver(&mut self, records: &[NodeRecord]) {
+        for rec in records {
+            self.log.push_back((self.now, rec.clone()));
+        }
+        let due: BTreeSet<NodeId> = records
+            .iter()
+            .filter_map(|r| self.followers.get(&r.node.id))
+            .flatten()
+            .copied()
+            .collect();
+        let mut outs = Vec::new();
+        for &id in &due {
+            self.read_log(id);
+            if let Some(agent) = self.agents.get_mut(&id) {
+                while let Some(o) = agent.poll_output() {
+                    outs.push((id, o));
+                }
+            }
+        }
+        for (id, o) in outs {
+            self.output(id, o);
+        }
+        for id in due {
+            self.after_input(id);
+        }
+        self.trim_log();
+    }
+
+    /// Hands `id` the records delivered since it last read, each at its delivery time (not
+    /// its own: nobody speaks for a node but itself).
+    fn read_log(&mut self, id: NodeId) {
+        let end = self.log_base + self.log.len() as u64;
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return;
+        };
+        let cursor = self.cursor.entry(id).or_insert(end);
+        let from = usize::try_from(*cursor - self.log_base).unwrap_or(usize::MAX);
+        for (at, rec) in self.log.range(from.min(self.log.len())..) {
+            if rec.node.id != id {
+                agent.handle(*at, Input::Record(rec.clone()));
+            }
+        }
+        *cursor = end;
+    }
+
+    /// Forgets what every agent has read (now and then: finding the slowest reader is a scan).
+    fn trim_log(&mut self) {
+        if self.log.len() < 4096 {
+            return;
+        }
+        let end = self.log_base + self.log.len() as u64;
+        let oldest = self.cursor.values().copied().min().unwrap_or(end);
+        let n = usize::try_from(oldest - self.log_base).unwrap_or(0);
+        self.log.drain(..n.min(self.log.len()));
+        self.log_base += n as u64;
+    }
+
+    /// Feeds one input to an agent (after the records delivered to it so far) and carries out
+    /// what it asks for.
     fn input(&mut self, id: NodeId, input: Input) {
+        self.read_log(id);
         let Some(agent) = self.agents.get_mut(&id) else {
             return; // gone: messages to it are lost
         };
@@ -235,15 +365,50 @@ impl<'c> Net<'c> {
         while let Some(o) = agent.poll_output() {
             outs.push(o);
         }
-        let wake = agent.poll_timeout();
         for o in outs {
             self.output(id, o);
         }
+        self.after_input(id);
+    }
+
+    /// Schedules the agent's next timer and notes its parent, after an input.
+    fn after_input(&mut self, id: NodeId) {
+        let Some(agent) = self.agents.get(&id) else {
+            return;
+        };
+        let wake = agent.poll_timeout();
+        let parent = agent.node().parent;
         if let Some(t) = wake
             && self.wake.get(&id) != Some(&t)
         {
             self.wake.insert(id, t);
             self.queue.push(t.max(self.now), Ev::Wake(id));
+        }
+        self.follow(id, parent);
+    }
+
+    /// Records that `id`'s parent is now `parent`.
+    fn follow(&mut self, id: NodeId, parent: Option<NodeId>) {
+        let old = self.parents.get(&id).copied();
+        if old == parent {
+            return;
+        }
+        if let Some(p) = old
+            && let Some(f) = self.followers.get_mut(&p)
+        {
+            f.remove(&id);
+            if f.is_empty() {
+                self.followers.remove(&p);
+            }
+        }
+        match parent {
+            Some(p) => {
+                self.followers.entry(p).or_default().insert(id);
+                self.parents.insert(id, p);
+            }
+            None => {
+                self.parents.remove(&id);
+            }
         }
     }
 
@@ -252,16 +417,24 @@ impl<'c> Net<'c> {
             Output::Publish(rec) => {
                 self.tally.publications += 1;
                 self.tally.publication_bytes += rec.encode().len() as u64;
+                let changed = self.truth.get(id).is_none_or(|old| {
+                    let strip = |n: &Node| Node {
+                        seq: 0,
+                        uptime_s: 0,
+                        ..*n
+                    };
+                    strip(old) != strip(&rec.node)
+                });
                 if self.truth.merge(&rec, self.now).is_ok() {
                     self.checker.touch([id]);
                     self.checker.touch(rec.node.parent);
                     self.checker.touch(rec.node.children.iter());
                 }
-                let delay = self.gossip_delay();
-                self.queue.push(self.now + delay, Ev::Gossip(rec));
+                self.publish(rec, changed);
             }
             Output::Send { to, msg } => {
                 self.tally.requests += 1;
+                self.in_flight += 1;
                 let delay = dist::delay(&mut self.rng, self.cfg.latency_ms, self.cfg.jitter_ms);
                 self.queue
                     .push(self.now + delay, Ev::Deliver { to, from: id, msg });
@@ -312,9 +485,11 @@ impl<'c> Net<'c> {
                 LeaveKind::Crash => {
                     self.tally.crashes += 1;
                     for c in me.children.iter() {
+                        self.in_flight += 1;
                         self.queue.push(self.now + detect, Ev::ParentLost(c));
                     }
                     if let Some(p) = me.parent {
+                        self.in_flight += 1;
                         self.queue.push(
                             self.now + detect,
                             Ev::ChildLost {
@@ -326,6 +501,8 @@ impl<'c> Net<'c> {
                 }
             }
             self.agents.remove(&v);
+            self.cursor.remove(&v);
+            self.follow(v, None);
             self.wake.remove(&v);
             self.orphaned.remove(&v);
             self.truth.remove(v);
@@ -360,6 +537,29 @@ impl<'c> Net<'c> {
                 .collect(),
         };
         dist::sample(&mut self.rng, pool, spec.count as usize)
+    }
+
+    /// Adds a record to the current gossip round, opening the round (and scheduling its
+    /// delivery) with the first record.
+    fn publish(&mut self, rec: NodeRecord, changed: bool) {
+        let index = self.now.as_micros() / GOSSIP_ROUND.as_micros() as u64;
+        if !self.rounds.contains_key(&index) {
+            let end = Time((index + 1) * GOSSIP_ROUND.as_micros() as u64);
+            let at = end + self.gossip_delay();
+            self.queue.push(at, Ev::Gossip(index));
+            self.rounds.insert(index, Round::default());
+        }
+        let Some(round) = self.rounds.get_mut(&index) else {
+            return; // inserted above
+        };
+        match round.records.iter_mut().find(|r| r.node.id == rec.node.id) {
+            Some(older) => *older = rec,
+            None => round.records.push(rec),
+        }
+        if changed && !round.changed {
+            round.changed = true;
+            self.in_flight += 1;
+        }
     }
 
     /// One latency per gossip hop; a mesh of degree D reaches n nodes in about log_D(n) hops.

@@ -93,3 +93,29 @@ fn agents_settle_without_disagreement() {
     });
     assert_eq!(r.settled_violations, 0, "{:?}", r.first_violations);
 }
+
+/// Found by this simulator: the settled check ran at a fixed 10 s after the last arrival, in
+/// the middle of the second wave of promotions (every node may swap again 30 s after its
+/// last swap), and saw swaps half done: a child moved under a node whose record still gave
+/// that node's old depth (claimed 9, actual 4), or one side of a relation published and the
+/// other not yet. Fixed: after the 10 s the run goes on to the first quiet moment (nothing in
+/// flight, no agent busy), at most two minutes more. Replay (seeds 1, 4, 5; 2 to 5 with
+/// `--browser 0.2`): `treecast-sim --mode messages --viewers 200 --join-rate 50 --duration 30
+/// --seed 1`.
+#[test]
+fn agents_settle_between_waves_of_promotions() {
+    for (seed, browser) in [(1, 0.0), (4, 0.0), (5, 0.0), (2, 0.2), (3, 0.2), (5, 0.2)] {
+        let r = simulate(Scenario {
+            join_rate: Some(50.0),
+            duration: Some(30.0),
+            browser: Some(browser),
+            ..messages(200, seed)
+        });
+        assert_eq!(
+            r.invariant_violations, 0,
+            "seed {seed}, browser {browser}: {:?}",
+            r.first_violations
+        );
+        assert_eq!(r.viewers_attached, 200, "seed {seed}, browser {browser}");
+    }
+}

@@ -234,7 +234,8 @@ pub struct Agent {
     lost_children: Vec<NodeId>,
     replacing: Vec<PendingReplace>,
     last_promotion: Option<Time>,
-    swap_target: Option<NodeId>,
+    /// The node asked to swap with us, and when to stop waiting for its answer.
+    swap_target: Option<(NodeId, Time)>,
     dirty: bool,
     poor_since: Option<Time>,
     shunned: Vec<(NodeId, Time)>,
@@ -329,6 +330,23 @@ impl Agent {
         self.me.role == Role::Broadcaster || matches!(self.state, State::Attached)
     }
 
+    /// Whether something this node started is under way: a join or repair waiting for an
+    /// answer, an orphan backing off before its next try, a move or swap not yet answered, a
+    /// held successor request, or a one-sided relation waiting to be reconciled. A newcomer
+    /// backing off (no slot anywhere) is not busy: it waits for the tree to change. Scenario
+    /// tests and the simulator ask whether the tree is settled only when no node is busy and
+    /// nothing is in flight: depths follow parents one gossip delay per level, so a tree in
+    /// the middle of a swap is consistent only once the swap is done.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.state,
+            State::Joining { .. } | State::Backoff { lost: Some(_), .. }
+        ) || self.moving.is_some()
+            || self.swap_target.is_some()
+            || !self.replacing.is_empty()
+            || !self.suspects.is_empty()
+    }
+
     /// Feeds one input.
     pub fn handle(&mut self, now: Time, input: Input) {
         self.now = self.now.max(now);
@@ -400,6 +418,12 @@ impl Agent {
         }
         if self.moving.is_some_and(|(_, deadline)| now >= deadline) {
             self.moving = None; // a late Accept is answered with Detach
+        }
+        if self
+            .swap_target
+            .is_some_and(|(_, deadline)| now >= deadline)
+        {
+            self.swap_target = None; // a late Move leaves one-sided relations: reconciled
         }
         // Held successor requests whose child did not turn out lost.
         let (due, keep): (Vec<_>, Vec<_>) = self.replacing.iter().partition(|r| now >= r.deadline);
@@ -546,7 +570,7 @@ impl Agent {
             }
             Message::Adopt { nodes } => self.on_adopt(from, nodes),
             Message::SwapReject => {
-                if self.swap_target == Some(from) {
+                if self.swap_target.is_some_and(|(t, _)| t == from) {
                     self.swap_target = None;
                 }
             }
@@ -943,7 +967,7 @@ impl Agent {
             && plan.up == self.me.id
         {
             self.last_promotion = Some(self.now);
-            self.swap_target = Some(plan.down);
+            self.swap_target = Some((plan.down, self.now + self.cfg.attach_timeout));
             let msg = Message::SwapRequest {
                 parent,
                 children: self.me.children,
@@ -1036,7 +1060,7 @@ impl Agent {
             || to_parent == Some(from)
             || self.me.children.contains(from)
             || add.contains(from)
-            || self.swap_target == Some(from);
+            || self.swap_target.is_some_and(|(t, _)| t == from);
         let me = self.me.id;
         let after =
             |c: NodeId| add.contains(c) || (self.me.children.contains(c) && !remove.contains(c));
@@ -1046,7 +1070,7 @@ impl Agent {
         if !related || !valid || !self.is_attached() {
             return;
         }
-        if self.swap_target == Some(from) {
+        if self.swap_target.is_some_and(|(t, _)| t == from) {
             self.swap_target = None;
             self.last_promotion = Some(self.now);
         }

@@ -36,10 +36,15 @@ pub struct View {
     /// No node was heard before this (a lower bound, exact after each expiry scan): refreshes
     /// cost no index update, and `expire` scans only when something may really be due.
     oldest_heard: Option<Time>,
+    /// How many records report a poor link from their parent: while none does, no node is
+    /// struggling, and placement need not look at anyone's children.
+    poor_links: usize,
 }
 
+/// Aligned to a cache line, so the fields a walk reads (the record's id, parent and children,
+/// its first 64 bytes) are always one line, never split across two.
 #[derive(Debug, Clone, Copy)]
-#[repr(C)]
+#[repr(C, align(64))]
 struct Entry {
     node: Node,
     heard: Time,
@@ -136,6 +141,7 @@ impl View {
             ranks: BTreeSet::new(),
             rank_counts: Vec::new(),
             oldest_heard: None,
+            poor_links: 0,
         }
     }
 
@@ -310,10 +316,13 @@ impl View {
     /// by the node itself; this is what its children measure, so a node that overstates its
     /// upload is found out by the records of the nodes it feeds.
     pub fn is_struggling(&self, id: NodeId) -> bool {
+        if self.poor_links == 0 {
+            return false;
+        }
         let (mut total, mut poor) = (0, 0);
         for c in self.children_of(id).filter_map(|c| self.get(c)) {
             total += 1;
-            if c.receiving && c.link.loss_permille >= POOR_LOSS_PERMILLE {
+            if poor_link(c) {
                 poor += 1;
             }
         }
@@ -395,9 +404,13 @@ impl View {
     /// node, no cycle in agreed relations, one root per stream. O(n · depth): for a big view
     /// after a small change, [`View::check_nodes`] checks just the nodes it touched.
     pub fn check_invariants(&self) -> Result<(), Vec<Violation>> {
+        self.check_invariants_with(&self.depths())
+    }
+
+    /// [`View::check_invariants`] given [`View::depths`].
+    fn check_invariants_with(&self, depths: &[u16]) -> Result<(), Vec<Violation>> {
         // Nodes reached from the root over agreed relations cannot be on a cycle (each has one
         // agreed parent, and that chain ends at the root); only the others need a walk.
-        let depths = self.depths();
         let ids: Vec<NodeId> = (0..self.nodes.len())
             .filter(|&i| depths[i] == DETACHED)
             .map(|i| self.nodes.at(i).node.id)
@@ -456,6 +469,11 @@ impl View {
                 self.broadcasters.iter().copied().collect(),
             ));
         }
+        // Nodes whose chain was walked to its end without a loop: a later walk that reaches
+        // one of them ends there too (a node on a cycle never reaches a node off it).
+        let mut fine = [NodeId(0); 128];
+        let mut fine_len = 0;
+        let cap = self.nodes.len().min(usize::from(MAX_DEPTH) * 4);
         for &id in ids {
             let Some(n) = self.get(id) else { continue };
             if n.children.len() > MAX_CHILDREN {
@@ -463,12 +481,23 @@ impl View {
             }
             // A cycle: walking agreed parents comes back to where it started (one lookup a
             // step: the parent's record, which must list the node below it).
+            let mark = fine_len;
+            if fine[..fine_len].contains(&n.id) {
+                continue;
+            }
             let mut at = n;
-            for _ in 0..=self.nodes.len().min(usize::from(MAX_DEPTH) * 4) {
+            let mut ended = false;
+            for _ in 0..=cap {
+                if fine_len < fine.len() {
+                    fine[fine_len] = at.id;
+                    fine_len += 1;
+                }
                 let Some(parent) = at.parent.and_then(|p| self.get(p)) else {
+                    ended = true;
                     break;
                 };
-                if !parent.children.contains(at.id) {
+                if !parent.children.contains(at.id) || fine[..mark].contains(&parent.id) {
+                    ended = true;
                     break;
                 }
                 if parent.id == n.id {
@@ -476,6 +505,9 @@ impl View {
                     break;
                 }
                 at = parent;
+            }
+            if !ended {
+                fine_len = mark; // a loop, or a chain too long to tell: vouch for nothing
             }
         }
         v.sort_by_key(|x| format!("{x:?}"));
@@ -485,8 +517,11 @@ impl View {
     /// Checks what holds once the tree is quiet (no join, repair or promotion under way): every
     /// relation is agreed by both sides and every reported depth is the real one.
     pub fn check_settled(&self) -> Result<(), Vec<Violation>> {
-        let mut v = self.check_invariants().err().unwrap_or_default();
         let depths = self.depths();
+        let mut v = self
+            .check_invariants_with(&depths)
+            .err()
+            .unwrap_or_default();
         for (slot, e) in self.nodes.values().enumerate() {
             let n = &e.node;
             if let Some(p) = n.parent
@@ -526,6 +561,7 @@ impl View {
 
     fn index(&mut self, e: &Entry) {
         self.oldest_heard = Some(self.oldest_heard.map_or(e.heard, |t| t.min(e.heard)));
+        self.poor_links += usize::from(poor_link(&e.node));
         if e.node.role == Role::Broadcaster {
             self.broadcasters.insert(e.node.id);
         }
@@ -540,6 +576,8 @@ impl View {
     /// Moves a node's index entries from `old` to `new`, touching only the indexes whose key
     /// changed: most edits change one of them, and each touch is a B-tree remove and insert.
     fn reindex(&mut self, old: &Entry, new: &Entry) {
+        self.poor_links =
+            self.poor_links + usize::from(poor_link(&new.node)) - usize::from(poor_link(&old.node));
         if old.node.role != new.node.role {
             self.broadcasters.remove(&old.node.id);
             if new.node.role == Role::Broadcaster {
@@ -586,6 +624,7 @@ impl View {
     }
 
     fn unindex(&mut self, e: &Entry) {
+        self.poor_links -= usize::from(poor_link(&e.node));
         if e.node.role == Role::Broadcaster {
             self.broadcasters.remove(&e.node.id);
         }
@@ -618,6 +657,11 @@ pub(crate) fn stability(uptime_s: u32) -> u8 {
     } else {
         (32 - (uptime_s / 10).leading_zeros()) as u8
     }
+}
+
+/// Whether `n` reports a poor link from its parent (see [`View::is_struggling`]).
+fn poor_link(n: &Node) -> bool {
+    n.receiving && n.link.loss_permille >= POOR_LOSS_PERMILLE
 }
 
 fn attached(n: &Node) -> bool {

@@ -293,4 +293,52 @@ proptest! {
         bv.sort();
         prop_assert_eq!(av, bv);
     }
+
+    #[test]
+    fn checking_some_nodes_finds_each_cycle_a_full_walk_finds(
+        parents in proptest::collection::vec((1u64..12, proptest::bool::weighted(0.9)), 10),
+        picks in proptest::collection::vec(1u64..12, 1..12),
+    ) {
+        // Nodes 2..12 under random parents, listed by them or not (cycles, chains into cycles,
+        // one-sided claims), then some nodes checked in a random order: the walks check_nodes
+        // shares between them must report exactly the cycles a walk from each node alone finds.
+        let mut v = tree_with_root();
+        let named = |id: u64| parents[(id - 2) as usize].0;
+        for id in 2u64..12 {
+            let mut n = Node::new(NodeId(id), Role::Relay, 4);
+            n.seq = 1;
+            if named(id) != id {
+                n.parent = Some(NodeId(named(id)));
+                n.depth = 1;
+            }
+            for c in (2u64..12).filter(|&c| c != id && named(c) == id && parents[(c - 2) as usize].1) {
+                if n.children.len() < 4 && n.parent != Some(NodeId(c)) {
+                    n.children.insert(NodeId(c));
+                }
+            }
+            let _ = v.merge_node(n, Time::ZERO);
+        }
+        let on_cycle = |id: NodeId| {
+            let mut at = id;
+            for _ in 0..=v.len() {
+                match v.parent_of(at) {
+                    Some(p) if p == id => return true,
+                    Some(p) => at = p,
+                    None => return false,
+                }
+            }
+            false
+        };
+        let ids: Vec<NodeId> = picks.iter().map(|&i| NodeId(i)).collect();
+        let mut want: Vec<NodeId> = ids.iter().copied().filter(|&id| v.get(id).is_some() && on_cycle(id)).collect();
+        want.sort();
+        want.dedup();
+        let mut got: Vec<NodeId> = match v.check_nodes(&ids) {
+            Ok(()) => Vec::new(),
+            Err(vs) => vs.into_iter().filter_map(|x| match x { Violation::Cycle(n) => Some(n), _ => None }).collect(),
+        };
+        got.sort();
+        got.dedup();
+        prop_assert_eq!(got, want);
+    }
 }
