@@ -200,7 +200,7 @@ enum State {
         lost: Option<NodeId>,
     },
     /// No candidate; try again at `until`.
-    Backoff { until: Time },
+    Backoff { until: Time, lost: Option<NodeId> },
     /// Receiving from a parent.
     Attached,
     /// Gone.
@@ -441,7 +441,14 @@ impl Agent {
             // After one round without a place, stop avoiding the lost parent's subtree: the
             // parent may be back (a false alarm), and the candidate's own cycle check guards
             // the rest.
-            State::Backoff { until } if now >= until => self.start_join(None),
+            State::Backoff { until, lost } if now >= until => {
+                self.start_join(None);
+                // Still an orphan of `lost` (for `is_busy` and the Attached event).
+                match &mut self.state {
+                    State::Joining { lost: l, .. } | State::Backoff { lost: l, .. } => *l = lost,
+                    _ => {}
+                }
+            }
             _ => {}
         }
         let plan_old = self.plan_made.is_none_or(|t| now.since(t) >= PLAN_MAX_AGE);
@@ -854,6 +861,7 @@ impl Agent {
         let wait = Duration::from_millis(500) + jitter(&mut self.rng, Duration::from_millis(500));
         self.state = State::Backoff {
             until: self.now + wait,
+            lost,
         };
     }
 
