@@ -50,6 +50,8 @@ use crate::upstream::{self, UpstreamError};
 
 /// Media silence after which the parent is probed.
 pub const SILENCE: Duration = Duration::from_millis(250);
+/// Silence that, with the parent unreachable over the overlay, means it is gone.
+pub const GONE_SILENCE: Duration = Duration::from_millis(60);
 /// How long a probe may take before the parent counts as gone.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Silence tolerated from a parent that says it receives (our link to it is broken).
@@ -107,6 +109,8 @@ enum Internal {
     LegDown { child: NodeId, id: String },
     /// A child whose overlay connection closed cannot be reached either.
     ChildGone { child: NodeId },
+    /// An attach request could not be delivered: the candidate is gone.
+    Unreachable { node: NodeId },
 }
 
 /// What a probe of the parent found.
@@ -316,11 +320,23 @@ impl Driver {
         };
         let client = self.client.clone();
         let stream = self.stream.clone();
+        let internal = self.internal.clone();
+        let attach = matches!(
+            body,
+            Body::Tree {
+                msg: treecast_tree::Message::Attach { .. }
+            }
+        );
         tokio::spawn(
             async move {
                 let _permit = permit;
                 if let Err(e) = client.send_body(to, stream, body).await {
                     tracing::debug!(%to, error = %e, "direct message not delivered");
+                    // A candidate that cannot be reached will not answer: say so at once
+                    // rather than let the agent wait for its attach timeout.
+                    if attach && !matches!(e, gossip::ClientError::Busy) {
+                        let _ = internal.send(Internal::Unreachable { node: to }).await;
+                    }
                 }
             }
             .in_current_span(),
@@ -487,6 +503,17 @@ impl Driver {
             self.up.unanswered = 0;
         }
         let silence = self.silence().unwrap_or_default();
+        if outcome == Probed::Gone && silence >= GONE_SILENCE {
+            // Unreachable and silent: the parent's process is gone (its sockets reset).
+            tracing::info!(parent = ?self.up.parent, ?silence, "parent unreachable");
+            self.parent_lost();
+            return;
+        }
+        if outcome == Probed::Gone {
+            // Unreachable but media still arrived a moment ago: look again shortly.
+            self.up.next_probe = Some(Instant::now() + GONE_SILENCE);
+            return;
+        }
         if silence < SILENCE {
             return; // media came back meanwhile
         }
@@ -676,6 +703,12 @@ impl Driver {
             Internal::Probe { session, outcome } => self.on_probe(session, outcome),
             Internal::LegUp { child, link } => self.on_leg_up(child, link),
             Internal::LegDown { child, id } => self.on_leg_down(child, &id),
+            Internal::Unreachable { node } => {
+                let msg = treecast_tree::Message::Reject {
+                    reason: treecast_tree::RejectReason::Leaving,
+                };
+                self.handle(Input::Message { from: node, msg });
+            }
             Internal::ChildGone { child } => {
                 if self.agent.node().children.contains(child) {
                     tracing::info!(%child, "child unreachable");

@@ -324,12 +324,16 @@ async fn run_node(
     // Close every connection so parent and children notice at once (a DTLS close, not an ICE
     // timeout seconds later) and webrtc stops delivering into tracks nobody drains.
     if how == Stop::Crash {
-        // No goodbye: the overlay's connections drop and the agent says nothing.
+        // No goodbye: the overlay's connections drop, the agent says nothing, and the
+        // children's media stops at once.
         if let Some(driver) = &driver {
             driver.abort();
         }
         if let Some(task) = &overlay_task {
             task.abort();
+        }
+        for child in node.children() {
+            tokio::spawn(async move { child.close().await });
         }
     }
     stop.send_replace(true);

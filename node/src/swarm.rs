@@ -82,8 +82,11 @@ pub struct Report {
     pub orphans: usize,
     /// Orphans with media again.
     pub repaired: usize,
-    /// Repair time, ms: p50, p95, max.
+    /// Repair time, ms: p50, p95, max: per orphan, the longest time without a media packet
+    /// after the kill (sampled every 50 ms, so within 50 ms).
     pub repair_ms: Percentiles,
+    /// Alive relays receiving media at the end.
+    pub receiving_at_end: usize,
     /// Interruptions of nodes outside the killed subtrees (should be 0).
     pub interruptions_outside: usize,
     /// Gossip record bytes per node per second (in + out).
@@ -260,7 +263,9 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     // Observe.
     let gossip_start: u64 = all_gossip_bytes(&root, &relays);
     let observe_from = Instant::now();
-    let mut repaired: BTreeMap<String, Duration> = BTreeMap::new();
+    // Per orphan: the longest silence seen since the kill, and whether media came back.
+    let mut longest: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut repaired: BTreeSet<String> = BTreeSet::new();
     let observe_until = Instant::now() + cfg.observe;
     while Instant::now() < observe_until {
         samples.sample(&mut relays);
@@ -269,11 +274,17 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
                 .iter()
                 .filter(|r| !r.dead && affected.contains(&r.id))
             {
-                if r.state.silent_for().is_some_and(|s| s < GAP)
-                    && r.state.silent_for().is_some_and(|s| s < at.elapsed())
-                {
-                    repaired.entry(r.id.clone()).or_insert_with(|| at.elapsed());
+                let silent = r
+                    .state
+                    .silent_for()
+                    .unwrap_or(at.elapsed())
+                    .min(at.elapsed());
+                let l = longest.entry(r.id.clone()).or_default();
+                // Back: media again after a silence of at least one sample.
+                if silent < *l && *l >= SAMPLE {
+                    repaired.insert(r.id.clone());
                 }
+                *l = (*l).max(silent);
             }
         }
         tokio::time::sleep(SAMPLE).await;
@@ -333,7 +344,17 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
         killed,
         orphans,
         repaired: repaired.len(),
-        repair_ms: Percentiles::of(repaired.values().map(|d| d.as_millis() as u64).collect()),
+        repair_ms: Percentiles::of(
+            longest
+                .iter()
+                .filter(|(id, _)| repaired.contains(*id))
+                .map(|(_, d)| d.as_millis() as u64)
+                .collect(),
+        ),
+        receiving_at_end: relays
+            .iter()
+            .filter(|r| !r.dead && r.state.silent_for().is_some_and(|s| s < GAP))
+            .count(),
         interruptions_outside: samples
             .gaps
             .iter()
@@ -484,6 +505,7 @@ impl Report {
              depth                  max {} (optimum {}), mean {:.2}\n\
              packets per relay      min {}, p50 {}\n\
              killed                 {:?}\n\
+             receiving at the end   {} of the relays alive\n\
              orphans repaired       {} of {}\n\
              repair time            {}\n\
              interruptions outside  {}\n\
@@ -499,6 +521,7 @@ impl Report {
             self.packets_min,
             self.packets_p50,
             self.killed,
+            self.receiving_at_end,
             self.repaired,
             self.orphans,
             p(&self.repair_ms),
