@@ -44,7 +44,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::child::{self, ChildLink};
 use crate::gossip::{self, Body, Client};
-use crate::node::{NodeState, TreeInfo};
+use crate::node::{NodeState, TreeInfo, lock};
 use crate::peer::Peer;
 use crate::upstream::{self, UpstreamError};
 
@@ -359,13 +359,7 @@ impl Driver {
             Event::ChildRemoved(c) => {
                 tracing::info!(child = %c, "child removed");
                 if let Some(link) = self.legs.remove(&c) {
-                    let node = self.node.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(LEG_GRACE).await;
-                        if let Some(link) = node.remove_child(&link.id) {
-                            link.close().await;
-                        }
-                    });
+                    self.node.close_child_later(link.id.clone(), LEG_GRACE);
                 }
             }
             Event::NoPlace => tracing::debug!("no place in the tree yet; retrying"),
@@ -618,12 +612,7 @@ impl Driver {
 
     fn on_leg_up(&mut self, child: NodeId, link: Arc<ChildLink>) {
         if !self.agent.node().children.contains(child) {
-            let node = self.node.clone();
-            tokio::spawn(async move {
-                if let Some(link) = node.remove_child(&link.id) {
-                    link.close().await;
-                }
-            });
+            self.node.close_child_later(link.id.clone(), Duration::ZERO);
             return;
         }
         let internal = self.internal.clone();
@@ -634,12 +623,7 @@ impl Driver {
             let _ = internal.send(Internal::LegDown { child, id }).await;
         });
         if let Some(old) = self.legs.insert(child, link) {
-            let node = self.node.clone();
-            tokio::spawn(async move {
-                if let Some(old) = node.remove_child(&old.id) {
-                    old.close().await;
-                }
-            });
+            self.node.close_child_later(old.id.clone(), Duration::ZERO);
         }
     }
 
@@ -931,8 +915,4 @@ async fn offer_to_parent(
             Err(e) => return Err(e),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -17,6 +17,7 @@ use treecast_media::cache::{PacketCache, VIDEO_CAPACITY};
 use treecast_media::gop::GopCache;
 
 use crate::codec::{Codec, CodecExt, MediaKind};
+use crate::node::lock;
 
 /// Packets a feed holds for its slowest consumer: about two seconds of 1 Mb/s video.
 pub const FEED_CAPACITY: usize = 512;
@@ -197,11 +198,6 @@ impl Feed {
         *lock(&self.keyframe_requests) = tx;
         rx
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Poisoned only if a push panicked midway; the cache is then merely stale.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The tracks of the broadcast, at most one per kind, fixed once known.

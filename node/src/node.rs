@@ -227,6 +227,17 @@ impl NodeState {
         }
     }
 
+    /// Removes a child link and closes it after `delay`, from a task of its own.
+    pub fn close_child_later(self: &Arc<Self>, id: String, delay: Duration) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(link) = node.remove_child(&id) {
+                link.close().await;
+            }
+        });
+    }
+
     /// Removes a child link (it closed or was deleted); returns it if it was there.
     pub fn remove_child(&self, id: &str) -> Option<Arc<ChildLink>> {
         let link = self.lock_children().links.remove(id)?;
@@ -250,9 +261,10 @@ impl NodeState {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means another task panicked mid-update of a plain value; the
-    // value itself is still consistent, so keep serving.
+/// Locks a mutex of plain state, poisoned or not. A poisoned lock only means another task
+/// panicked mid-update of a plain value; the value itself is still consistent (at worst
+/// stale), so keep serving.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
