@@ -178,11 +178,22 @@ fn twenty_relays_form_a_tree_and_heal_after_three_interior_nodes_are_killed() {
     println!("orphans receiving again after (sampled every 100 ms): {back:?}");
     let survivor_ids: BTreeSet<String> = survivors.iter().map(|s| media_state(s).0).collect();
     let refs: Vec<&Node> = survivors.iter().collect();
-    let tree = wait_settled(&root, &refs, &survivor_ids);
+    // The killed nodes' parents drop them once they notice (a probe of a closed overlay
+    // connection, or the media link failing): bounded, not instant.
+    let deadline = Instant::now() + SETTLE;
+    let tree = loop {
+        let tree = wait_settled(&root, &refs, &survivor_ids);
+        let stale: Vec<_> = interior
+            .iter()
+            .filter(|id| tree.contains_key(*id))
+            .collect();
+        if stale.is_empty() {
+            break tree;
+        }
+        assert!(Instant::now() < deadline, "killed {stale:?} still attached");
+        std::thread::sleep(Duration::from_millis(250));
+    };
     check_shape(&tree, &root_id);
-    for id in &interior {
-        assert!(!tree.contains_key(id), "killed {id} still attached");
-    }
     // And media keeps flowing to everyone.
     let before: Vec<u64> = survivors.iter().map(|s| media_state(s).2).collect();
     std::thread::sleep(Duration::from_secs(2));
