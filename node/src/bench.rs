@@ -16,7 +16,6 @@
 //! more children attach, divided by three.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +31,9 @@ use crate::node::NodeState;
 use crate::peer::PeerFactory;
 
 pub mod join;
+mod proc;
+
+use proc::Proc;
 
 /// Benchmark settings.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +92,7 @@ pub async fn run(cfg: BenchConfig) -> Result<(), BenchError> {
     });
 
     // The two relays, as processes.
-    let mut relay = Proc::spawn(
+    let relay = Proc::spawn(
         &exe,
         &[
             "relay",
@@ -102,13 +104,11 @@ pub async fn run(cfg: BenchConfig) -> Result<(), BenchError> {
             "127.0.0.1:0",
         ],
     )?;
-    let relay_url = format!(
-        "http://{}/whep/{STREAM}",
-        relay.line_after("http listening on ").await?
-    );
+    let (mut relay, relay_http) = line_after(relay, "http listening on ").await?;
+    let relay_url = format!("http://{relay_http}/whep/{STREAM}");
     let udp_via_sink = UdpSocket::bind((LOCALHOST, 0)).await?;
     let udp_direct_sink = UdpSocket::bind((LOCALHOST, 0)).await?;
-    let mut udp_relay = Proc::spawn(
+    let udp_relay = Proc::spawn(
         &exe,
         &[
             "udp-relay",
@@ -118,9 +118,8 @@ pub async fn run(cfg: BenchConfig) -> Result<(), BenchError> {
             &udp_via_sink.local_addr()?.to_string(),
         ],
     )?;
-    let udp_relay_addr: SocketAddr = udp_relay
-        .line_after("udp relay listening on ")
-        .await?
+    let (mut udp_relay, udp_relay_addr) = line_after(udp_relay, "udp relay listening on ").await?;
+    let udp_relay_addr: SocketAddr = udp_relay_addr
         .parse()
         .map_err(|_| BenchError::Setup("bad udp relay address".into()))?;
 
@@ -346,90 +345,15 @@ async fn udp_sink(socket: UdpSocket, warmup: Duration, window: Duration) -> Vec<
     out
 }
 
-/// A child process, killed on drop; its stdout lines arrive on a channel.
-struct Proc {
-    child: Child,
-    lines: Option<std::sync::mpsc::Receiver<String>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Proc {
-    fn spawn(exe: &std::path::Path, args: &[&str]) -> Result<Proc, BenchError> {
-        // The measured nodes pull by URL; their overlay stays on loopback and off mDNS.
-        let overlay: &[&str] = if matches!(args.first(), Some(&("relay" | "view" | "broadcast"))) {
-            &["--no-mdns", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"]
-        } else {
-            &[]
-        };
-        let mut child = Command::new(exe)
-            .args(args)
-            .args(overlay)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| BenchError::Setup("no stdout".into()))?;
-        // A few lines at start-up, then silence: a small bounded channel is plenty.
-        let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Proc {
-            child,
-            lines: Some(rx),
-        })
-    }
-
-    fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits (at most 10 s) for a line starting with `prefix`; returns the rest of it.
-    async fn line_after(&mut self, prefix: &str) -> Result<String, BenchError> {
-        let rx = self
-            .lines
-            .take()
-            .ok_or_else(|| BenchError::Setup("no output".into()))?;
-        let prefix = prefix.to_owned();
-        let (rx, found) = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(line) if line.starts_with(&prefix) => {
-                        return (rx, Some(line[prefix.len()..].trim().to_owned()));
-                    }
-                    Ok(_) => {}
-                    Err(_) => return (rx, None),
-                }
-            }
-        })
-        .await
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
-        self.lines = Some(rx);
-        found.ok_or_else(|| BenchError::Setup("a relay did not start".into()))
-    }
+/// [`Proc::line_after`] off the async runtime's threads; hands the process back.
+async fn line_after(mut p: Proc, prefix: &'static str) -> Result<(Proc, String), BenchError> {
+    let (p, line) = tokio::task::spawn_blocking(move || {
+        let line = p.line_after(prefix);
+        (p, line)
+    })
+    .await
+    .map_err(|e| BenchError::Setup(e.to_string()))?;
+    Ok((p, line?))
 }
 
 /// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).

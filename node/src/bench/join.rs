@@ -11,13 +11,12 @@
 //! start, WHEP and ICE/DTLS take the same time on both sides; the difference is fast start.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use treecast_media::rng::SplitMix64;
 
 use super::BenchError;
+use super::proc::Proc;
 
 /// Settings of the join benchmark.
 #[derive(Debug, Clone)]
@@ -159,70 +158,6 @@ impl Summary {
             p90: at(90),
             max: ms(times.last()),
             mean: total / times.len().max(1) as u128,
-        }
-    }
-}
-
-/// A node process whose stdout lines can be awaited; killed on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Proc {
-    fn spawn(exe: &Path, args: &[&str]) -> Result<Proc, BenchError> {
-        let mut child = Command::new(exe)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| BenchError::Setup("no stdout".into()))?;
-        // A few lines per process: a small bounded channel is plenty.
-        let (tx, lines) = mpsc::sync_channel(16);
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Proc { child, lines })
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits (at most 10 s) for a line starting with `prefix`; returns the rest of it.
-    fn line_after(&mut self, prefix: &str) -> Result<String, BenchError> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        return Ok(rest.trim().to_owned());
-                    }
-                }
-                Err(_) => {
-                    return Err(BenchError::Setup(format!("no line {prefix:?} within 10 s")));
-                }
-            }
         }
     }
 }
