@@ -2,12 +2,16 @@
 //!
 //! Rule: the shallowest attached node with a free slot; among equals native before browser,
 //! then most spare slots, then most stable, then lowest id. Never a node inside the joiner's own
-//! subtree (that would make a cycle), never a node whose chain to the root is broken. The result
+//! subtree (that would make a cycle), never a node whose chain to the root is broken. A native
+//! joiner takes a browser parent only as a last resort, after every native one at any depth: a
+//! browser re-encodes what it relays, and can vanish with a closed tab. (Forbidding it outright
+//! deadlocks: browsers that arrived first can fill every slot near the root, and a native
+//! newcomer could never get in to be promoted above them.) The result
 //! is a ranked list so a joiner can fall back at once when a slot was just taken.
 //! See docs/tree.md, "Placement".
 
 use crate::id::NodeId;
-use crate::record::MAX_DEPTH;
+use crate::record::{MAX_DEPTH, Platform};
 use crate::view::View;
 
 /// One place a joiner may attach.
@@ -49,11 +53,16 @@ pub struct Avoid {
 pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placement {
     let mut candidates = Vec::with_capacity(limit.min(16));
     let mut struggling = Vec::new();
+    let mut browsers = Vec::new();
     // Bounded scan: a hostile view could hold many nodes that look open but are not attached.
     let mut forbidden = Vec::with_capacity(1 + avoid.subtrees.len());
     forbidden.push(joiner);
     forbidden.extend_from_slice(&avoid.subtrees);
     let scan_cap = limit.saturating_mul(64).max(256);
+    // A joiner the view does not know yet is taken for native.
+    let native = view
+        .get(joiner)
+        .is_none_or(|n| n.platform == Platform::Native);
     for (scanned, key) in view.open_slots().enumerate() {
         if candidates.len() >= limit || scanned >= scan_cap {
             break;
@@ -69,6 +78,7 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
         if p == joiner || avoid.nodes.contains(&p) {
             continue;
         }
+        let browser_parent = native && view.get(p).is_some_and(|n| n.platform == Platform::Browser);
         // The claimed depth must be the real one (the chain to the root is intact), and the
         // chain must not pass through the joiner or a subtree to avoid: one walk checks both.
         let Some(depth) = view.depth_avoiding(p, &forbidden) else {
@@ -84,7 +94,9 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
             parent: p,
             depth: depth + 1,
         };
-        if view.is_struggling(p) {
+        if browser_parent {
+            browsers.push(c);
+        } else if view.is_struggling(p) {
             struggling.push(c);
         } else {
             candidates.push(c);
@@ -93,6 +105,8 @@ pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placem
     // A parent whose children report heavy loss is a last resort.
     let room = limit.saturating_sub(candidates.len());
     candidates.extend(struggling.into_iter().take(room));
+    let room = limit.saturating_sub(candidates.len());
+    candidates.extend(browsers.into_iter().take(room));
     Placement { candidates }
 }
 

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::id::NodeId;
-use crate::record::{Children, Role};
+use crate::record::{Children, Platform, Role};
 use crate::view::View;
 
 /// A directed media link.
@@ -101,6 +101,11 @@ pub fn swap(view: &View, up: NodeId, down: NodeId) -> Option<Promotion> {
     cu.sort_by_key(|&c| (std::cmp::Reverse(view.get(c).map_or(0, |n| n.capacity)), c));
     let keep = cu.len().min(d.slots());
     let (overflow, to_down) = cu.split_at(cu.len() - keep);
+    // Native children never go under a browser (see placement).
+    let native = |c: &NodeId| view.get(*c).is_none_or(|n| n.platform == Platform::Native);
+    if d.platform == Platform::Browser && to_down.iter().any(native) {
+        return None;
+    }
     let direct = pu == down;
 
     let up_children = cd

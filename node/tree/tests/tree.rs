@@ -173,6 +173,51 @@ fn promotion_plans_are_make_before_break() {
 }
 
 #[test]
+fn native_nodes_take_a_browser_parent_only_as_a_last_resort() {
+    let mut v = View::new(stream());
+    v.set_trusted_root(ROOT);
+    v.apply_join(Node::new(ROOT, Role::Broadcaster, 1), Time::ZERO);
+    let mut b = Node::new(NodeId(2), Role::Viewer, 4);
+    b.platform = Platform::Browser;
+    v.apply_join(b, Time::ZERO);
+    v.apply_attach(NodeId(2), ROOT, Time::ZERO).unwrap();
+    // The only open slots are the browser's: a browser may take one, a native node may not.
+    let mut b3 = Node::new(NodeId(3), Role::Viewer, 0);
+    b3.platform = Platform::Browser;
+    v.apply_join(b3, Time::ZERO);
+    let best = place(&v, NodeId(3), &Avoid::default(), 4).best().unwrap();
+    assert_eq!(best.parent, NodeId(2));
+    v.apply_join(Node::new(NodeId(4), Role::Relay, 1), Time::ZERO);
+    let best = place(&v, NodeId(4), &Avoid::default(), 4).best().unwrap();
+    assert_eq!(best.parent, NodeId(2), "no native slot left: the browser's");
+    v.apply_attach(NodeId(4), NodeId(2), Time::ZERO).unwrap();
+    // Now a native slot exists one level deeper than the browser's: a native joiner (or one
+    // the view has not heard of yet) prefers it, a browser joiner takes the shallower one.
+    v.apply_join(Node::new(NodeId(5), Role::Relay, 1), Time::ZERO);
+    assert_eq!(
+        place(&v, NodeId(5), &Avoid::default(), 4)
+            .best()
+            .unwrap()
+            .parent,
+        NodeId(4)
+    );
+    assert_eq!(
+        place(&v, NodeId(6), &Avoid::default(), 4)
+            .best()
+            .unwrap()
+            .parent,
+        NodeId(4)
+    );
+    assert_eq!(
+        place(&v, NodeId(3), &Avoid::default(), 4)
+            .best()
+            .unwrap()
+            .parent,
+        NodeId(2)
+    );
+}
+
+#[test]
 fn hostile_cyclic_gossip_does_not_hang_walks() {
     let mut v = tree_with_root();
     // 5 -> 6 -> 7 -> 5: each names the next as parent, and each parent agrees.
