@@ -646,8 +646,12 @@ impl Driver {
                 }
             }
             gossip::Event::Message {
-                from, stream, body, ..
-            } if stream == self.stream => match body {
+                from,
+                to,
+                stream,
+                body,
+                ..
+            } if stream == self.stream && to == self.agent.node().id => match body {
                 Body::Tree { msg } => self.handle(Input::Message { from, msg }),
                 Body::Offer { session, sdp } => self.on_offer(from, session, sdp),
                 Body::Answer { session, sdp } => self.answer(session, Ok(sdp)),

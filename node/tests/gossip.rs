@@ -84,6 +84,19 @@ impl TestNode {
         }
     }
 
+    /// The next direct message as `(from, to, body)`, skipping other events, within [`WAIT`].
+    async fn next_addressed(&mut self) -> (NodeId, NodeId, Body) {
+        timeout(WAIT, async {
+            loop {
+                if let Some(Event::Message { from, to, body, .. }) = self.events.recv().await {
+                    return (from, to, body);
+                }
+            }
+        })
+        .await
+        .expect("a message within the deadline")
+    }
+
     /// The next direct message, skipping other events, within [`WAIT`].
     async fn next_message(&mut self) -> (NodeId, Body) {
         timeout(WAIT, async {
@@ -293,7 +306,7 @@ async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
     let tree = Body::Tree {
         msg: Message::Accept { depth: 2 },
     };
-    assert_eq!(a.next_message().await, (b_id, tree));
+    assert_eq!(a.next_message().await, (b_id, tree.clone()));
 
     // A probe is answered by B's event loop with what B's driver last said of its media.
     assert_eq!(a.client.probe(b_id, demo()).await, Ok(false));
@@ -318,6 +331,29 @@ async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
     assert_eq!(err, ClientError::UnknownStream);
     // Probes never reach the driver.
     assert_eq!(b.client.stats().await.unwrap().messages, 1);
+
+    // A speaks for a browser (as a signal server does): B sees the browser as the sender, and
+    // B's reply to the browser reaches A, addressed to the browser.
+    let browser = NodeId(0xB0B);
+    a.client
+        .send_as(browser, b_id, demo(), tree.clone())
+        .await
+        .unwrap();
+    assert_eq!(b.next_addressed().await, (browser, b_id, tree.clone()));
+    b.client
+        .send_body(browser, demo(), tree.clone())
+        .await
+        .unwrap();
+    assert_eq!(a.next_addressed().await, (b_id, browser, tree.clone()));
+    // Another peer claiming to speak for the same browser is refused and delivers nothing.
+    let err = hub
+        .client
+        .send_as(browser, b_id, demo(), tree.clone())
+        .await
+        .expect_err("a second peer speaking for the browser");
+    assert!(matches!(err, ClientError::Failed(_)), "{err}");
+    let stats = b.client.stats().await.unwrap();
+    assert_eq!((stats.messages, stats.messages_forged), (2, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,7 +151,24 @@ impl Client {
         stream: StreamId,
         body: Body,
     ) -> Result<Ack, ClientError> {
-        let request = Request { stream, body };
+        let request = Request::new(stream, body, to);
+        self.ask(|reply| Command::Send { to, request, reply })
+            .await?
+    }
+
+    /// Sends a direct message on behalf of `from`, a browser whose records this node
+    /// publishes (the signal server's use; see [`Request::from`]).
+    pub async fn send_as(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        stream: StreamId,
+        body: Body,
+    ) -> Result<Ack, ClientError> {
+        let request = Request {
+            from: Some(from),
+            ..Request::new(stream, body, to)
+        };
         self.ask(|reply| Command::Send { to, request, reply })
             .await?
     }

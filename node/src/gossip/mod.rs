@@ -71,8 +71,10 @@ pub enum Event {
     },
     /// A direct message. When the channel is full the sender is answered `busy` instead.
     Message {
-        /// The sender's tree id ([`node_id`] of `peer`).
+        /// The sender's tree id: [`node_id`] of `peer`, or the browser `peer` speaks for.
         from: NodeId,
+        /// The node meant: this one, or a browser it speaks for.
+        to: NodeId,
         /// The sender's peer.
         peer: PeerId,
         /// The stream it is about (one this node follows).

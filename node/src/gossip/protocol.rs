@@ -3,7 +3,7 @@
 use libp2p::StreamProtocol;
 use libp2p::gossipsub::IdentTopic;
 use serde::{Deserialize, Serialize};
-use treecast_tree::{Message, StreamId};
+use treecast_tree::{Message, NodeId, StreamId};
 
 /// The request-response protocol carrying agent messages (and WebRTC offers/answers) between
 /// two nodes, directly or through a relay.
@@ -27,6 +27,26 @@ pub struct Request {
     pub stream: StreamId,
     /// What it says.
     pub body: Body,
+    /// The browser a signal server sends this for; absent when the sending peer speaks for
+    /// itself. Accepted only from the peer that publishes that browser's records (or, for a
+    /// node this receiver has not heard of yet, from the first peer that speaks for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<NodeId>,
+    /// The node meant: the receiver itself, or one of the browsers it speaks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<NodeId>,
+}
+
+impl Request {
+    /// A request from the sending peer itself to `to`.
+    pub fn new(stream: StreamId, body: Body, to: NodeId) -> Request {
+        Request {
+            stream,
+            body,
+            from: None,
+            to: Some(to),
+        }
+    }
 }
 
 /// What a direct message says: an agent message, a step of the media link's offer/answer
@@ -98,12 +118,13 @@ pub enum Ack {
     },
     /// The receiver does not take part in that stream.
     UnknownStream,
+    /// The request spoke for a node whose records another peer publishes: dropped.
+    NotYours,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use treecast_tree::NodeId;
 
     #[test]
     fn topic_names() {
@@ -120,6 +141,8 @@ mod tests {
                     replaces: Some(NodeId(7)),
                 },
             },
+            from: None,
+            to: None,
         };
         let json = serde_json::to_string(&req).expect("serializable");
         assert_eq!(
@@ -130,6 +153,13 @@ mod tests {
             serde_json::from_str::<Request>(&json).expect("round trip"),
             req
         );
+        let proxied = Request {
+            from: Some(NodeId(9)),
+            to: Some(NodeId(3)),
+            ..req
+        };
+        let json = serde_json::to_string(&proxied).expect("serializable");
+        assert!(json.ends_with(r#","from":9,"to":3}"#), "{json}");
         assert_eq!(
             serde_json::to_string(&Ack::UnknownStream).expect("serializable"),
             r#"{"type":"unknown_stream"}"#

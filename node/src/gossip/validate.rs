@@ -82,6 +82,8 @@ pub struct Stats {
     pub messages: u64,
     /// Direct messages refused with `busy` because the driver's channel was full.
     pub messages_busy: u64,
+    /// Direct messages refused because they spoke for a node another peer publishes.
+    pub messages_forged: u64,
     /// Records published (handed to gossipsub).
     pub published: u64,
     /// Records accepted from sync answers (counted in `accepted` too).

@@ -71,9 +71,10 @@ impl EventLoop {
                     }
                 } else if request.body == Body::Sync {
                     self.sync_answer(&request.stream)
-                } else {
+                } else if let Some(from) = self.sender(peer, request.from) {
                     let event = Event::Message {
-                        from: node_id(&peer),
+                        from,
+                        to: request.to.unwrap_or_else(|| node_id(&self.local)),
                         peer,
                         stream: request.stream,
                         body: request.body,
@@ -88,6 +89,10 @@ impl EventLoop {
                             Ack::Busy
                         }
                     }
+                } else {
+                    debug!(%peer, from = ?request.from, "refused: speaks for a node another peer publishes");
+                    self.stats.messages_forged += 1;
+                    Ack::NotYours
                 };
                 // Fails only when the connection closed meanwhile; the sender sees that.
                 let _ = self.swarm.behaviour_mut().tree.send_response(channel, ack);
@@ -110,6 +115,9 @@ impl EventLoop {
                     let result = match response {
                         ack @ (Ack::Delivered | Ack::Alive { .. } | Ack::Records { .. }) => Ok(ack),
                         Ack::Busy => Err(ClientError::Busy),
+                        Ack::NotYours => Err(ClientError::Failed(
+                            "the receiver knows another peer for that node".into(),
+                        )),
                         Ack::UnknownStream => Err(ClientError::UnknownStream),
                     };
                     let _ = out.reply.send(result);
@@ -137,6 +145,24 @@ impl EventLoop {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Who a direct message from `peer` is from: the peer's own node, or the browser it
+    /// claims to speak for if no other peer publishes that node's records. The first peer to
+    /// speak for an unknown node becomes its route, so a second claimant is refused.
+    fn sender(&mut self, peer: PeerId, claimed: Option<NodeId>) -> Option<NodeId> {
+        let own = node_id(&peer);
+        let Some(claimed) = claimed.filter(|&c| c != own) else {
+            return Some(own);
+        };
+        match self.routes.get(&claimed) {
+            Some(&p) if p == peer => Some(claimed),
+            Some(_) => None,
+            None => {
+                self.routes.insert(claimed, peer);
+                Some(claimed)
+            }
         }
     }
 

@@ -531,6 +531,8 @@ impl EventLoop {
         let request = super::protocol::Request {
             stream: stream.clone(),
             body: super::protocol::Body::Sync,
+            from: None,
+            to: None,
         };
         let id = self.swarm.behaviour_mut().tree.send_request(&peer, request);
         self.syncs.insert(id, stream.clone());
