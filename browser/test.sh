@@ -28,5 +28,7 @@ node --test test/*.test.js
 if [ "$quick" = 0 ]; then
   step "Chromium smoke test"
   node test/smoke/chromium.mjs
+  step "end to end: native broadcaster -> native relay -> Chromium viewers, relay killed"
+  node test/e2e/tree.mjs
 fi
 step "browser checks passed"

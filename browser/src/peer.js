@@ -30,8 +30,16 @@
  * @property {boolean} receiving
  */
 
-/** No new decoded frame for this long while attached: the parent is taken for lost. */
-export const SILENCE_MS = 3000;
+/** No packet for this long after media flowed: the parent is taken for lost. Audio alone
+ * sends 50 packets a second, so a live parent is never this quiet. */
+export const SILENCE_MS = 1000;
+
+/** How often the parent link is sampled (stats overlay, silence detection). */
+export const SAMPLE_MS = 250;
+
+/** How long to wait for ICE gathering before offering to a native parent, which takes no
+ * trickled candidates. Host candidates on a LAN take a few milliseconds. */
+export const GATHER_TIMEOUT_MS = 2000;
 
 /** No connection to a new parent within this long: it is taken for lost (no answer arrived,
  * or ICE found no path). */
@@ -56,7 +64,7 @@ export class Peers {
     /** @type {MediaStream} */
     this.media = new MediaStream();
     this.everConnected = false;
-    /** @type {{at: number, bytes: number, frames: number, framesAt: number} | null} */
+    /** @type {{at: number, bytes: number, frames: number, packets: number, heardAt: number} | null} */
     this.last = null;
     /** Per-peer chains, so a candidate is never applied before its description. */
     /** @type {Map<string, Promise<void>>} */
@@ -80,10 +88,13 @@ export class Peers {
   }
 
   /**
-   * Opens the link to a (new) parent.
+   * Opens the link to a (new) parent. A native parent takes no trickled candidates: the offer
+   * waits for ICE gathering and carries them all, as a WHEP player's does.
    * @param {string} parent
+   * @param {'native' | 'browser'} [platform]
    */
-  async attach(parent) {
+  async attach(parent, platform = 'browser') {
+    const trickle = platform !== 'native';
     this.closeUp();
     this.parentId = parent;
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
@@ -101,7 +112,7 @@ export class Peers {
       this.onEvent({ type: 'media', stream: this.media });
     };
     pc.onicecandidate = (ev) => {
-      if (pc !== this.up) return;
+      if (pc !== this.up || !trickle) return;
       this.session.send({ type: 'candidate', to: parent, candidate: candidateInit(ev.candidate) });
     };
     const fail = () => {
@@ -123,7 +134,9 @@ export class Peers {
     };
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    this.session.send({ type: 'offer', to: parent, sdp: offer.sdp ?? '' });
+    if (!trickle) await gathered(pc, GATHER_TIMEOUT_MS);
+    if (pc !== this.up) return;
+    this.session.send({ type: 'offer', to: parent, sdp: pc.localDescription?.sdp ?? offer.sdp ?? '' });
   }
 
   /** @param {Extract<ServerMessage, {type: 'offer' | 'answer' | 'candidate'}>} msg */
@@ -197,9 +210,9 @@ export class Peers {
     });
     const prev = this.last;
     const kbps = prev && now > prev.at ? ((bytes - prev.bytes) * 8) / (now - prev.at) : 0;
-    const framesAt = !prev || frames > prev.frames ? now : prev.framesAt;
-    this.last = { at: now, bytes, frames, framesAt };
-    const receiving = now - framesAt < SILENCE_MS && frames > 0;
+    const heardAt = !prev || received > prev.packets ? now : prev.heardAt;
+    this.last = { at: now, bytes, frames, packets: received, heardAt };
+    const receiving = now - heardAt < SILENCE_MS && frames > 0;
     /** @type {LinkStats} */
     const stats = {
       kbps: Math.max(0, Math.round(kbps)),
@@ -210,8 +223,8 @@ export class Peers {
       receiving,
     };
     this.onEvent({ type: 'stats', stats });
-    // Frames flowed and then stopped: the parent (or the path to it) is gone.
-    if (frames > 0 && now - framesAt >= SILENCE_MS) this.lostParent();
+    // Media flowed and then stopped: the parent (or the path to it) is gone.
+    if (received > 0 && now - heardAt >= SILENCE_MS) this.lostParent();
     return stats;
   }
 
@@ -269,6 +282,29 @@ export class Peers {
       if (t.sender.track !== track) t.sender.replaceTrack(track).catch(() => {});
     }
   }
+}
+
+/**
+ * Resolves when `pc` has gathered its candidates, or after `ms`.
+ * @param {RTCPeerConnection} pc
+ * @param {number} ms
+ * @returns {Promise<void>}
+ */
+function gathered(pc, ms) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState !== 'complete') return;
+      clearTimeout(t);
+      pc.removeEventListener('icegatheringstatechange', done);
+      resolve();
+    };
+    const t = setTimeout(() => {
+      pc.removeEventListener('icegatheringstatechange', done);
+      resolve();
+    }, ms);
+    pc.addEventListener('icegatheringstatechange', done);
+  });
 }
 
 /**

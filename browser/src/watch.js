@@ -4,7 +4,7 @@
 
 import { decideRelay } from './relay.js';
 import { Session } from './session.js';
-import { Peers } from './peer.js';
+import { Peers, SAMPLE_MS } from './peer.js';
 
 /** The bitrate relaying is sized for until the stream's own is measured, kbit/s. */
 const ASSUMED_STREAM_KBPS = 2500;
@@ -118,7 +118,7 @@ async function main() {
           view.parentPlatform = ev.parentPlatform;
           render();
           if (document.body.dataset.state !== 'playing') show('attaching', `Connecting to the tree (depth ${ev.depth})…`);
-          peers.attach(ev.parent).catch((e) => show('error', `Could not start WebRTC: ${e}`));
+          peers.attach(ev.parent, ev.parentPlatform).catch((e) => show('error', `Could not start WebRTC: ${e}`));
           break;
         case 'parent_lost':
           peers.parentGone();
@@ -174,6 +174,9 @@ async function main() {
         view.children = peers.children();
         render();
         if (ev.stats.receiving && video.videoWidth > 0) show('playing', '');
+        // Sampled four times a second; the server hears once a second.
+        if (performance.now() - statsSentAt < 1000) break;
+        statsSentAt = performance.now();
         session.send({
           type: 'stats',
           kbps: ev.stats.kbps,
@@ -186,7 +189,8 @@ async function main() {
     }
   });
   video.onclick = () => video.play().catch(() => {});
-  setInterval(() => peers.sample(performance.now()).catch(() => {}), 1000);
+  let statsSentAt = 0;
+  setInterval(() => peers.sample(performance.now()).catch(() => {}), SAMPLE_MS);
   addEventListener('pagehide', () => {
     session.stop();
     peers.close();

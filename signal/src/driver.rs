@@ -298,6 +298,10 @@ impl Driver {
     }
 
     fn broadcast(&mut self, stream: &StreamId) -> &mut Broadcast {
+        if !self.streams.contains_key(stream) {
+            // A new stream: follow its gossip, so its records and native nodes reach us.
+            self.out(Outbound::Follow(stream.clone()));
+        }
         let (server, seq) = (self.server, self.seq_start);
         self.streams
             .entry(stream.clone())

@@ -39,6 +39,8 @@ pub struct Hub {
 /// What leaves this server for native nodes (the gossip client and the libp2p side take it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
+    /// Follow a stream's topic: the first browser (or record) of that stream arrived.
+    Follow(StreamId),
     /// Publish a browser's record on the stream's topic.
     Publish(NodeRecord),
     /// A tree message from a browser's agent to a native node.

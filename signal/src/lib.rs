@@ -9,8 +9,8 @@
 //! ```text
 //!  browser --ws--> ws::serve --Command--> hub (one task) --owns--> Broadcast per stream
 //!                                          |                          (View + Agent per browser)
-//!                                          +--Outbound--> gossip/libp2p client (later)
-//!  gossip client ---------Hub::record / native_message / native_signal-->
+//!                                          +--Outbound--> overlay::bridge --> libp2p
+//!  libp2p --> overlay::bridge --Hub::record / native_message / native_signal-->
 //! ```
 //!
 //! Entry point: [`run`]; tests and embedders use [`Server::bind`] to learn the address and to
@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod shutdown;
 pub mod tree;
+pub mod overlay;
 mod ws;
 
 use std::future::Future;
@@ -48,6 +49,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The gossip overlay could not start.
+    #[error("gossip overlay: {0}")]
+    Overlay(String),
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
@@ -60,6 +64,48 @@ pub async fn run(
 ) -> Result<(), Error> {
     let server = Server::bind(config).await?;
     tracing::info!(addr = %server.local_addr(), "treecast-signal listening");
+    server.serve(shutdown).await
+}
+
+/// Runs the server as a gossip peer of the native nodes until `shutdown` resolves: starts the
+/// overlay from `gossip` (plus the configuration's bootstrap addresses), follows `streams` at
+/// once (others when their first browser arrives), and bridges it to the hub.
+pub async fn run_with_overlay(
+    mut config: Config,
+    gossip: treecast_node::gossip::ConfigBuilder,
+    streams: Vec<treecast_tree::StreamId>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    use treecast_node::gossip;
+    let mut gossip = gossip;
+    for b in &config.bootstrap {
+        let node: gossip::Bootstrap = b.parse().map_err(|e: gossip::AddrError| {
+            Error::Overlay(format!("bootstrap address {b:?}: {e}"))
+        })?;
+        gossip = gossip.bootstrap(node);
+    }
+    let gossip = gossip.build().map_err(|e| Error::Overlay(e.to_string()))?;
+    let (client, events, event_loop) = gossip::new(gossip)
+        .await
+        .map_err(|e| Error::Overlay(e.to_string()))?;
+    tokio::spawn(event_loop.run());
+    config.server_id = Some(client.node_id());
+    let mut server = Server::bind(config).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut addrs = Vec::new();
+    while addrs.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        addrs = client.listen_addrs().await.unwrap_or_default();
+    }
+    for addr in &addrs {
+        println!("{}", gossip::announce(addr, client.peer_id()));
+    }
+    tracing::info!(addr = %server.local_addr(), node = %client.node_id(), "treecast-signal listening");
+    overlay::follow(&client, &streams).await;
+    let outbound = server.take_outbound();
+    if let Some(outbound) = outbound {
+        tokio::spawn(overlay::bridge(client, events, server.hub(), outbound));
+    }
     server.serve(shutdown).await
 }
 
@@ -85,12 +131,6 @@ impl Server {
                 source,
             })?;
         let addr = listener.local_addr().map_err(Error::Serve)?;
-        if !config.bootstrap.is_empty() {
-            tracing::warn!(
-                bootstrap = ?config.bootstrap,
-                "gossip is not built into this version yet; --bootstrap is ignored"
-            );
-        }
         let (trigger, shutdown) = shutdown::channel();
         let metrics = Arc::new(metrics::Metrics::default());
         let (hub, outbound, hub_task) = Hub::start(&config, metrics.clone(), shutdown.clone());

@@ -15,7 +15,7 @@ use treecast_signal::config::FileConfig;
 /// publishes their records on their behalf.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
-struct Args {
+struct Cli {
     /// TOML file with any of the settings below and the limits (see
     /// `treecast_signal::config::FileConfig`); flags override it.
     #[arg(long, value_name = "FILE")]
@@ -26,10 +26,14 @@ struct Args {
     #[arg(long, value_name = "ADDR", env = "TREECAST_SIGNAL_HTTP")]
     http: Option<SocketAddr>,
 
-    /// libp2p multiaddr of a native node to join the stream's gossip through (repeatable).
-    /// Not used until the gossip client is merged; accepted and logged.
-    #[arg(long, value_name = "MULTIADDR")]
-    bootstrap: Vec<String>,
+    /// The gossip overlay shared with the native nodes (this server is a peer of it).
+    #[command(flatten)]
+    gossip: treecast_node::gossip::Args,
+
+    /// A stream to follow from the start (repeatable), so its tree shows at /tree/STREAM and
+    /// /api/streams before any browser arrives. Others are followed when a browser asks.
+    #[arg(long, value_name = "NAME")]
+    stream: Vec<String>,
 
     /// Bearer token WHIP publishers must present at /whip/STREAM. Without it WHIP is disabled.
     #[arg(
@@ -54,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,treecast_signal=info".into()),
         )
         .init();
-    let args = Args::parse();
+    let args = Cli::parse();
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -67,9 +71,6 @@ async fn main() -> anyhow::Result<()> {
     if let Some(http) = args.http {
         builder = builder.http(http);
     }
-    for b in args.bootstrap {
-        builder = builder.bootstrap(b);
-    }
     if !args.ice_server.is_empty() {
         let urls = args
             .ice_server
@@ -79,7 +80,13 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.ice_servers(urls);
     }
     let config = builder.build().context("invalid configuration")?;
-    treecast_signal::run(config, shutdown_signal())
+    let streams = args
+        .stream
+        .iter()
+        .map(|s| treecast_tree::StreamId::new(s.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("invalid --stream")?;
+    treecast_signal::run_with_overlay(config, args.gossip.config(), streams, shutdown_signal())
         .await
         .context("treecast-signal failed")
 }
