@@ -30,5 +30,7 @@ if [ "$quick" = 0 ]; then
   node test/smoke/chromium.mjs
   step "end to end: native broadcaster -> native relay -> Chromium viewers, relay killed"
   node test/e2e/tree.mjs
+  step "end to end: WHIP from a tab and aiortc through the signal server, wrong token, WebSocket flood"
+  node test/e2e/whip.mjs
 fi
 step "browser checks passed"

@@ -66,7 +66,7 @@ async function start(source) {
   const detail = (await r.text()).slice(0, 300);
   const why = {
     401: 'Wrong or missing token.',
-    403: 'This server does not accept WHIP (it was started without --whip-token).',
+    403: 'This server does not accept WHIP (it was started without --origin, the broadcaster to hand it to).',
     415: 'The server did not accept the offer format.',
     501: 'This server cannot ingest WHIP yet: the media path that receives it is not part of this build.',
   }[r.status];

@@ -12,8 +12,11 @@
 //! - DELETE on the session: closes it, 200; unknown session 404.
 //! - PATCH and DELETE need the bearer token as POST does (401), section 4.8.
 //!
-//! One publisher per process: the feeds are fixed once known, so a second publisher after the
-//! first left is refused (409) until source switching lands (the munger supports it).
+//! One publisher at a time: a second one is refused (409) while the first is live. Once it left
+//! (DELETE, or its connection failed), a new publisher continues the same feeds as a new
+//! source, as a relay's new parent does: viewers see continuous sequence numbers and
+//! timestamps and pick up at its first keyframe. It must send the same codecs (a track of
+//! another codec is refused and logged: the viewers negotiated the first one).
 
 use std::sync::{Arc, Mutex};
 
@@ -140,7 +143,7 @@ async fn publish(
     let etag = format!("\"{}\"", uuid::Uuid::new_v4().simple());
     {
         let mut slot = whip.slot();
-        if !matches!(*slot, SessionSlot::Free) {
+        if matches!(*slot, SessionSlot::Live(_)) {
             return error(
                 StatusCode::CONFLICT,
                 "a publisher is already live on this stream",
@@ -152,7 +155,7 @@ async fn publish(
             pc: None,
         });
     }
-    match accept(&node, body, &expected).await {
+    match accept(&node, body, &expected, id.clone()).await {
         Ok((pc, answer)) => {
             if let SessionSlot::Live(s) = &mut *whip.slot() {
                 s.pc = Some(pc);
@@ -187,6 +190,7 @@ async fn accept(
     node: &Arc<NodeState>,
     offer: String,
     expected: &[crate::codec::MediaKind],
+    id: String,
 ) -> Result<(Arc<dyn PeerConnection>, String), String> {
     let mut peer = node
         .factory
@@ -232,7 +236,11 @@ async fn accept(
             })
             .await;
         if let Some(whip) = node.whip.as_ref() {
-            *whip.slot() = SessionSlot::Ended;
+            let mut slot = whip.slot();
+            // Only this session's end: a newer publisher may hold the slot already.
+            if matches!(&*slot, SessionSlot::Live(s) if s.id == id) {
+                *slot = SessionSlot::Ended;
+            }
         }
         tracing::info!("publisher gone");
     });

@@ -12,13 +12,16 @@ use crate::protocol::MAX_MESSAGE_BYTES;
 pub struct Config {
     /// Where the HTTP server (pages, API, WebSocket) listens. Default `127.0.0.1:8080`.
     pub http: SocketAddr,
-    /// libp2p multiaddrs of native nodes to join the gossip through (used once the gossip
-    /// client is merged; accepted and logged now). Default none.
+    /// libp2p multiaddrs of native nodes to join the gossip through (besides `--bootstrap`).
+    /// Default none.
     pub bootstrap: Vec<String>,
+    /// The broadcaster's HTTP base URL (`http://HOST:PORT`): WHIP and WHEP requests here are
+    /// handed to it. Default none (WHIP and WHEP answer 501).
+    pub origin: Option<String>,
     /// The Bearer token WHIP publishers must present. Default none (WHIP refused).
     pub whip_token: Option<String>,
-    /// This server's node id, the `via` of the records it publishes for browsers. Default:
-    /// random (later: derived from the libp2p `PeerId`).
+    /// This server's node id, the `via` of the records it publishes for browsers: the node id
+    /// of its libp2p peer when it runs with the overlay. Default: random.
     pub server_id: Option<NodeId>,
     /// STUN/TURN URLs handed to browsers. Default `stun:stun.l.google.com:19302`.
     pub ice_servers: Vec<String>,
@@ -69,6 +72,7 @@ impl Default for Limits {
 /// http = "0.0.0.0:8080"
 /// bootstrap = ["/ip4/10.0.0.2/udp/4001/quic-v1"]
 /// whip_token = "change-me"
+/// origin = "http://127.0.0.1:8090"
 /// ice_servers = ["stun:stun.l.google.com:19302"]
 ///
 /// [limits]
@@ -88,6 +92,7 @@ pub struct FileConfig {
     #[serde(default)]
     bootstrap: Vec<String>,
     whip_token: Option<String>,
+    origin: Option<String>,
     ice_servers: Option<Vec<String>>,
     #[serde(default)]
     limits: FileLimits,
@@ -122,6 +127,7 @@ impl FileConfig {
             b = b.bootstrap(addr);
         }
         b = b.whip_token(self.whip_token);
+        b = b.origin(self.origin);
         if let Some(urls) = self.ice_servers {
             b = b.ice_servers(urls);
         }
@@ -159,6 +165,9 @@ pub enum ConfigError {
     /// An ICE server URL that is not `stun:`, `turn:` or `turns:`.
     #[error("ICE server URL {0:?} must start with stun:, turn: or turns:")]
     IceServer(String),
+    /// The origin is not `http://HOST:PORT`.
+    #[error("origin {0:?} must be http://HOST:PORT (the broadcaster's --http address)")]
+    Origin(String),
 }
 
 impl Config {
@@ -169,6 +178,7 @@ impl Config {
                 http: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 bootstrap: Vec::new(),
                 whip_token: None,
+                origin: None,
                 server_id: None,
                 ice_servers: vec!["stun:stun.l.google.com:19302".to_owned()],
                 limits: Limits::default(),
@@ -184,6 +194,7 @@ impl std::fmt::Debug for Config {
             .field("http", &self.http)
             .field("bootstrap", &self.bootstrap)
             .field("whip_token", &self.whip_token.as_ref().map(|_| "<set>"))
+            .field("origin", &self.origin)
             .field("server_id", &self.server_id)
             .field("ice_servers", &self.ice_servers)
             .field("limits", &self.limits)
@@ -214,6 +225,15 @@ impl ConfigBuilder {
     pub fn whip_token(mut self, token: Option<String>) -> Self {
         if token.is_some() {
             self.cfg.whip_token = token;
+        }
+        self
+    }
+
+    /// The broadcaster's HTTP base URL WHIP and WHEP are handed to (`None` leaves the
+    /// current one).
+    pub fn origin(mut self, url: Option<String>) -> Self {
+        if let Some(url) = url {
+            self.cfg.origin = Some(url.trim_end_matches('/').to_owned());
         }
         self
     }
@@ -258,6 +278,11 @@ impl ConfigBuilder {
         }
         if self.cfg.whip_token.as_deref() == Some("") {
             return Err(ConfigError::EmptyToken);
+        }
+        if let Some(origin) = &self.cfg.origin
+            && crate::forward::Origin::parse(origin).is_none()
+        {
+            return Err(ConfigError::Origin(origin.clone()));
         }
         if let Some(bad) = self.cfg.ice_servers.iter().find(|u| {
             !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))

@@ -1,5 +1,5 @@
-//! The HTTP surface: pages, assets, the WebSocket endpoint, the JSON API, `/metrics`, and the
-//! WHIP endpoint's checks (its media side comes with the native media path).
+//! The HTTP surface: pages, assets, the WebSocket endpoint, the JSON API, `/metrics`, and WHIP
+//! and WHEP handed to the broadcaster (`forward`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,15 +7,16 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use tracing::Instrument as _;
 use treecast_tree::StreamId;
 
 use crate::assets::{Page, asset};
 use crate::config::Config;
+use crate::forward::{self, Origin};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Fires on shutdown (WebSocket tasks close).
     pub shutdown: Shutdown,
+    /// Where WHIP and WHEP are handed (`--origin`).
+    pub origin: Option<Origin>,
 }
 
 /// The router of every route.
@@ -52,7 +55,26 @@ pub fn router(state: AppState) -> Router {
             post(probe).layer(DefaultBodyLimit::max(PROBE_MAX_BYTES)),
         )
         .route("/metrics", get(metrics))
-        .route("/whip/{stream}", post(whip))
+        .route(
+            "/whip/{stream}",
+            post(whip).layer(DefaultBodyLimit::max(forward::MAX_BODY)),
+        )
+        .route(
+            "/whip/{stream}/{session}",
+            patch(session)
+                .delete(session)
+                .layer(DefaultBodyLimit::max(forward::MAX_BODY)),
+        )
+        .route(
+            "/whep/{stream}",
+            post(whep).layer(DefaultBodyLimit::max(forward::MAX_BODY)),
+        )
+        .route(
+            "/whep/{stream}/{session}",
+            patch(session)
+                .delete(session)
+                .layer(DefaultBodyLimit::max(forward::MAX_BODY)),
+        )
         .with_state(state)
 }
 
@@ -143,32 +165,26 @@ async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-/// WHIP ingest (RFC 9725 section 4.2). The checks run now; the media side (handing the session
-/// to the root) arrives with the native media path, so a correct request gets 501.
+/// WHIP ingest (RFC 9725 section 4.2), handed to the broadcaster (`--origin`). This server
+/// checks its own token first when it has one (`--whip-token`); the broadcaster checks its own.
 async fn whip(
     State(st): State<AppState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
-    if StreamId::new(stream).is_err() {
+    if StreamId::new(stream.clone()).is_err() {
         return (StatusCode::BAD_REQUEST, "invalid stream name").into_response();
     }
-    let Some(token) = st.cfg.whip_token.as_deref() else {
+    if st.cfg.whip_token.is_none() && st.origin.is_none() {
         return (
             StatusCode::FORBIDDEN,
-            "WHIP is disabled on this server: start it with --whip-token",
+            "WHIP is disabled on this server: start it with --origin (the broadcaster's HTTP address)",
         )
             .into_response();
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-        let mut r = (StatusCode::UNAUTHORIZED, "wrong or missing Bearer token").into_response();
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+    }
+    if let Some(refused) = check_token(&st, &headers) {
+        return refused;
     }
     let sdp = headers
         .get(header::CONTENT_TYPE)
@@ -180,11 +196,88 @@ async fn whip(
         )
             .into_response();
     }
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        "WHIP ingest is not available yet: it comes with the native media path",
-    )
-        .into_response()
+    match &st.origin {
+        Some(o) => {
+            o.forward(Method::POST, &format!("/whip/{stream}"), &headers, body)
+                .await
+        }
+        None => (
+            StatusCode::NOT_IMPLEMENTED,
+            "this server has no broadcaster to hand WHIP to: start it with --origin",
+        )
+            .into_response(),
+    }
+}
+
+/// WHEP playback (RFC 9725's sibling, draft-ietf-wish-whep) for standard players, handed to the
+/// broadcaster (`--origin`); browsers use /watch/STREAM, which places them in the tree.
+async fn whep(
+    State(st): State<AppState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if StreamId::new(stream.clone()).is_err() {
+        return (StatusCode::BAD_REQUEST, "invalid stream name").into_response();
+    }
+    match &st.origin {
+        Some(o) => {
+            o.forward(Method::POST, &format!("/whep/{stream}"), &headers, body)
+                .await
+        }
+        None => (
+            StatusCode::NOT_IMPLEMENTED,
+            "this server has no broadcaster to hand WHEP to (start it with --origin); \
+             browsers watch at /watch/STREAM",
+        )
+            .into_response(),
+    }
+}
+
+/// PATCH (trickle, ICE restart) and DELETE of a WHIP or WHEP session, handed on like the POST
+/// that made it.
+async fn session(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if StreamId::new(stream).is_err() || !safe(&session) {
+        return (StatusCode::BAD_REQUEST, "invalid session URL").into_response();
+    }
+    let Some(origin) = &st.origin else {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    };
+    if uri.path().starts_with("/whip/")
+        && let Some(refused) = check_token(&st, &headers)
+    {
+        return refused;
+    }
+    origin.forward(method, uri.path(), &headers, body).await
+}
+
+/// `Some(401)` when this server has a WHIP token and the request does not present it.
+fn check_token(st: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let token = st.cfg.whip_token.as_deref()?;
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        return None;
+    }
+    let mut r = (StatusCode::UNAUTHORIZED, "wrong or missing Bearer token").into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(r)
 }
 
 fn no_store(body: impl IntoResponse) -> Response {

@@ -20,13 +20,14 @@ mod assets;
 pub mod broadcast;
 pub mod config;
 mod driver;
+pub mod forward;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod overlay;
 pub mod protocol;
 pub mod shutdown;
 pub mod tree;
-pub mod overlay;
 mod ws;
 
 use std::future::Future;
@@ -134,8 +135,10 @@ impl Server {
         let (trigger, shutdown) = shutdown::channel();
         let metrics = Arc::new(metrics::Metrics::default());
         let (hub, outbound, hub_task) = Hub::start(&config, metrics.clone(), shutdown.clone());
+        let origin = config.origin.as_deref().and_then(forward::Origin::parse);
         let state = http::AppState {
             hub: hub.clone(),
+            origin,
             cfg: Arc::new(config),
             metrics,
             shutdown,

@@ -44,6 +44,11 @@ struct Cli {
     )]
     whip_token: Option<String>,
 
+    /// The broadcaster's HTTP address (http://HOST:PORT, its --http): WHIP publishers (OBS, the
+    /// /publish page) and WHEP players that reach this server are handed to it.
+    #[arg(long, value_name = "URL", env = "TREECAST_ORIGIN")]
+    origin: Option<String>,
+
     /// STUN/TURN URL handed to browsers (repeatable). Default: stun:stun.l.google.com:19302.
     /// Pass --ice-server none for host candidates only (LAN, tests).
     #[arg(long, value_name = "URL")]
@@ -67,7 +72,10 @@ async fn main() -> anyhow::Result<()> {
         }
         None => FileConfig::default(),
     };
-    let mut builder = file.builder().whip_token(args.whip_token);
+    let mut builder = file
+        .builder()
+        .whip_token(args.whip_token)
+        .origin(args.origin);
     if let Some(http) = args.http {
         builder = builder.http(http);
     }

@@ -180,12 +180,7 @@ impl Bridge {
 }
 
 /// Sends one pair's messages in order, each after the previous was acknowledged or failed.
-async fn lane(
-    client: Client,
-    from: NodeId,
-    to: NodeId,
-    mut rx: mpsc::Receiver<(StreamId, Body)>,
-) {
+async fn lane(client: Client, from: NodeId, to: NodeId, mut rx: mpsc::Receiver<(StreamId, Body)>) {
     while let Ok(Some((stream, body))) = tokio::time::timeout(LANE_IDLE, rx.recv()).await {
         if let Err(e) = client.send_as(from, to, stream, body).await {
             tracing::debug!(browser = %from, native = %to, error = %e, "message to a native node failed");

@@ -7,96 +7,18 @@
 //
 // Env: TREECAST_BIN, TREECAST_SIGNAL_BIN (default ../target/debug/...), CHROMIUM
 //      (default /usr/bin/chromium), E2E_VIEWERS (default 5), E2E_RECOVERY_MS (default 3000).
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import {
+  cleanup, frames, launchChromium, log, nodeBin, overlay, prerequisites, signalBin, sleep, start,
+  until, WAIT_MS,
+} from './lib.mjs';
 
-const root = fileURLToPath(new URL('../../../', import.meta.url));
-const nodeBin = process.env.TREECAST_BIN ?? `${root}target/debug/treecast`;
-const signalBin = process.env.TREECAST_SIGNAL_BIN ?? `${root}target/debug/treecast-signal`;
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const VIEWERS = Number(process.env.E2E_VIEWERS ?? 5);
 const RECOVERY_MS = Number(process.env.E2E_RECOVERY_MS ?? 3000);
-const WAIT_MS = 60_000;
 /** No new video frame for this long (at 30 fps) is an interruption. */
 const STALL_MS = 250;
 const STREAM = 'e2e';
 
-const t0 = Date.now();
-function log(/** @type {string} */ msg) {
-  console.log(`e2e ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s: ${msg}`);
-}
-
-for (const [bin, pkg] of [[nodeBin, 'treecast-node'], [signalBin, 'treecast-signal']]) {
-  if (!existsSync(bin)) {
-    log(`cargo build -p ${pkg}`);
-    const b = spawnSync('cargo', ['build', '-q', '-p', pkg], { cwd: root, stdio: 'inherit' });
-    if (b.status !== 0) process.exit(1);
-  }
-}
-if (!existsSync(executablePath)) {
-  console.error(`no Chromium at ${executablePath} (scripts/install-test-deps installs it)`);
-  process.exit(1);
-}
-
-/** @type {import('node:child_process').ChildProcess[]} */
-const procs = [];
-const overlay = ['--no-mdns', '--p2p-listen', '/ip4/127.0.0.1/tcp/0'];
-
-/**
- * Starts a process and resolves once its output matched every pattern.
- * @param {string} name
- * @param {string} bin
- * @param {string[]} args
- * @param {RegExp[]} patterns
- * @returns {Promise<{proc: import('node:child_process').ChildProcess, found: string[], out: () => string}>}
- */
-function start(name, bin, args, patterns) {
-  const proc = spawn(bin, args, {
-    cwd: root,
-    env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG ?? 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(proc);
-  let out = '';
-  const onData = (/** @type {Buffer} */ d) => {
-    out += d.toString().replace(/\x1b\[[0-9;]*m/g, '');
-    if (out.length > 1_000_000) out = out.slice(-500_000);
-  };
-  proc.stdout?.on('data', onData);
-  proc.stderr?.on('data', onData);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${out.slice(-3000)}`)), WAIT_MS);
-    const check = () => {
-      const found = patterns.map((p) => out.match(p)?.[1]);
-      if (found.every((f) => f !== undefined)) {
-        clearTimeout(timer);
-        proc.stdout?.off('data', check);
-        proc.stderr?.off('data', check);
-        resolve({ proc, found: /** @type {string[]} */ (found), out: () => out });
-      }
-    };
-    proc.stdout?.on('data', check);
-    proc.stderr?.on('data', check);
-    proc.on('exit', (code) => reject(new Error(`${name} exited with ${code}:\n${out.slice(-3000)}`)));
-  });
-}
-
-/** @param {number} ms */
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** @type {import('playwright-core').Browser | null} */
-let browser = null;
-const profile = mkdtempSync(join(tmpdir(), 'treecast-e2e-'));
-
-async function cleanup() {
-  await browser?.close().catch(() => {});
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-  rmSync(profile, { recursive: true, force: true });
-}
+prerequisites();
 
 try {
   const clip = ['--video', 'examples/media/test.ivf', '--audio', 'examples/media/test.ogg'];
@@ -122,16 +44,7 @@ try {
     return s.receiving === true;
   });
 
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required',
-      // Plain host candidates, so two tabs find each other without mDNS.
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-    ],
-  });
+  const browser = await launchChromium();
   const ctx = await browser.newContext();
   /** @type {{page: import('playwright-core').Page, joinedAt: number, firstFrameMs: number | null}[]} */
   const viewers = [];
@@ -221,33 +134,3 @@ try {
   process.exit(1);
 }
 await cleanup();
-
-/**
- * Video frames the page has decoded.
- * @param {import('playwright-core').Page} page
- * @returns {Promise<number>}
- */
-async function frames(page) {
-  return page.evaluate(() => {
-    const v = document.querySelector('video');
-    return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
-  });
-}
-
-/**
- * Polls `check` until it holds, failing after WAIT_MS.
- * @param {string} what
- * @param {() => Promise<boolean>} check
- */
-async function until(what, check) {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // Not up yet.
-    }
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(100);
-  }
-}
