@@ -125,11 +125,13 @@ impl Percentiles {
     }
 }
 
-struct Running {
+/// A node of the swarm (or the demo) running in this process.
+pub(crate) struct Running {
     id: String,
-    state: Arc<NodeState>,
+    pub(crate) state: Arc<NodeState>,
     started: Instant,
-    stop: Option<oneshot::Sender<Stop>>,
+    /// Send to stop it (`Stop::Leave` leaves gracefully).
+    pub(crate) stop: Option<oneshot::Sender<Stop>>,
     first_frame: Option<Duration>,
     /// Had media at the last sample.
     flowing: bool,
@@ -137,28 +139,31 @@ struct Running {
     dead: bool,
 }
 
+/// A tree configuration on loopback, without mDNS, bootstrapping from `bootstrap`.
+pub(crate) fn loopback_tree(bootstrap: Option<&str>) -> Result<TreeConfig, NodeError> {
+    let mut args = crate::gossip::Args {
+        no_mdns: true,
+        p2p_listen: vec![
+            "/ip4/127.0.0.1/tcp/0"
+                .parse()
+                .map_err(|e| NodeError::Gossip(format!("{e}")))?,
+        ],
+        ..Default::default()
+    };
+    if let Some(b) = bootstrap {
+        args.bootstrap = vec![b.parse().map_err(|e| NodeError::Gossip(format!("{e}")))?];
+    }
+    Ok(TreeConfig {
+        gossip: args,
+        upload_kbps: None,
+    })
+}
+
 /// Runs the swarm and returns what it measured.
 pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let http = Some(SocketAddr::new(lo, 0));
-    let gossip = |bootstrap: Option<&str>| -> Result<TreeConfig, NodeError> {
-        let mut args = crate::gossip::Args {
-            no_mdns: true,
-            p2p_listen: vec![
-                "/ip4/127.0.0.1/tcp/0"
-                    .parse()
-                    .map_err(|e| NodeError::Gossip(format!("{e}")))?,
-            ],
-            ..Default::default()
-        };
-        if let Some(b) = bootstrap {
-            args.bootstrap = vec![b.parse().map_err(|e| NodeError::Gossip(format!("{e}")))?];
-        }
-        Ok(TreeConfig {
-            gossip: args,
-            upload_kbps: None,
-        })
-    };
+    let gossip = loopback_tree;
     let bad = |e: crate::config::ConfigError| NodeError::Gossip(e.to_string());
 
     // The broadcaster.
@@ -394,7 +399,8 @@ fn optimal_depth(n: usize) -> u64 {
     depth
 }
 
-async fn start(config: Config) -> Result<Running, NodeError> {
+/// Starts a node in this process and waits until it has a tree id (bounded).
+pub(crate) async fn start(config: Config) -> Result<Running, NodeError> {
     let (obs_tx, obs_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<Stop>();
     let started = Instant::now();
@@ -430,7 +436,7 @@ async fn start(config: Config) -> Result<Running, NodeError> {
 }
 
 /// The root's overlay address: its node id is the tree id; the address comes from its status.
-async fn root_overlay_addr(root: &NodeState) -> Result<String, NodeError> {
+pub(crate) async fn root_overlay_addr(root: &NodeState) -> Result<String, NodeError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if let Some(addr) = root.overlay_addr() {
