@@ -32,5 +32,7 @@ if [ "$quick" = 0 ]; then
   node test/e2e/tree.mjs
   step "end to end: WHIP from a tab and aiortc through the signal server, wrong token, WebSocket flood"
   node test/e2e/whip.mjs
+  step "end to end: the README's demo with 20 viewers, its tree page, Ctrl-C"
+  node test/e2e/demo.mjs
 fi
 step "browser checks passed"

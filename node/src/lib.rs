@@ -16,6 +16,7 @@ pub mod bench;
 pub mod child;
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod driver;
 pub mod fanout;
 pub mod gossip;
@@ -299,7 +300,9 @@ async fn run_node(
             Role::View { recording, .. } => {
                 let tracks = node.wait_tracks().await;
                 let frames = record::record(tracks, recording.clone(), finish_rx).await?;
-                println!("recorded {frames} video frames");
+                if !config.quiet {
+                    println!("recorded {frames} video frames");
+                }
                 Ok(())
             }
             _ => std::future::pending().await,

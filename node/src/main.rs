@@ -24,6 +24,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A live broadcast to watch in a browser, on this machine alone: a broadcaster looping
+    /// the bundled clip, a few relays and --viewers N headless viewers in one gossiped tree,
+    /// and the signal server (treecast-signal, next to this binary) serving the watch page and
+    /// the live tree page. Prints the URLs; Ctrl-C stops everything.
+    ///
+    /// Example: treecast demo --viewers 20   then open http://127.0.0.1:8080/watch/demo
+    Demo {
+        /// Headless native viewers joining the tree, one every 0.3 s.
+        #[arg(long, default_value_t = 0)]
+        viewers: usize,
+        /// Native relays, at least: more are started when the viewers need the slots (viewers
+        /// are leaves; every relay feeds four).
+        #[arg(long, default_value_t = 4)]
+        relays: usize,
+        /// Port of the pages (the signal server), on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The bundled clip to loop: vp8 (VP8 + Opus) or h264 (H.264 + Opus).
+        #[arg(long, default_value = "vp8", value_parser = ["vp8", "h264"])]
+        codec: String,
+        /// Stream name.
+        #[arg(long, default_value = "demo")]
+        stream: String,
+    },
     /// Measure one treecast relay hop against a plain UDP relay of the same packets.
     ///
     /// Prints added latency per hop (p50, p99), CPU time per forwarded packet, the ratios to the
@@ -244,6 +268,8 @@ fn main() -> anyhow::Result<()> {
     // The benchmark's own nodes stay quiet: its report is the output.
     let default_filter = match cli.command {
         Command::Bench { .. } | Command::UdpRelay { .. } | Command::Swarm { .. } => "warn",
+        // webrtc-rs warns about normal events of ICE and DTLS; the demo's reader wants quiet.
+        Command::Demo { .. } => "warn,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error",
         _ => "info,webrtc=warn,rtc=warn",
     };
     tracing_subscriber::fmt()
@@ -323,6 +349,38 @@ fn main() -> anyhow::Result<()> {
             rt.shutdown_timeout(std::time::Duration::from_millis(200));
             return Ok(());
         }
+        Command::Demo {
+            viewers,
+            relays,
+            port,
+            codec,
+            stream,
+        } => {
+            let clip = |name: &str| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../examples/media")
+                    .join(name)
+            };
+            let exe = std::env::current_exe().context("locating this binary")?;
+            let cfg = treecast_node::demo::DemoConfig {
+                port,
+                stream,
+                relays,
+                viewers,
+                video: clip(if codec == "h264" {
+                    "test.h264"
+                } else {
+                    "test.ivf"
+                }),
+                audio: Some(clip("test.ogg")),
+                signal_bin: exe.with_file_name("treecast-signal"),
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let result = rt.block_on(treecast_node::demo::run(cfg, stop_signal()));
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+            result?;
+            return Ok(());
+        }
         Command::UdpRelay { listen, to } => {
             treecast_node::bench::udp_relay(listen, to)?;
             return Ok(());
@@ -385,6 +443,7 @@ fn main() -> anyhow::Result<()> {
                 video: record,
                 audio: record_audio,
                 frames,
+                announce: true,
                 keyframe_request_every: keyframe_request_every_ms
                     .map(std::time::Duration::from_millis),
             };
@@ -409,13 +468,30 @@ fn main() -> anyhow::Result<()> {
         .with_fast_start(common.fast_start || !common.no_fast_start)
         .with_tree(Some(tree))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = rt.block_on(async {
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        treecast_node::run(config, shutdown).await
-    });
+    let result = rt.block_on(async { treecast_node::run(config, stop_signal()).await });
     // The connections are closed; do not wait for webrtc's background work to wind down.
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(result?)
+}
+
+/// Ctrl-C, SIGTERM (systemd, `kill`, `timeout`) or SIGHUP (the terminal closed).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -40,6 +40,8 @@ pub struct Recording {
     pub frames: Option<u64>,
     /// Test only: ask for a keyframe this often (exercises the request merging upstream).
     pub keyframe_request_every: Option<std::time::Duration>,
+    /// Print `recording started` at the first keyframe (scripts and tests wait for it).
+    pub announce: bool,
 }
 
 /// Why recording failed.
@@ -80,6 +82,7 @@ pub async fn record(
         video_feed.request_keyframe();
     }
     let mut video = VideoFile::create(&rec.video, video_feed.codec)?;
+    video.announce = rec.announce;
     // Packets pushed between subscribing and the snapshot arrive twice: skip those.
     let mut replayed_up_to = backlog
         .last()
@@ -204,6 +207,7 @@ enum Builder {
 
 struct VideoFile {
     path: PathBuf,
+    announce: bool,
     out: BufWriter<File>,
     codec: Codec,
     builder: Builder,
@@ -239,6 +243,7 @@ impl VideoFile {
         }
         Ok(VideoFile {
             path: path.to_owned(),
+            announce: true,
             out,
             codec,
             builder,
@@ -306,7 +311,7 @@ impl VideoFile {
             // Continue the timeline: the first frame at 0, a resumed one a frame after the last.
             let next_pts = if resumed { self.last_pts + 3_000 } else { 0 };
             self.first_ts = ts.wrapping_sub(next_pts as u32);
-            if !resumed {
+            if !resumed && self.announce {
                 // A line for scripts and tests: the whole path up to here is carrying media.
                 println!("recording started");
             }
