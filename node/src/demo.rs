@@ -114,7 +114,9 @@ pub async fn run(
 
     // Viewers are leaves: enough relays to carry them and a few browser tabs. With R >= 4
     // relays under a root of 4 slots there are 3R + 4 slots for leaves.
-    let relays = cfg.relays.max((cfg.viewers + 8).saturating_sub(4).div_ceil(3));
+    let relays = cfg
+        .relays
+        .max((cfg.viewers + 8).saturating_sub(4).div_ceil(3));
     for _ in 0..relays {
         let mut c = Config::new(&cfg.stream, Role::Relay { pull: None }, http, None)
             .map_err(bad)?

@@ -751,6 +751,26 @@ impl Driver {
         if self.ticks.is_multiple_of(10) {
             self.publish_info();
         }
+        if self.ticks.is_multiple_of(40) {
+            self.protect_neighbours();
+        }
+    }
+
+    /// Tells the overlay which connections to keep whatever its peer bound: the parent, the
+    /// children and the first targets of the repair plan.
+    fn protect_neighbours(&self) {
+        let me = self.agent.node();
+        let mut nodes: Vec<NodeId> = me.parent.into_iter().collect();
+        nodes.extend(me.children.iter());
+        if let Some(plan) = self.agent.repair_plan() {
+            nodes.extend(plan.targets.iter().take(2).map(|t| match *t {
+                treecast_tree::RepairTarget::Replace { grandparent } => grandparent,
+                treecast_tree::RepairTarget::Attach(p) => p,
+            }));
+        }
+        if let Err(e) = self.client.protect(nodes) {
+            tracing::debug!(error = %e, "cannot tell the overlay which peers to keep");
+        }
     }
 
     fn report_link(&mut self, receiving: bool) {

@@ -211,6 +211,44 @@ async fn five_nodes_with_one_bootstrap_address_all_learn_each_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stays_under_its_peer_bound_but_keeps_protected_neighbours() {
+    // A hub everybody bootstraps through: without a bound it would stay connected to all.
+    let hub = TestNode::launch(
+        base()
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .max_peers(8),
+    )
+    .await;
+    let mut nodes = Vec::new();
+    for _ in 0..14 {
+        nodes.push(TestNode::start(Some(&hub.addr)).await);
+    }
+    // One of them is a tree neighbour of the hub: never pruned.
+    let neighbour = nodes[0].client.node_id();
+    hub.client.protect(vec![neighbour]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = hub.client.stats().await.unwrap();
+        if s.connected <= 8 && s.pruned > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} peers, {} pruned",
+            s.connected,
+            s.pruned
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The protected neighbour is still reachable without a new dial: a probe answers.
+    let s = nodes[0].client.stats().await.unwrap();
+    assert!(s.connected >= 1, "the neighbour lost its hub connection");
+    hub.client.subscribe(demo()).await.unwrap();
+    nodes[0].client.subscribe(demo()).await.unwrap();
+    assert_eq!(hub.client.probe(neighbour, demo()).await, Ok(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_learns_the_records_held_by_its_peers_at_once() {
     let hub = TestNode::start(None).await;
     let mut old: Vec<TestNode> = Vec::new();

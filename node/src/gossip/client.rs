@@ -80,6 +80,9 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    Protect {
+        nodes: Vec<NodeId>,
+    },
 }
 
 impl Client {
@@ -183,6 +186,18 @@ impl Client {
                 "unexpected answer to a probe: {other:?}"
             ))),
         }
+    }
+
+    /// Names the nodes whose connections the overlay never closes to stay under its peer
+    /// bound (the tree neighbours: parent, children, the backup parent); replaces the last
+    /// list. Fails only when the event loop is gone or its queue is full.
+    pub fn protect(&self, nodes: Vec<NodeId>) -> Result<(), ClientError> {
+        self.commands
+            .try_send(Command::Protect { nodes })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ClientError::Busy,
+                mpsc::error::TrySendError::Closed(_) => ClientError::Closed,
+            })
     }
 
     /// Dials an address (with or without `/p2p/<peer id>`). `Ok` means the dial started; the

@@ -29,6 +29,7 @@ pub struct GossipConfig {
     pub(crate) event_capacity: usize,
     pub(crate) seq_capacity: usize,
     pub(crate) colocation_whitelist: Vec<IpAddr>,
+    pub(crate) max_peers: usize,
 }
 
 impl GossipConfig {
@@ -47,6 +48,7 @@ impl GossipConfig {
             heartbeat: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             max_request_bytes: 64 * 1024,
+            max_peers: 32,
             publish_retry: Duration::from_millis(250),
             command_capacity: 64,
             event_capacity: 1024,
@@ -132,6 +134,17 @@ impl ConfigBuilder {
     /// once an external address is confirmed, which never happens on a LAN or loopback.
     pub fn dht_server(mut self, on: bool) -> Self {
         self.0.dht_server = on;
+        self
+    }
+
+    /// How many peers to stay connected to (at least 8; default 32). gossipsub keeps a
+    /// connection open for as long as its streams are, so without a bound every peer a DHT
+    /// walk ever reached stays connected and the overlay becomes a full mesh. Beyond this many,
+    /// the event loop closes connections that are not in a gossipsub mesh, not to a protected
+    /// node (tree neighbours, see `Client::protect`), not to a relay we listen through and not
+    /// carrying a direct message.
+    pub fn max_peers(mut self, n: usize) -> Self {
+        self.0.max_peers = n.max(8);
         self
     }
 

@@ -84,6 +84,10 @@ pub struct Stats {
     pub messages_busy: u64,
     /// Direct messages refused because they spoke for a node another peer publishes.
     pub messages_forged: u64,
+    /// Connections closed to stay under the peer bound (see `GossipConfig` `max_peers`).
+    pub pruned: u64,
+    /// Peers connected now.
+    pub connected: u64,
     /// Records published (handed to gossipsub).
     pub published: u64,
     /// Records accepted from sync answers (counted in `accepted` too).

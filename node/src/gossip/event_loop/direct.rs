@@ -26,6 +26,13 @@ pub(super) struct Outbound {
     looked_up: bool,
 }
 
+impl Outbound {
+    /// The receiver.
+    pub(super) fn peer(&self) -> PeerId {
+        self.peer
+    }
+}
+
 impl EventLoop {
     pub(super) fn send(&mut self, to: NodeId, request: Request, reply: Reply) {
         if self.in_flight.len() + self.lookups.len() >= MAX_IN_FLIGHT {
@@ -45,6 +52,7 @@ impl EventLoop {
     }
 
     pub(super) fn send_request(&mut self, out: Outbound) {
+        self.note_direct(out.peer);
         let id = self
             .swarm
             .behaviour_mut()
@@ -63,6 +71,7 @@ impl EventLoop {
                     },
                 ..
             } => {
+                self.note_direct(peer);
                 let ack = if !self.streams.values().any(|s| *s == request.stream) {
                     Ack::UnknownStream
                 } else if request.body == Body::Probe {

@@ -1,6 +1,6 @@
 //! The task that owns the swarm: runs commands, validates what arrives, feeds the driver.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use libp2p::core::transport::ListenerId;
@@ -26,6 +26,7 @@ use super::validate::{Seqs, Stats, Verdict, validate};
 use super::{Error, Event};
 
 mod direct;
+mod prune;
 mod relays;
 
 use direct::Outbound;
@@ -73,6 +74,12 @@ pub struct EventLoop {
     /// Relays we listen through, with the listener.
     reserved: BTreeMap<PeerId, ListenerId>,
     stats: Stats,
+    /// Peers to stay connected to at most, beyond what needs them (see `prune`).
+    max_peers: usize,
+    /// Nodes whose connections are never pruned (the driver's tree neighbours).
+    protected: HashSet<NodeId>,
+    /// When a peer last carried a direct message.
+    direct_at: BoundedMap<PeerId, std::time::Instant>,
     /// Seals our records.
     keypair: libp2p::identity::Keypair,
     /// Sync requests in flight, with their stream.
@@ -146,6 +153,9 @@ impl EventLoop {
             circuits,
             reserved: BTreeMap::new(),
             stats: Stats::default(),
+            max_peers: config.max_peers,
+            protected: HashSet::new(),
+            direct_at: BoundedMap::new(MAX_ROUTES),
             keypair: config.keypair.clone(),
             syncs: HashMap::new(),
             synced: HashMap::new(),
@@ -167,6 +177,8 @@ impl EventLoop {
     async fn run_inner(mut self) {
         let mut retry = tokio::time::interval(self.publish_retry);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval(prune::PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -175,6 +187,7 @@ impl EventLoop {
                     None => break,
                 },
                 _ = retry.tick(), if !self.queued.is_empty() => self.publish_queued(),
+                _ = prune.tick() => self.prune(),
             }
         }
         debug!(peer = %self.local, "gossip event loop stopped");
@@ -227,7 +240,11 @@ impl EventLoop {
                 let _ = reply.send(addrs);
             }
             Command::Stats { reply } => {
+                self.stats.connected = self.swarm.connected_peers().count() as u64;
                 let _ = reply.send(self.stats);
+            }
+            Command::Protect { nodes } => {
+                self.protected = nodes.into_iter().collect();
             }
         }
     }

@@ -1,0 +1,66 @@
+//! Keeping the overlay sparse: gossipsub keeps a connection open for as long as its streams
+//! are (it does not mark them `ignore_for_keep_alive`), so every peer a DHT walk, a sync or a
+//! bootstrap ever reached would stay connected, and a swarm of N nodes would hold N^2/2
+//! connections. Every [`PRUNE_EVERY`], beyond `max_peers` connected peers, the ones nothing
+//! needs are closed: not in a gossipsub mesh of ours, not a protected node (the driver names
+//! its tree neighbours), not a relay we listen through, not carrying a direct message, and not
+//! used for one within [`KEEP_DIRECT`].
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use tracing::debug;
+
+use super::EventLoop;
+use crate::gossip::id::node_id;
+
+/// How often the connections are counted.
+pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(2);
+/// A peer used for a direct message is kept this long after.
+pub(super) const KEEP_DIRECT: Duration = Duration::from_secs(30);
+
+impl EventLoop {
+    /// Notes that `peer` carried a direct message now.
+    pub(super) fn note_direct(&mut self, peer: PeerId) {
+        self.direct_at.insert(peer, Instant::now());
+    }
+
+    /// Closes the connections nothing needs, beyond `max_peers`.
+    pub(super) fn prune(&mut self) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        if connected.len() <= self.max_peers {
+            return;
+        }
+        let mut keep: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
+            .collect();
+        keep.extend(self.in_flight.values().map(|o| o.peer()));
+        keep.extend(self.lookups.values().map(|(p, _)| *p));
+        keep.extend(self.reserved.keys().copied());
+        let now = Instant::now();
+        let spare: Vec<PeerId> = connected
+            .iter()
+            .copied()
+            .filter(|p| {
+                !keep.contains(p)
+                    && !self.protected.contains(&node_id(p))
+                    && self
+                        .direct_at
+                        .get(p)
+                        .is_none_or(|t| now.duration_since(*t) > KEEP_DIRECT)
+            })
+            .collect();
+        let excess = connected.len() - self.max_peers;
+        for peer in spare.into_iter().take(excess) {
+            debug!(%peer, "closing a connection nothing needs");
+            if self.swarm.disconnect_peer_id(peer).is_ok() {
+                self.stats.pruned += 1;
+            }
+        }
+    }
+}
