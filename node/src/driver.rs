@@ -656,7 +656,7 @@ impl Driver {
                 Body::Offer { session, sdp } => self.on_offer(from, session, sdp),
                 Body::Answer { session, sdp } => self.answer(session, Ok(sdp)),
                 Body::Refused { session, reason } => self.answer(session, Err(reason)),
-                Body::Probe | Body::Sync => {}
+                Body::Probe | Body::Sync | Body::Candidate { .. } => {}
             },
             gossip::Event::Message { .. } => {}
             gossip::Event::PeerDisconnected { node, .. } => {

@@ -11,9 +11,10 @@
 //!                                              --> Client::send_as (in order, bounded)
 //! ```
 //!
-//! Browsers trickle ICE candidates; native nodes put theirs in the SDP and take none, so
-//! candidates bound for a native node are dropped here (the watch page sends a complete offer
-//! to a native parent). Native nodes probe their parent when its media stops: the event loop
+//! Browsers trickle ICE candidates; native nodes put theirs in the SDP and ignore trickled ones
+//! (the watch page sends a complete offer to a native parent). Candidates still cross the
+//! overlay, because the "native" side of a message may be a browser of another signal server:
+//! several servers share one stream's tree. Native nodes probe their parent when its media stops: the event loop
 //! answers for our browsers that they receive, so a native child of a vanished browser gives up
 //! on it after the driver's silence limit.
 
@@ -26,6 +27,7 @@ use treecast_tree::{NodeId, StreamId};
 
 use crate::broadcast::Signal;
 use crate::hub::{Hub, Outbound};
+use crate::protocol::IceCandidate;
 
 /// Messages queued for one (browser, native node) pair; beyond, new ones are dropped.
 const LANE_QUEUE: usize = 32;
@@ -108,6 +110,20 @@ impl Bridge {
                     // The browser's connect timeout then takes it elsewhere.
                     tracing::info!(native = %from, browser = %to, %reason, "a native parent refused a browser's offer");
                 }
+                Body::Candidate {
+                    candidate,
+                    sdp_mid,
+                    sdp_m_line_index,
+                } => {
+                    let c = IceCandidate {
+                        candidate,
+                        sdp_mid,
+                        sdp_m_line_index,
+                    };
+                    self.hub
+                        .native_signal(stream, from, to, Signal::Candidate(c))
+                        .await;
+                }
                 Body::Probe | Body::Sync => {}
             },
             Event::PeerConnected { .. }
@@ -150,7 +166,12 @@ impl Bridge {
                         session: self.sessions.get(&(to, from)).copied().unwrap_or(0),
                         sdp,
                     },
-                    Signal::Candidate(_) => return,
+                    // Native nodes ignore these; browsers of other signal servers need them.
+                    Signal::Candidate(c) => Body::Candidate {
+                        candidate: c.candidate,
+                        sdp_mid: c.sdp_mid,
+                        sdp_m_line_index: c.sdp_m_line_index,
+                    },
                 };
                 self.send(from, to, stream, body);
             }

@@ -1,7 +1,8 @@
 // End to end in real headless Chromium: a native broadcaster (looped clip) -> a native relay
 // -> five Chromium viewers placed by a real treecast-signal that is a gossip peer of the
-// native nodes; at least one viewer relays to another. Then the native relay is SIGKILLed and
-// every viewer must play again. Prints the measured times as JSON.
+// native nodes; at least one viewer relays to another. A second signal server's viewer joins
+// the same tree. Then the native relay is SIGKILLed and every viewer must play again. Prints
+// the measured times as JSON.
 //
 //   node test/e2e/tree.mjs            (from browser/; builds the binaries when missing)
 //
@@ -81,6 +82,25 @@ try {
   }
   log(`tree: ${browsers.length} browsers, ${fedByBrowser.length} fed by a browser`);
 
+  // A second signal server serves the same stream: its viewer joins the same tree, and both
+  // servers list every browser.
+  const signal2 = await start('signal 2', signalBin,
+    ['--http', '127.0.0.1:0', '--bootstrap', boot, '--ice-server', 'none', '--stream', STREAM, ...overlay],
+    [/treecast-signal listening addr=(\S+)/]);
+  const base2 = `http://${signal2.found[0]}`;
+  const extra = await ctx.newPage();
+  const extraAt = Date.now();
+  await extra.goto(`${base2}/watch/${STREAM}`);
+  await until('the second server\'s viewer plays', async () => (await frames(extra)) > 0);
+  viewers.push({ page: extra, joinedAt: extraAt, firstFrameMs: Date.now() - extraAt });
+  for (const b of [base, base2]) {
+    await until(`${b} lists ${VIEWERS + 1} browsers`, async () => {
+      const t = await (await fetch(`${b}/api/streams/${STREAM}/tree`)).json();
+      return t.nodes.filter((/** @type {any} */ n) => n.platform === 'browser').length === VIEWERS + 1;
+    });
+  }
+  log('a second signal server placed its viewer in the same tree; both list every browser');
+
   // Kill the native relay: every viewer plays again.
   const counts = await Promise.all(viewers.map((v) => frames(v.page)));
   const killedAt = Date.now();
@@ -120,7 +140,7 @@ try {
   });
   const slow = interrupted.filter((r) => r.ms > RECOVERY_MS);
   const report = {
-    viewers: VIEWERS,
+    viewers: viewers.length,
     first_frame_ms: viewers.map((v) => v.firstFrameMs),
     recovery_ms: interrupted.map((r) => r.ms),
     fed_by_browser: fedByBrowser.length,

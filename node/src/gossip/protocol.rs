@@ -88,6 +88,18 @@ pub enum Body {
     },
     /// Is the receiver alive, and does it receive media? The receiver's event loop answers
     /// [`Ack::Alive`] itself, so a busy driver does not delay the answer.
+    /// A trickled ICE candidate between two browsers of different signal servers (native
+    /// nodes put theirs in the SDP and ignore these).
+    Candidate {
+        /// The `candidate:` line, or empty for end-of-candidates.
+        candidate: String,
+        /// The media stream id.
+        #[serde(default)]
+        sdp_mid: Option<String>,
+        /// The m-line index.
+        #[serde(default)]
+        sdp_m_line_index: Option<u16>,
+    },
     Probe,
     /// What records of the stream do you hold? Answered by the receiver's event loop with
     /// [`Ack::Records`]: the sealed records it accepted recently, which the asker checks
