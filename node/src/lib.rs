@@ -16,6 +16,7 @@ pub mod bench;
 pub mod child;
 pub mod codec;
 pub mod config;
+pub mod config_file;
 pub mod driver;
 pub mod fanout;
 pub mod gossip;

@@ -211,6 +211,11 @@ enum RtpCodec {
 
 #[derive(Debug, clap::Args)]
 struct Common {
+    /// TOML file with any of this command's long flags as keys in snake_case
+    /// (`upload_mbps = 20`, `bootstrap = ["/ip4/..."]`, `no_mdns = true`); flags on the command
+    /// line override it. See docs/operating.md.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address for the HTTP server (WHEP, /api/status); port 0 picks a free port.
     #[arg(long)]
     http: Option<SocketAddr>,
@@ -239,8 +244,22 @@ struct Common {
     gossip: treecast_node::gossip::Args,
 }
 
+/// Parses the command line with the `--config` file's settings merged in (`config_file`).
+fn parse_cli() -> anyhow::Result<Cli> {
+    use clap::CommandFactory;
+    let merged = treecast_node::config_file::merge(&Cli::command(), std::env::args_os().collect())?;
+    match <Cli as clap::Parser>::try_parse_from(&merged.args) {
+        Ok(cli) => Ok(cli),
+        Err(e) => match merged.explain(e) {
+            // clap's own errors (and --help) print and exit as usual.
+            Ok(e) => e.exit(),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_cli()?;
     // The benchmark's own nodes stay quiet: its report is the output.
     let default_filter = match cli.command {
         Command::Bench { .. } | Command::UdpRelay { .. } | Command::Swarm { .. } => "warn",
@@ -391,6 +410,9 @@ fn main() -> anyhow::Result<()> {
             (stream, Role::View { pull, recording }, common)
         }
     };
+    if let Some(file) = &common.config {
+        tracing::info!(file = %file.display(), "settings from the config file (flags override them)");
+    }
     let upload_kbps = match common.upload_mbps {
         Some(m) if !(0.0..=100_000.0).contains(&m) || m.is_nan() => {
             anyhow::bail!("--upload-mbps must be between 0 and 100000, got {m}")
