@@ -21,6 +21,7 @@ pub mod driver;
 pub mod fanout;
 pub mod gossip;
 pub mod http;
+pub mod ice;
 pub mod impairment;
 pub mod nack;
 pub mod node;
@@ -160,7 +161,7 @@ async fn run_node(
             config.role.name(),
             parent.clone(),
             config.max_children,
-            PeerFactory::new(config.ice_ip, runtime, payload_types),
+            PeerFactory::new(config.ice_ip, runtime, payload_types).with_ice(config.ice.clone()),
             match &config.role {
                 Role::Broadcast {
                     source: Source::Whip { token },

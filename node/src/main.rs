@@ -240,6 +240,34 @@ struct Common {
     /// Measured delivery (the children's loss reports) can only lower it.
     #[arg(long, value_name = "MBPS")]
     upload_mbps: Option<f64>,
+    /// STUN server for the media connections (repeatable), e.g. stun:stun.l.google.com:19302:
+    /// lets peers behind NAT learn their public address. Default: none (host candidates only).
+    #[arg(long, value_name = "URL")]
+    stun: Vec<String>,
+    /// TURN server for the media connections (repeatable), e.g. turn:turn.example.org:3478,
+    /// with --turn-user and --turn-password: relays media when no direct path exists.
+    #[arg(long, value_name = "URL", requires_all = ["turn_user", "turn_password"])]
+    turn: Vec<String>,
+    /// TURN user name (for every --turn).
+    #[arg(long, value_name = "USER")]
+    turn_user: Option<String>,
+    /// TURN password (for every --turn).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "TREECAST_TURN_PASSWORD",
+        hide_env_values = true
+    )]
+    turn_password: Option<String>,
+    /// Public IP of a 1:1 NAT (the router forwards the media ports to this machine):
+    /// advertised in ICE candidates in place of the --ice-ip address. Use with --udp-ports.
+    #[arg(long, value_name = "IP")]
+    nat_ip: Option<IpAddr>,
+    /// UDP ports the media connections bind, MIN-MAX (one port per connection: a relay with
+    /// 4 children and a parent needs 5). Default: any free port. webrtc 0.21 has no UDP mux,
+    /// so one single port for all connections is not possible.
+    #[arg(long, value_name = "MIN-MAX")]
+    udp_ports: Option<treecast_node::ice::PortRange>,
     #[command(flatten)]
     gossip: treecast_node::gossip::Args,
 }
@@ -429,6 +457,14 @@ fn main() -> anyhow::Result<()> {
         .with_impairment(common.impair)
         // The later of --fast-start / --no-fast-start wins (clap overrides); on by default.
         .with_fast_start(common.fast_start || !common.no_fast_start)
+        .with_ice(treecast_node::ice::IceConfig::new(
+            &common.stun,
+            &common.turn,
+            common.turn_user.as_deref(),
+            common.turn_password.as_deref(),
+            common.nat_ip,
+            common.udp_ports,
+        )?)
         .with_tree(Some(tree))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = rt.block_on(async {
