@@ -58,13 +58,13 @@ pub enum NodeError {
     /// A source file could not be loaded.
     #[error(transparent)]
     Source(#[from] source::SourceError),
-    /// The HTTP address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The HTTP (or plain RTP) address could not be bound.
+    #[error("cannot listen on {addr}: {}", bind_advice(reason))]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, so not a `source`).
+        reason: std::io::Error,
     },
     /// The upstream leg failed for good.
     #[error(transparent)]
@@ -220,7 +220,7 @@ async fn run_node(
             let Some(addr) = addr else { continue };
             let (socket, bound) = rtp_in::bind(addr)
                 .await
-                .map_err(|source| NodeError::Bind { addr, source })?;
+                .map_err(|reason| NodeError::Bind { addr, reason })?;
             if !config.quiet {
                 println!("rtp {what} in listening on {bound}");
             }
@@ -235,10 +235,10 @@ async fn run_node(
     if let Some(addr) = config.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| NodeError::Bind { addr, source })?;
+            .map_err(|reason| NodeError::Bind { addr, reason })?;
         let bound = listener
             .local_addr()
-            .map_err(|source| NodeError::Bind { addr, source })?;
+            .map_err(|reason| NodeError::Bind { addr, reason })?;
         if !config.quiet {
             println!("http listening on {bound}");
         }
@@ -406,3 +406,20 @@ async fn upstream_bitrate(node: Arc<NodeState>) {
 
 /// How long closing one connection may take at exit.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a failed bind means and what to do, for the usual causes.
+fn bind_advice(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "the port is already in use (another treecast, or \
+            another program): stop it or choose another port (--http ADDR:PORT, or port 0 for \
+            any free one)"
+            .to_owned(),
+        std::io::ErrorKind::AddrNotAvailable => "this machine has no such address: use one of \
+            its own IPs (ip -br addr) or 0.0.0.0"
+            .to_owned(),
+        std::io::ErrorKind::PermissionDenied => "ports below 1024 need root or \
+            CAP_NET_BIND_SERVICE: use a port above 1024"
+            .to_owned(),
+        _ => e.to_string(),
+    }
+}
