@@ -181,6 +181,20 @@ async fn run_node(
             config.ice_ip
         );
     }
+    if let Role::Relay { pull: Some(url) }
+    | Role::View {
+        pull: Some(url), ..
+    } = &config.role
+        && config.ice_ip.is_loopback()
+        && let Some(host) = pull_host(url)
+        && !host.is_loopback()
+    {
+        tracing::warn!(
+            "pulling from {host} but WebRTC binds {}: the media cannot flow; pass --ice-ip \
+             with this machine's address on the way to {host}",
+            config.ice_ip
+        );
+    }
 
     if let Role::Broadcast {
         source: Source::Files { video, audio, fps },
@@ -406,6 +420,15 @@ async fn upstream_bitrate(node: Arc<NodeState>) {
 
 /// How long closing one connection may take at exit.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The IP of `http://IP[:PORT]/...`, if the URL names one (a host name is not resolved here).
+fn pull_host(url: &str) -> Option<std::net::IpAddr> {
+    let authority = url.strip_prefix("http://")?.split('/').next()?;
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    authority.parse().ok()
+}
 
 /// What a failed bind means and what to do, for the usual causes.
 fn bind_advice(e: &std::io::Error) -> String {

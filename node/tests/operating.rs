@@ -103,10 +103,29 @@ fn bad_bootstrap_addresses_are_refused_and_unreachable_ones_reported() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let bootstrap = format!("/ip4/127.0.0.1/tcp/{port}");
+    let mut args = vec!["relay", "--stream", "demo", "--http", "127.0.0.1:0"];
+    args.extend(OVERLAY);
+    args.extend(["--bootstrap", &bootstrap]);
+    warns(&args, "cannot reach the bootstrap node (--bootstrap)");
+}
+
+#[test]
+fn pulling_from_another_machine_over_loopback_is_flagged() {
+    let mut args = vec![
+        "view",
+        "--pull",
+        "http://192.0.2.1:8081/whep/demo",
+        "--record",
+        "/dev/null",
+    ];
+    args.extend(OVERLAY);
+    warns(&args, "pulling from 192.0.2.1 but WebRTC binds 127.0.0.1");
+}
+
+/// Runs `treecast ARGS` until a stderr line contains `needle` (at most 15 s), then kills it.
+fn warns(args: &[&str], needle: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_treecast"))
-        .args(["relay", "--stream", "demo", "--http", "127.0.0.1:0"])
-        .args(OVERLAY)
-        .args(["--bootstrap", &bootstrap])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -124,16 +143,14 @@ fn bad_bootstrap_addresses_are_refused_and_unreachable_ones_reported() {
     let found = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains("cannot reach the bootstrap node (--bootstrap)") => {
-                break true;
-            }
+            Ok(line) if line.contains(needle) => break true,
             Ok(line) => seen.push(line),
             Err(_) => break false,
         }
     };
     let _ = child.kill();
     let _ = child.wait();
-    assert!(found, "no bootstrap warning in:\n{}", seen.join("\n"));
+    assert!(found, "{needle:?} not in:\n{}", seen.join("\n"));
 }
 
 #[test]
