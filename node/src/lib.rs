@@ -5,8 +5,9 @@
 //! from the per-leg header fields, to up to four children over WHEP. The library entry point is
 //! [`run`]; the `treecast` binary only parses arguments and calls it.
 //!
-//! Codemap: [`config`] (the validated configuration), [`peer`] (how every peer connection is
-//! built), [`upstream`] (pulling from the parent), [`source`] (file sources), [`fanout`] (one
+//! Codemap: [`config`] (the validated configuration), [`config_file`] (`--config FILE` merged
+//! into the command line), [`ice`] (STUN/TURN, NAT IP, UDP ports), [`peer`] (how every peer
+//! connection is built), [`upstream`] (pulling from the parent), [`source`] (file sources), [`fanout`] (one
 //! bounded ring per track), [`child`] (one downstream leg),
 //! [`record`] (the viewer's files), [`http`] and [`status`] (the API), [`gossip`] (the libp2p
 //! overlay: records and direct messages), [`rtcp_tap`] (feedback
