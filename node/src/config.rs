@@ -158,6 +158,9 @@ pub struct Config {
     pub tree: Option<TreeConfig>,
     /// Print nothing on stdout (a node among many in `treecast swarm`).
     pub quiet: bool,
+    /// STUN/TURN servers, NAT IP and UDP ports of the peer connections. Default: host
+    /// candidates on `ice_ip`, any free port.
+    pub ice: crate::ice::IceConfig,
 }
 
 /// How a node takes part in the gossiped tree.
@@ -232,6 +235,7 @@ impl Config {
             fast_start: true,
             tree: None,
             quiet: false,
+            ice: crate::ice::IceConfig::default(),
         })
     }
 
@@ -255,6 +259,12 @@ impl Config {
         }
         self.max_children = n;
         Ok(self)
+    }
+
+    /// Sets STUN/TURN servers, the NAT IP and the UDP ports.
+    pub fn with_ice(mut self, ice: crate::ice::IceConfig) -> Config {
+        self.ice = ice;
+        self
     }
 
     /// Turns fast start on or off.

@@ -5,8 +5,9 @@
 //! from the per-leg header fields, to up to four children over WHEP. The library entry point is
 //! [`run`]; the `treecast` binary only parses arguments and calls it.
 //!
-//! Codemap: [`config`] (the validated configuration), [`peer`] (how every peer connection is
-//! built), [`upstream`] (pulling from the parent), [`source`] (file sources), [`fanout`] (one
+//! Codemap: [`config`] (the validated configuration), [`config_file`] (`--config FILE` merged
+//! into the command line), [`ice`] (STUN/TURN, NAT IP, UDP ports), [`peer`] (how every peer
+//! connection is built), [`upstream`] (pulling from the parent), [`source`] (file sources), [`fanout`] (one
 //! bounded ring per track), [`child`] (one downstream leg),
 //! [`record`] (the viewer's files), [`http`] and [`status`] (the API), [`gossip`] (the libp2p
 //! overlay: records and direct messages), [`rtcp_tap`] (feedback
@@ -16,11 +17,13 @@ pub mod bench;
 pub mod child;
 pub mod codec;
 pub mod config;
+pub mod config_file;
 pub mod demo;
 pub mod driver;
 pub mod fanout;
 pub mod gossip;
 pub mod http;
+pub mod ice;
 pub mod impairment;
 pub mod nack;
 pub mod node;
@@ -57,13 +60,13 @@ pub enum NodeError {
     /// A source file could not be loaded.
     #[error(transparent)]
     Source(#[from] source::SourceError),
-    /// The HTTP address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The HTTP (or plain RTP) address could not be bound.
+    #[error("cannot listen on {addr}: {}", bind_advice(reason))]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, so not a `source`).
+        reason: std::io::Error,
     },
     /// The upstream leg failed for good.
     #[error(transparent)]
@@ -160,7 +163,7 @@ async fn run_node(
             config.role.name(),
             parent.clone(),
             config.max_children,
-            PeerFactory::new(config.ice_ip, runtime, payload_types),
+            PeerFactory::new(config.ice_ip, runtime, payload_types).with_ice(config.ice.clone()),
             match &config.role {
                 Role::Broadcast {
                     source: Source::Whip { token },
@@ -177,6 +180,20 @@ async fn run_node(
         tracing::warn!(
             "HTTP listens on all interfaces but WebRTC binds {} (pitfall 4: never the \
              wildcard); pass --ice-ip with a reachable address for remote peers",
+            config.ice_ip
+        );
+    }
+    if let Role::Relay { pull: Some(url) }
+    | Role::View {
+        pull: Some(url), ..
+    } = &config.role
+        && config.ice_ip.is_loopback()
+        && let Some(host) = pull_host(url)
+        && !host.is_loopback()
+    {
+        tracing::warn!(
+            "pulling from {host} but WebRTC binds {}: the media cannot flow; pass --ice-ip \
+             with this machine's address on the way to {host}",
             config.ice_ip
         );
     }
@@ -219,7 +236,7 @@ async fn run_node(
             let Some(addr) = addr else { continue };
             let (socket, bound) = rtp_in::bind(addr)
                 .await
-                .map_err(|source| NodeError::Bind { addr, source })?;
+                .map_err(|reason| NodeError::Bind { addr, reason })?;
             if !config.quiet {
                 println!("rtp {what} in listening on {bound}");
             }
@@ -234,10 +251,10 @@ async fn run_node(
     if let Some(addr) = config.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| NodeError::Bind { addr, source })?;
+            .map_err(|reason| NodeError::Bind { addr, reason })?;
         let bound = listener
             .local_addr()
-            .map_err(|source| NodeError::Bind { addr, source })?;
+            .map_err(|reason| NodeError::Bind { addr, reason })?;
         if !config.quiet {
             println!("http listening on {bound}");
         }
@@ -407,3 +424,29 @@ async fn upstream_bitrate(node: Arc<NodeState>) {
 
 /// How long closing one connection may take at exit.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The IP of `http://IP[:PORT]/...`, if the URL names one (a host name is not resolved here).
+fn pull_host(url: &str) -> Option<std::net::IpAddr> {
+    let authority = url.strip_prefix("http://")?.split('/').next()?;
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    authority.parse().ok()
+}
+
+/// What a failed bind means and what to do, for the usual causes.
+fn bind_advice(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "the port is already in use (another treecast, or \
+            another program): stop it or choose another port (--http ADDR:PORT, or port 0 for \
+            any free one)"
+            .to_owned(),
+        std::io::ErrorKind::AddrNotAvailable => "this machine has no such address: use one of \
+            its own IPs (ip -br addr) or 0.0.0.0"
+            .to_owned(),
+        std::io::ErrorKind::PermissionDenied => "ports below 1024 need root or \
+            CAP_NET_BIND_SERVICE: use a port above 1024"
+            .to_owned(),
+        _ => e.to_string(),
+    }
+}

@@ -235,6 +235,11 @@ enum RtpCodec {
 
 #[derive(Debug, clap::Args)]
 struct Common {
+    /// TOML file with any of this command's long flags as keys in snake_case
+    /// (`upload_mbps = 20`, `bootstrap = ["/ip4/..."]`, `no_mdns = true`); flags on the command
+    /// line override it. See docs/operating.md.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address for the HTTP server (WHEP, /api/status); port 0 picks a free port.
     #[arg(long)]
     http: Option<SocketAddr>,
@@ -259,12 +264,54 @@ struct Common {
     /// Measured delivery (the children's loss reports) can only lower it.
     #[arg(long, value_name = "MBPS")]
     upload_mbps: Option<f64>,
+    /// STUN server for the media connections (repeatable), e.g. stun:stun.l.google.com:19302:
+    /// lets peers behind NAT learn their public address. Default: none (host candidates only).
+    #[arg(long, value_name = "URL")]
+    stun: Vec<String>,
+    /// TURN server for the media connections (repeatable), e.g. turn:turn.example.org:3478,
+    /// with --turn-user and --turn-password: relays media when no direct path exists.
+    #[arg(long, value_name = "URL", requires_all = ["turn_user", "turn_password"])]
+    turn: Vec<String>,
+    /// TURN user name (for every --turn).
+    #[arg(long, value_name = "USER")]
+    turn_user: Option<String>,
+    /// TURN password (for every --turn).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "TREECAST_TURN_PASSWORD",
+        hide_env_values = true
+    )]
+    turn_password: Option<String>,
+    /// Public IP of a 1:1 NAT (the router forwards the media ports to this machine):
+    /// advertised in ICE candidates in place of the --ice-ip address. Use with --udp-ports.
+    #[arg(long, value_name = "IP")]
+    nat_ip: Option<IpAddr>,
+    /// UDP ports the media connections bind, MIN-MAX (one port per connection: a relay with
+    /// 4 children and a parent needs 5). Default: any free port. webrtc 0.21 has no UDP mux,
+    /// so one single port for all connections is not possible.
+    #[arg(long, value_name = "MIN-MAX")]
+    udp_ports: Option<treecast_node::ice::PortRange>,
     #[command(flatten)]
     gossip: treecast_node::gossip::Args,
 }
 
+/// Parses the command line with the `--config` file's settings merged in (`config_file`).
+fn parse_cli() -> anyhow::Result<Cli> {
+    use clap::CommandFactory;
+    let merged = treecast_node::config_file::merge(&Cli::command(), std::env::args_os().collect())?;
+    match <Cli as clap::Parser>::try_parse_from(&merged.args) {
+        Ok(cli) => Ok(cli),
+        Err(e) => match merged.explain(e) {
+            // clap's own errors (and --help) print and exit as usual.
+            Ok(e) => e.exit(),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_cli()?;
     // The benchmark's own nodes stay quiet: its report is the output.
     let default_filter = match cli.command {
         Command::Bench { .. } | Command::UdpRelay { .. } | Command::Swarm { .. } => "warn",
@@ -450,6 +497,9 @@ fn main() -> anyhow::Result<()> {
             (stream, Role::View { pull, recording }, common)
         }
     };
+    if let Some(file) = &common.config {
+        tracing::info!(file = %file.display(), "settings from the config file (flags override them)");
+    }
     let upload_kbps = match common.upload_mbps {
         Some(m) if !(0.0..=100_000.0).contains(&m) || m.is_nan() => {
             anyhow::bail!("--upload-mbps must be between 0 and 100000, got {m}")
@@ -466,6 +516,14 @@ fn main() -> anyhow::Result<()> {
         .with_impairment(common.impair)
         // The later of --fast-start / --no-fast-start wins (clap overrides); on by default.
         .with_fast_start(common.fast_start || !common.no_fast_start)
+        .with_ice(treecast_node::ice::IceConfig::new(
+            &common.stun,
+            &common.turn,
+            common.turn_user.as_deref(),
+            common.turn_password.as_deref(),
+            common.nat_ip,
+            common.udp_ports,
+        )?)
         .with_tree(Some(tree))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = rt.block_on(async { treecast_node::run(config, stop_signal()).await });

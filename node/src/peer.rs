@@ -6,16 +6,17 @@
 //! cannot answer. A child's NACK goes to the application instead (the tap), which answers from
 //! the track's packet cache and NACKs a miss to the parent (`child.rs`, `nack.rs`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceServer};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -25,6 +26,7 @@ use webrtc::peer_connection::{
 use webrtc::runtime::Runtime;
 
 use crate::codec::{PayloadTypes, register_codecs};
+use crate::ice::IceConfig;
 use crate::rtcp_tap::{LinkCounters, RtcpTap};
 
 /// How long an answer or offer waits for ICE gathering before it goes out with what it has
@@ -40,6 +42,9 @@ pub enum PeerError {
     /// No local description after gathering.
     #[error("no local description")]
     NoLocalDescription,
+    /// Every port of `--udp-ports` is taken.
+    #[error("no free UDP port in --udp-ports {0} (one port per peer connection)")]
+    NoFreePort(crate::ice::PortRange),
 }
 
 /// Makes peer connections bound to one IP address (pitfall 4: never the wildcard).
@@ -48,11 +53,18 @@ pub struct PeerFactory {
     ip: IpAddr,
     runtime: Arc<dyn Runtime>,
     payload_types: PayloadTypes,
+    ice: IceConfig,
+    /// Where the next search of `ice.udp_ports` starts, so connections built at the same time
+    /// try different ports.
+    next_port: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for PeerFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerFactory").field("ip", &self.ip).finish()
+        f.debug_struct("PeerFactory")
+            .field("ip", &self.ip)
+            .field("ice", &self.ice)
+            .finish()
     }
 }
 
@@ -65,6 +77,8 @@ pub struct Peer {
     /// Remote tracks as they start (upstream legs only).
     pub tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
     gathered: watch::Receiver<bool>,
+    /// (bind address, public address) of a 1:1 NAT, applied to the candidates we send.
+    nat: Option<(IpAddr, IpAddr)>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -83,11 +97,43 @@ impl PeerFactory {
             ip,
             runtime,
             payload_types,
+            ice: IceConfig::default(),
+            next_port: Arc::new(AtomicU32::new(0)),
         }
+    }
+
+    /// Uses these STUN/TURN servers, NAT IP and UDP ports for every connection.
+    pub fn with_ice(mut self, ice: IceConfig) -> Self {
+        self.ice = ice;
+        self
     }
 
     /// A new peer connection whose RTCP feedback is counted into `counters`.
     pub async fn build(&self, counters: Arc<LinkCounters>) -> Result<Peer, PeerError> {
+        let Some(range) = self.ice.udp_ports else {
+            return self.build_on(counters, SocketAddr::new(self.ip, 0)).await;
+        };
+        // One port per connection (see `ice`): the next one a probe can bind. Another process
+        // may take it between the probe and webrtc's bind; then the build fails and we move on.
+        for _ in 0..range.len() {
+            let port = range.nth(self.next_port.fetch_add(1, Ordering::Relaxed));
+            let addr = SocketAddr::new(self.ip, port);
+            if std::net::UdpSocket::bind(addr).is_err() {
+                continue;
+            }
+            match self.build_on(counters.clone(), addr).await {
+                Ok(peer) => return Ok(peer),
+                Err(e) => tracing::debug!(%addr, error = %e, "UDP port taken; trying the next"),
+            }
+        }
+        Err(PeerError::NoFreePort(range))
+    }
+
+    async fn build_on(
+        &self,
+        counters: Arc<LinkCounters>,
+        udp: SocketAddr,
+    ) -> Result<Peer, PeerError> {
         let mut engine = MediaEngine::default();
         register_codecs(&mut engine, self.payload_types)?;
         // `register_default_interceptors` without `configure_nack`: our codecs announce
@@ -108,13 +154,27 @@ impl PeerFactory {
             gathered: gathered_tx,
             tracks: tracks_tx,
         });
+        let servers = self
+            .ice
+            .servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: vec![s.url.clone()],
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
+            .collect();
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(servers)
+                    .build(),
+            )
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
             .with_runtime(self.runtime.clone())
-            .with_udp_addrs(vec![format!("{}:0", self.ip)])
+            .with_udp_addrs(vec![udp])
             .build()
             .await?;
         Ok(Peer {
@@ -122,6 +182,7 @@ impl PeerFactory {
             state,
             tracks,
             gathered,
+            nat: self.ice.nat_ip.map(|public| (self.ip, public)),
         })
     }
 }
@@ -132,12 +193,41 @@ impl Peer {
     pub async fn finish_local(&mut self, desc: RTCSessionDescription) -> Result<String, PeerError> {
         self.pc.set_local_description(desc).await?;
         let _ = tokio::time::timeout(GATHER_CAP, self.gathered.wait_for(|g| *g)).await;
-        self.pc
+        let sdp = self
+            .pc
             .local_description()
             .await
             .map(|d| d.sdp)
-            .ok_or(PeerError::NoLocalDescription)
+            .ok_or(PeerError::NoLocalDescription)?;
+        Ok(match self.nat {
+            Some((bind, public)) => advertise(&sdp, bind, public),
+            None => sdp,
+        })
     }
+}
+
+/// `sdp` with every host candidate on `bind` moved to `public` (same port): the 1:1 NAT of
+/// `--nat-ip`. Done here because webrtc 0.21.1 stores `SettingEngine::with_nat_1to1_ips` but
+/// never reads it (no use in webrtc, rtc or rtc-ice 0.21.1). ICE still works: the peer's
+/// checks arrive, translated by the router, at the bound socket, and our agent answers them
+/// there (RFC 8445 section 7.3: a response goes to where the request came from).
+fn advertise(sdp: &str, bind: IpAddr, public: IpAddr) -> String {
+    let bind = bind.to_string();
+    let public = public.to_string();
+    let mut out = String::with_capacity(sdp.len() + 16);
+    for line in sdp.split_inclusive('\n') {
+        let is_host = line.starts_with("a=candidate:") && line.contains(" typ host");
+        let fields: Vec<&str> = line.split(' ').collect();
+        if is_host && fields.get(4) == Some(&bind.as_str()) {
+            // foundation component transport priority ADDRESS port typ host ...
+            let mut fields = fields;
+            fields[4] = &public;
+            out.push_str(&fields.join(" "));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 struct Handler {
@@ -163,5 +253,130 @@ impl PeerConnectionEventHandler for Handler {
         if self.tracks.try_send(track).is_err() {
             tracing::warn!("more remote tracks than expected; ignoring one");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ice::PortRange;
+    use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+    use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+    /// The local SDP of a fresh recvonly peer from `factory`, candidates included.
+    async fn local_sdp(factory: &PeerFactory) -> String {
+        let mut peer = factory
+            .build(Arc::new(LinkCounters::default()))
+            .await
+            .expect("peer");
+        peer.pc
+            .add_transceiver_from_kind(
+                RtpCodecKind::Video,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("transceiver");
+        let offer = peer.pc.create_offer(None).await.expect("offer");
+        let sdp = peer.finish_local(offer).await.expect("sdp");
+        let _ = peer.pc.close().await;
+        sdp
+    }
+
+    /// (address, port) of every `a=candidate` line.
+    fn candidates(sdp: &str) -> Vec<(String, u16)> {
+        sdp.lines()
+            .filter_map(|l| l.strip_prefix("a=candidate:"))
+            .filter_map(|c| {
+                let f: Vec<&str> = c.split_whitespace().collect();
+                Some((f.get(4)?.to_string(), f.get(5)?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn advertise_moves_only_host_candidates_on_the_bind_address() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
+                   a=candidate:2 1 udp 2130706431 10.0.0.6 40001 typ host\r\n\
+                   a=candidate:3 1 udp 1694498815 198.51.100.1 5000 typ srflx raddr 10.0.0.5 rport 40000\r\n";
+        let out = advertise(
+            sdp,
+            "10.0.0.5".parse().expect("ip"),
+            "203.0.113.9".parse().expect("ip"),
+        );
+        assert_eq!(
+            out,
+            "v=0\r\na=candidate:1 1 udp 2130706431 203.0.113.9 40000 typ host\r\n\
+             a=candidate:2 1 udp 2130706431 10.0.0.6 40001 typ host\r\n\
+             a=candidate:3 1 udp 1694498815 198.51.100.1 5000 typ srflx raddr 10.0.0.5 rport 40000\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn candidates_carry_the_nat_ip_and_a_port_of_the_range() {
+        let runtime = webrtc::runtime::default_runtime().expect("tokio runtime");
+        let localhost: IpAddr = "127.0.0.1".parse().expect("ip");
+        let plain = PeerFactory::new(localhost, runtime.clone(), PayloadTypes::Node);
+        let before = candidates(&local_sdp(&plain).await);
+        assert!(
+            !before.is_empty() && before.iter().all(|(ip, _)| ip == "127.0.0.1"),
+            "{before:?}"
+        );
+
+        // A range with its first port taken: the connections must skip it.
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let first = taken.local_addr().expect("addr").port();
+        let range = PortRange {
+            min: first,
+            max: first.saturating_add(20),
+        };
+        let ice = IceConfig {
+            nat_ip: Some("203.0.113.9".parse().expect("ip")),
+            udp_ports: Some(range),
+            ..IceConfig::default()
+        };
+        let nat = PeerFactory::new(localhost, runtime, PayloadTypes::Node).with_ice(ice);
+        let mut ports = Vec::new();
+        for _ in 0..2 {
+            let found = candidates(&local_sdp(&nat).await);
+            assert!(!found.is_empty(), "no candidates");
+            for (ip, port) in found {
+                assert_eq!(ip, "203.0.113.9", "the NAT IP replaces the bind address");
+                assert!(
+                    port > range.min && port <= range.max,
+                    "{port} outside {range} or taken"
+                );
+                ports.push(port);
+            }
+        }
+        ports.dedup();
+        assert_eq!(ports.len(), 2, "one port per connection: {ports:?}");
+    }
+
+    #[tokio::test]
+    async fn stun_servers_are_asked() {
+        let stun = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("stun:{}", stun.local_addr().expect("addr"));
+        let ice = IceConfig::new(&[url], &[], None, None, None, None).expect("valid");
+        let runtime = webrtc::runtime::default_runtime().expect("tokio runtime");
+        let factory = PeerFactory::new(
+            "127.0.0.1".parse().expect("ip"),
+            runtime,
+            PayloadTypes::Node,
+        )
+        .with_ice(ice);
+        let gathering = tokio::spawn(async move { local_sdp(&factory).await });
+        let mut buf = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), stun.recv_from(&mut buf))
+            .await
+            .expect("a STUN request within 5 s")
+            .expect("recv");
+        // RFC 8489 section 5: Binding request type 0x0001, magic cookie 0x2112A442.
+        assert!(n >= 20 && buf[..2] == [0x00, 0x01] && buf[4..8] == [0x21, 0x12, 0xa4, 0x42]);
+        gathering.abort();
     }
 }

@@ -42,6 +42,10 @@ const SYNC_PEERS: usize = 2;
 /// nodes gone (their authors republish every 30 s).
 const SYNC_MAX_AGE: Duration = Duration::from_secs(75);
 
+/// While a node has no peer at all, its bootstrap nodes are dialled again this often (the
+/// bootstrap node may start later, or the network come up later, than this one).
+const BOOTSTRAP_RETRY: Duration = Duration::from_secs(10);
+
 /// Owns the swarm; run it as one task with [`EventLoop::run`]. It ends when every
 /// [`super::Client`] is dropped.
 pub struct EventLoop {
@@ -61,6 +65,8 @@ pub struct EventLoop {
     /// Messages waiting for a DHT lookup of their receiver's addresses.
     lookups: HashMap<kad::QueryId, (PeerId, Vec<Outbound>)>,
     bootstrap_started: bool,
+    /// The `--bootstrap` nodes, dialled again every [`BOOTSTRAP_RETRY`] while we have no peer.
+    bootstrap: Vec<Bootstrap>,
     /// Whether we serve as a relay (then our listen addresses are our external addresses).
     relay_server: bool,
     /// Whether to reserve on relays when AutoNAT says we are private.
@@ -130,7 +136,7 @@ impl EventLoop {
             }
             swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                reason: listen_reason(&e),
             })?;
         }
         let mut event_loop = EventLoop {
@@ -146,6 +152,7 @@ impl EventLoop {
             in_flight: HashMap::new(),
             lookups: HashMap::new(),
             bootstrap_started: false,
+            bootstrap: config.bootstrap.clone(),
             relay_server: config.relay_server,
             auto_relay: config.auto_relay,
             private: false,
@@ -179,6 +186,9 @@ impl EventLoop {
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(prune::PRUNE_EVERY);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let start = tokio::time::Instant::now() + BOOTSTRAP_RETRY;
+        let mut redial = tokio::time::interval_at(start, BOOTSTRAP_RETRY);
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -188,6 +198,13 @@ impl EventLoop {
                 },
                 _ = retry.tick(), if !self.queued.is_empty() => self.publish_queued(),
                 _ = prune.tick() => self.prune(),
+                _ = redial.tick(), if !self.bootstrap.is_empty() => {
+                    if self.swarm.connected_peers().next().is_none() {
+                        for node in self.bootstrap.clone() {
+                            self.dial_bootstrap(&node);
+                        }
+                    }
+                }
             }
         }
         debug!(peer = %self.local, "gossip event loop stopped");
@@ -402,7 +419,21 @@ impl EventLoop {
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                debug!(peer = ?peer_id, %error, "dial failed");
+                let to_bootstrap = match peer_id {
+                    // Only bootstrap nodes given without /p2p/PEER-ID are dialled by address.
+                    None => true,
+                    Some(p) => self.bootstrap.iter().any(|b| b.peer == Some(p)),
+                };
+                if to_bootstrap && self.swarm.connected_peers().next().is_none() {
+                    warn!(
+                        %error,
+                        "cannot reach the bootstrap node (--bootstrap): is the address right, \
+                         does that node run, and is its port open? Retrying every {} s",
+                        BOOTSTRAP_RETRY.as_secs()
+                    );
+                } else {
+                    debug!(peer = ?peer_id, %error, "dial failed");
+                }
             }
             _ => {}
         }
@@ -598,4 +629,35 @@ pub(super) fn usable(addr: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_unspecified(),
         _ => false,
     })
+}
+
+/// Why a listen address was refused, with what to do for the usual cause (the port is taken).
+/// libp2p's `TransportError::Other` displays as nothing; its source says what happened.
+fn listen_reason(e: &libp2p::TransportError<std::io::Error>) -> String {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    let mut in_use = false;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            in_use |= io.kind() == std::io::ErrorKind::AddrInUse;
+        }
+        let text = s.to_string();
+        // libp2p-tcp wraps the io::Error in its own type, so look at the text too.
+        in_use |= text.contains("ddress already in use");
+        if !text.is_empty() && !reason.contains(&text) {
+            if !reason.is_empty() {
+                reason.push_str(": ");
+            }
+            reason.push_str(&text);
+        }
+        source = s.source();
+    }
+    if in_use {
+        reason = "the port is already in use (another treecast, or another program): stop it \
+                  or choose another port with --p2p-listen"
+            .to_owned();
+    } else if reason.is_empty() {
+        reason = format!("{e:?}");
+    }
+    reason
 }
