@@ -1,9 +1,9 @@
 // End to end, publishing: a Chromium tab publishes its fake camera over WHIP through a real
 // treecast-signal (handed to the native broadcaster with --origin); two Chromium viewers and a
-// native `treecast view --record` receive it. A wrong token is refused, aiortc publishes over
-// WHIP through the signal server too, and a flood of bogus WebSocket messages leaves the
-// viewers playing. After the tab stops, aiortc publishes to the same stream and the viewers,
-// still attached, play it.
+// native `treecast view --record` receive it. A wrong token is refused, and a flood of bogus
+// WebSocket messages leaves the viewers playing. After the tab stops, aiortc publishes over WHIP
+// through the signal server to the same stream: the viewers, still attached, play it, and so
+// does a standard WHEP player (aiortc) at the signal server.
 //
 //   node test/e2e/whip.mjs            (from browser/; builds the binaries when missing)
 import { spawnSync } from 'node:child_process';
@@ -120,7 +120,7 @@ try {
   if (!existsSync(python)) throw new Error('no .venv with aiortc (scripts/install-test-deps makes it)');
   const ai = await start('aiortc', python,
     [join(root, 'node/tests/assets/aiortc_whip.py'), `${base}/whip/${STREAM}`, TOKEN,
-      join(root, 'examples/media/test.ivf'), '8'],
+      join(root, 'examples/media/test.ivf'), '15'],
     [/(created 201)/, /publishing (\S+)/]);
   // The viewers stay attached: the new publisher continues the same feeds.
   await until('viewers play aiortc', async () => {
@@ -129,6 +129,14 @@ try {
     const b = await Promise.all(pages.map(frames));
     return a.every((f, i) => b[i] > f + 10);
   });
+  // A standard WHEP player at the signal server (handed to the broadcaster) plays it too.
+  const whep = spawnSync(python,
+    [join(root, 'node/tests/assets/aiortc_whep.py'), `${base}/whep/${STREAM}`, '30', '20'],
+    { cwd: root, timeout: 40_000, encoding: 'utf8' });
+  if (whep.status !== 0 || !/decoded 30 frames/.test(whep.stdout)) {
+    throw new Error(`aiortc over WHEP at the signal server failed (${whep.status}):\n${whep.stdout}\n${whep.stderr}`);
+  }
+  log(`a WHEP player at the signal server: ${whep.stdout.trim()}`);
   await new Promise((resolve) => ai.proc.once('exit', resolve));
   if (ai.proc.exitCode !== 0) throw new Error(`aiortc over WHIP failed (${ai.proc.exitCode}):\n${ai.out()}`);
   log('aiortc published over WHIP through the signal server; the same viewers played it');

@@ -32,7 +32,7 @@ if (!existsSync(bin)) throw new Error(`no server binary at ${bin}`);
  * @returns {Promise<{proc: import('node:child_process').ChildProcessWithoutNullStreams | any, addr: string}>}
  */
 function startServer(listen) {
-  const proc = spawn(bin, ['--http', listen, '--ice-server', 'none', '--whip-token', 'smoke-token'], {
+  const proc = spawn(bin, ['--http', listen, '--ice-server', 'none', '--whip-token', 'smoke-token', '--no-mdns', '--p2p-listen', '/ip4/127.0.0.1/tcp/0'], {
     env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -42,7 +42,7 @@ function startServer(listen) {
     proc.stdout.on('data', (/** @type {Buffer} */ d) => {
       out += d;
       // Strip ANSI colours, then find `addr=127.0.0.1:PORT`.
-      const m = out.replace(/\x1b\[[0-9;]*m/g, '').match(/listening addr=(\S+)/);
+      const m = out.replace(/\x1b\[[0-9;]*m/g, '').match(/treecast-signal listening addr=(\S+)/);
       if (m) {
         clearTimeout(t);
         resolve({ proc, addr: m[1] });

@@ -86,6 +86,8 @@ pub struct EventLoop {
     protected: HashSet<NodeId>,
     /// When a peer last carried a direct message.
     direct_at: BoundedMap<PeerId, std::time::Instant>,
+    /// When the current connection to a peer opened.
+    connected_since: BoundedMap<PeerId, std::time::Instant>,
     /// Seals our records.
     keypair: libp2p::identity::Keypair,
     /// Sync requests in flight, with their stream.
@@ -163,6 +165,7 @@ impl EventLoop {
             max_peers: config.max_peers,
             protected: HashSet::new(),
             direct_at: BoundedMap::new(MAX_ROUTES),
+            connected_since: BoundedMap::new(MAX_ROUTES),
             keypair: config.keypair.clone(),
             syncs: HashMap::new(),
             synced: HashMap::new(),
@@ -383,6 +386,8 @@ impl EventLoop {
                 self.listen_through(peer_id);
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 if num_established.get() == 1 {
+                    self.connected_since
+                        .insert(peer_id, std::time::Instant::now());
                     self.notify(Event::PeerConnected {
                         peer: peer_id,
                         node,

@@ -3,8 +3,9 @@
 //! bootstrap ever reached would stay connected, and a swarm of N nodes would hold N^2/2
 //! connections. Every [`PRUNE_EVERY`], beyond `max_peers` connected peers, the ones nothing
 //! needs are closed: not in a gossipsub mesh of ours, not a protected node (the driver names
-//! its tree neighbours), not a relay we listen through, not carrying a direct message, and not
-//! used for one within [`KEEP_DIRECT`].
+//! its tree neighbours), not a relay we listen through, not carrying a direct message, not
+//! used for one within [`KEEP_DIRECT`], and not younger than [`MIN_AGE`]; at most a few per
+//! round.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -19,6 +20,11 @@ use crate::gossip::id::node_id;
 pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(2);
 /// A peer used for a direct message is kept this long after.
 pub(super) const KEEP_DIRECT: Duration = Duration::from_secs(30);
+/// A connection younger than this is never closed: a peer that dials again at once (a DHT
+/// walk, a bootstrap) is not handshaken and dropped in a loop.
+pub(super) const MIN_AGE: Duration = Duration::from_secs(10);
+/// At most this many connections are closed per round, so the meshes adjust gradually.
+const MAX_PER_ROUND: usize = 8;
 
 impl EventLoop {
     /// Notes that `peer` carried a direct message now.
@@ -53,9 +59,13 @@ impl EventLoop {
                         .direct_at
                         .get(p)
                         .is_none_or(|t| now.duration_since(*t) > KEEP_DIRECT)
+                    && self
+                        .connected_since
+                        .get(p)
+                        .is_none_or(|t| now.duration_since(*t) > MIN_AGE)
             })
             .collect();
-        let excess = connected.len() - self.max_peers;
+        let excess = (connected.len() - self.max_peers).min(MAX_PER_ROUND);
         for peer in spare.into_iter().take(excess) {
             debug!(%peer, "closing a connection nothing needs");
             if self.swarm.disconnect_peer_id(peer).is_ok() {
