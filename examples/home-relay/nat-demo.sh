@@ -27,6 +27,14 @@ work=$(mktemp -d /tmp/treecast-nat.XXXXXX)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # $! is the shell that ran `ip netns exec`, not always treecast: stop whatever runs in our
+  # namespaces (SIGTERM, then SIGKILL after 2 s), or it outlives the script.
+  for sig in TERM KILL; do
+    for ns in "$studio" "$router" "$home" "$viewer"; do
+      ip netns pids "$ns" 2>/dev/null | xargs -r kill -s $sig 2>/dev/null || true
+    done
+    [ $sig = TERM ] && sleep 2
+  done
   wait 2>/dev/null || true
   for ns in "$studio" "$router" "$home" "$viewer"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$work"
