@@ -114,7 +114,12 @@ export async function launchChromium(opts = {}) {
 /** Kills every process, closes every browser, removes the temporary directories. */
 export async function cleanup() {
   for (const b of browsers) await b.close().catch(() => {});
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  // SIGTERM first: `treecast demo` then stops the signal server it started (a SIGKILL would
+  // orphan it). Whatever is still running 3 s later is killed.
+  const alive = () => procs.filter((p) => p.exitCode === null && p.signalCode === null);
+  for (const p of alive()) p.kill('SIGTERM');
+  for (let i = 0; i < 30 && alive().length > 0; i++) await sleep(100);
+  for (const p of alive()) p.kill('SIGKILL');
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 }
 
