@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::config::{Config, Role, Source};
+use crate::config::{Role, Source};
 use crate::record::Recording;
-use crate::swarm::{Running, loopback_tree, root_overlay_addr, start};
+use crate::swarm::{Running, root_overlay_addr, start_on_loopback};
 use crate::{NodeError, Stop};
 
 /// What the demo runs.
@@ -61,8 +61,6 @@ pub async fn run(
         return Err(DemoError::NoSignal(cfg.signal_bin));
     }
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let http = Some(SocketAddr::new(lo, 0));
-    let bad = |e: crate::config::ConfigError| NodeError::Gossip(e.to_string());
 
     // The signal server's port first: a port in use should fail before anything starts.
     let page_addr = SocketAddr::new(lo, cfg.port);
@@ -77,12 +75,8 @@ pub async fn run(
         audio: cfg.audio.clone(),
         fps: 30,
     };
-    let mut root_cfg = Config::new(&cfg.stream, Role::Broadcast { source }, http, None)
-        .map_err(bad)?
-        .with_tree(Some(loopback_tree(None)?))
-        .map_err(bad)?;
-    root_cfg.quiet = true;
-    let mut nodes: Vec<Running> = vec![start(root_cfg).await?];
+    let mut nodes: Vec<Running> =
+        vec![start_on_loopback(&cfg.stream, Role::Broadcast { source }, None).await?];
     let bootstrap = root_overlay_addr(&nodes[0].state).await?;
 
     let mut signal = tokio::process::Command::new(&cfg.signal_bin)
@@ -118,12 +112,8 @@ pub async fn run(
         .relays
         .max((cfg.viewers + 8).saturating_sub(4).div_ceil(3));
     for _ in 0..relays {
-        let mut c = Config::new(&cfg.stream, Role::Relay { pull: None }, http, None)
-            .map_err(bad)?
-            .with_tree(Some(loopback_tree(Some(&bootstrap))?))
-            .map_err(bad)?;
-        c.quiet = true;
-        nodes.push(start(c).await?);
+        let relay = Role::Relay { pull: None };
+        nodes.push(start_on_loopback(&cfg.stream, relay, Some(&bootstrap)).await?);
     }
     println!("watch the stream in a browser (any number of tabs; each joins the tree):");
     println!("http://{page_addr}/watch/{}", cfg.stream);
@@ -148,12 +138,7 @@ pub async fn run(
             pull: None,
             recording,
         };
-        let mut c = Config::new(&cfg.stream, role, http, None)
-            .map_err(bad)?
-            .with_tree(Some(loopback_tree(Some(&bootstrap))?))
-            .map_err(bad)?;
-        c.quiet = true;
-        nodes.push(start(c).await?);
+        nodes.push(start_on_loopback(&cfg.stream, role, Some(&bootstrap)).await?);
         // Spread the arrivals, so the tree page shows them join one by one.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -159,25 +159,32 @@ pub(crate) fn loopback_tree(bootstrap: Option<&str>) -> Result<TreeConfig, NodeE
     })
 }
 
+/// Starts a quiet node of `role` in this process, HTTP and overlay on loopback, joining the
+/// tree through `bootstrap` (none for the root).
+pub(crate) async fn start_on_loopback(
+    stream: &str,
+    role: Role,
+    bootstrap: Option<&str>,
+) -> Result<Running, NodeError> {
+    let http = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+    let bad = |e: crate::config::ConfigError| NodeError::Gossip(e.to_string());
+    let mut config = Config::new(stream, role, http, None)
+        .map_err(bad)?
+        .with_tree(Some(loopback_tree(bootstrap)?))
+        .map_err(bad)?;
+    config.quiet = true;
+    start(config).await
+}
+
 /// Runs the swarm and returns what it measured.
 pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
-    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let http = Some(SocketAddr::new(lo, 0));
-    let gossip = loopback_tree;
-    let bad = |e: crate::config::ConfigError| NodeError::Gossip(e.to_string());
-
     // The broadcaster.
     let source = Source::Files {
         video: cfg.video.clone(),
         audio: cfg.audio.clone(),
         fps: 30,
     };
-    let mut root_cfg = Config::new(&cfg.stream, Role::Broadcast { source }, http, None)
-        .map_err(bad)?
-        .with_tree(Some(gossip(None)?))
-        .map_err(bad)?;
-    root_cfg.quiet = true;
-    let root = start(root_cfg).await?;
+    let root = start_on_loopback(&cfg.stream, Role::Broadcast { source }, None).await?;
     // Its overlay address: what every relay bootstraps from.
     let bootstrap = root_overlay_addr(&root.state).await?;
 
@@ -186,12 +193,9 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     let t0 = Instant::now();
     let mut samples = Sampler::default();
     for i in 0..cfg.nodes {
-        let mut c = Config::new(&cfg.stream, Role::Relay { pull: None }, http, None)
-            .map_err(bad)?
-            .with_tree(Some(gossip(Some(&bootstrap))?))
-            .map_err(bad)?;
-        c.quiet = true;
-        relays.push(start(c).await?);
+        relays.push(
+            start_on_loopback(&cfg.stream, Role::Relay { pull: None }, Some(&bootstrap)).await?,
+        );
         let due = t0 + spacing * (i as u32 + 1);
         while Instant::now() < due {
             samples.sample(&mut relays);
