@@ -569,13 +569,21 @@ async fn hostile_swarm(key: Keypair) -> Swarm<gossipsub::Behaviour> {
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|key| {
+        .with_behaviour(|_key| {
+            // Anonymous like the nodes (records carry their own seal), with ids over the
+            // content so its different messages are not taken for duplicates.
             let config = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(200))
-                .validation_mode(ValidationMode::Strict)
+                .validation_mode(ValidationMode::Anonymous)
+                .message_id_fn(|m| {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    m.data.hash(&mut h);
+                    gossipsub::MessageId::from(h.finish().to_be_bytes().to_vec())
+                })
                 .build()
                 .unwrap();
-            gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config).unwrap()
+            gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, config).unwrap()
         })
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
