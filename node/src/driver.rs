@@ -745,6 +745,8 @@ impl Driver {
                 if let Ok(stats) = client.stats().await {
                     node.gossip_bytes
                         .store(stats.bytes_in + stats.bytes_out, Ordering::Relaxed);
+                    node.overlay_bytes
+                        .store(stats.overlay_in + stats.overlay_out, Ordering::Relaxed);
                 }
             });
         }

@@ -52,6 +52,9 @@ pub struct NodeState {
     tree: Mutex<TreeInfo>,
     /// Record bytes in and out over the gossip overlay (updated every second by the driver).
     pub gossip_bytes: AtomicU64,
+    /// All bytes in and out on the overlay's connections, every protocol (updated with
+    /// `gossip_bytes`).
+    pub overlay_bytes: AtomicU64,
     /// The overlay's first listen address with `/p2p/PEER-ID`, when the node runs one.
     overlay_addr: Option<String>,
 }
@@ -117,6 +120,7 @@ impl NodeState {
             last_media_ms: AtomicU64::new(0),
             tree: Mutex::new(TreeInfo::default()),
             gossip_bytes: AtomicU64::new(0),
+            overlay_bytes: AtomicU64::new(0),
             overlay_addr: None,
         }
     }

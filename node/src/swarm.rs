@@ -89,12 +89,17 @@ pub struct Report {
     pub receiving_at_end: usize,
     /// Interruptions of nodes outside the killed subtrees (should be 0).
     pub interruptions_outside: usize,
-    /// Gossip record bytes per node per second (in + out).
+    /// Gossip record bytes per node per second (in + out): the records' own bytes.
     pub gossip_bytes_per_node_s: f64,
-    /// The stream's bitrate as the root's first child receives it, bit/s.
+    /// All overlay bytes per node per second (in + out): every protocol on every connection
+    /// (gossipsub messages, duplicates and control, identify, ping, Kademlia, direct messages).
+    pub overlay_bytes_per_node_s: f64,
+    /// The stream's bitrate, bit/s: the median of what the live relays receive.
     pub stream_bps: u64,
-    /// Gossip as a share of the stream bitrate, percent.
+    /// Gossip records as a share of the stream bitrate, percent.
     pub gossip_percent_of_stream: f64,
+    /// All overlay traffic as a share of the stream bitrate, percent.
+    pub overlay_percent_of_stream: f64,
     /// Resident memory of the whole process divided by the nodes (incl. the root), KiB.
     pub rss_kib_per_node: u64,
 }
@@ -156,6 +161,7 @@ pub(crate) fn loopback_tree(bootstrap: Option<&str>) -> Result<TreeConfig, NodeE
     Ok(TreeConfig {
         gossip: args,
         upload_kbps: None,
+        overstate_capacity: false,
     })
 }
 
@@ -270,7 +276,8 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     }
 
     // Observe.
-    let gossip_start: u64 = all_gossip_bytes(&root, &relays);
+    let gossip_start = all_bytes(&root, &relays, |s| &s.gossip_bytes);
+    let overlay_start = all_bytes(&root, &relays, |s| &s.overlay_bytes);
     let observe_from = Instant::now();
     // Per orphan: the longest silence seen since the kill, and whether media came back.
     let mut longest: BTreeMap<String, Duration> = BTreeMap::new();
@@ -298,10 +305,13 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
         }
         tokio::time::sleep(SAMPLE).await;
     }
-    let gossip_bytes = all_gossip_bytes(&root, &relays).saturating_sub(gossip_start);
     let alive = relays.iter().filter(|r| !r.dead).count() + 1;
+    let per_node_s =
+        |bytes: u64| bytes as f64 / alive as f64 / observe_from.elapsed().as_secs_f64();
     let gossip_per_node_s =
-        gossip_bytes as f64 / alive as f64 / observe_from.elapsed().as_secs_f64();
+        per_node_s(all_bytes(&root, &relays, |s| &s.gossip_bytes).saturating_sub(gossip_start));
+    let overlay_per_node_s =
+        per_node_s(all_bytes(&root, &relays, |s| &s.overlay_bytes).saturating_sub(overlay_start));
 
     // The end state, from the root's view.
     let tree = root.state.tree().snapshot;
@@ -327,12 +337,20 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
         .map(|r| r.state.upstream.packets.load(Ordering::Relaxed))
         .collect();
     packets.sort_unstable();
-    let stream_bps = relays
+    let mut rates: Vec<u64> = relays
         .iter()
         .filter(|r| !r.dead)
         .map(|r| r.state.upstream.bitrate_bps.load(Ordering::Relaxed))
-        .max()
-        .unwrap_or(0);
+        .collect();
+    rates.sort_unstable();
+    let stream_bps = rates.get(rates.len() / 2).copied().unwrap_or(0);
+    let percent = |bytes_per_s: f64| {
+        if stream_bps > 0 {
+            bytes_per_s * 8.0 * 100.0 / stream_bps as f64
+        } else {
+            0.0
+        }
+    };
     let orphans = affected.len().saturating_sub(killed.len());
     let report = Report {
         nodes: cfg.nodes,
@@ -370,12 +388,10 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
             .filter(|id| !affected.contains(*id))
             .count(),
         gossip_bytes_per_node_s: gossip_per_node_s,
+        overlay_bytes_per_node_s: overlay_per_node_s,
         stream_bps,
-        gossip_percent_of_stream: if stream_bps > 0 {
-            gossip_per_node_s * 8.0 * 100.0 / stream_bps as f64
-        } else {
-            0.0
-        },
+        gossip_percent_of_stream: percent(gossip_per_node_s),
+        overlay_percent_of_stream: percent(overlay_per_node_s),
         rss_kib_per_node: rss_kib() / (cfg.nodes as u64 + 1),
     };
     // Stop everyone (cleanly).
@@ -455,10 +471,15 @@ pub(crate) async fn root_overlay_addr(root: &NodeState) -> Result<String, NodeEr
     }
 }
 
-fn all_gossip_bytes(root: &Running, relays: &[Running]) -> u64 {
+/// The sum of one byte counter over the live nodes.
+fn all_bytes(
+    root: &Running,
+    relays: &[Running],
+    counter: impl Fn(&NodeState) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
     std::iter::once(root)
         .chain(relays.iter().filter(|r| !r.dead))
-        .map(|r| r.state.gossip_bytes.load(Ordering::Relaxed))
+        .map(|r| counter(&r.state).load(Ordering::Relaxed))
         .sum()
 }
 
@@ -519,7 +540,8 @@ impl Report {
              orphans repaired       {} of {}\n\
              repair time            {}\n\
              interruptions outside  {}\n\
-             gossip per node        {:.0} B/s ({:.2}% of the {} kbit/s stream)\n\
+             gossip per node        {:.0} B/s of records ({:.2}% of the {} kbit/s stream)\n\
+             overlay per node       {:.0} B/s, every protocol ({:.2}% of the stream)\n\
              memory per node        {} KiB (process RSS / nodes)\n",
             self.nodes,
             self.joined,
@@ -539,6 +561,8 @@ impl Report {
             self.gossip_bytes_per_node_s,
             self.gossip_percent_of_stream,
             self.stream_bps / 1000,
+            self.overlay_bytes_per_node_s,
+            self.overlay_percent_of_stream,
             self.rss_kib_per_node,
         )
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use libp2p::gossipsub::{self, MessageAuthenticity, MessageId, ValidationMode};
 use libp2p::identity::Keypair;
+use libp2p::metrics::Registry;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -75,9 +76,13 @@ pub enum BuildError {
     Behaviour(String),
 }
 
-/// Builds the swarm: TCP and QUIC (noise, yamux), DNS, relay client, and [`Behaviour`].
+/// Builds the swarm: TCP and QUIC (noise, yamux), DNS, relay client, and [`Behaviour`], with
+/// every connection's bytes counted in the returned registry (see [`overlay_bytes`]).
 /// Must be called inside a tokio runtime.
-pub(crate) fn build_swarm(config: &GossipConfig) -> Result<Swarm<Behaviour>, BuildError> {
+pub(crate) fn build_swarm(
+    config: &GossipConfig,
+) -> Result<(Swarm<Behaviour>, Registry), BuildError> {
+    let mut registry = Registry::default();
     let transport = |e: &dyn fmt::Display| BuildError::Transport(e.to_string());
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
@@ -92,13 +97,39 @@ pub(crate) fn build_swarm(config: &GossipConfig) -> Result<Swarm<Behaviour>, Bui
         .map_err(|e| transport(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| transport(&e))?
+        .with_bandwidth_metrics(&mut registry)
         .with_behaviour(|key, relay_client| {
             Behaviour::new(key, relay_client, config).map_err(Into::into)
         })
         .map_err(|e| BuildError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
         .build();
-    Ok(swarm)
+    Ok((swarm, registry))
+}
+
+/// Bytes (in, out) carried by all the overlay's connections so far: every protocol (gossipsub
+/// messages and control, identify, ping, Kademlia, direct messages), as the stream muxer sees
+/// them, read from the counters libp2p keeps in `registry`.
+pub(crate) fn overlay_bytes(registry: &Registry) -> (u64, u64) {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return (0, 0);
+    }
+    let (mut inbound, mut outbound) = (0, 0);
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{"))
+    {
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if line.contains("direction=\"Inbound\"") {
+            inbound += value as u64;
+        } else if line.contains("direction=\"Outbound\"") {
+            outbound += value as u64;
+        }
+    }
+    (inbound, outbound)
 }
 
 impl Behaviour {

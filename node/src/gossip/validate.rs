@@ -97,6 +97,10 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Record bytes published.
     pub bytes_out: u64,
+    /// All bytes received on the overlay's connections: every protocol, framing included.
+    pub overlay_in: u64,
+    /// All bytes sent on the overlay's connections.
+    pub overlay_out: u64,
     /// Direct messages whose receiver had to be looked up in the DHT after a failed dial.
     pub lookups: u64,
 }

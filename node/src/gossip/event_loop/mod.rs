@@ -16,7 +16,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use treecast_tree::{NodeId, NodeRecord, StreamId};
 
 use super::addr::{Bootstrap, is_relayed, with_peer_id};
-use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, build_swarm, topic_score};
+use super::behaviour::{
+    Behaviour, BehaviourEvent, KAD_PROTOCOL, build_swarm, overlay_bytes, topic_score,
+};
 use super::bounded::BoundedMap;
 use super::client::{ClientError, Command};
 use super::config::GossipConfig;
@@ -80,6 +82,8 @@ pub struct EventLoop {
     /// Relays we listen through, with the listener.
     reserved: BTreeMap<PeerId, ListenerId>,
     stats: Stats,
+    /// libp2p's byte counters of every connection (read for [`Stats`]).
+    metrics: libp2p::metrics::Registry,
     /// Peers to stay connected to at most, beyond what needs them (see `prune`).
     max_peers: usize,
     /// Nodes whose connections are never pruned (the driver's tree neighbours).
@@ -116,7 +120,7 @@ impl EventLoop {
         events: mpsc::Sender<Event>,
         receiving: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Self, Error> {
-        let mut swarm = build_swarm(config)?;
+        let (mut swarm, metrics) = build_swarm(config)?;
         let mut circuits = Vec::new();
         for addr in &config.listen {
             if is_relayed(addr) {
@@ -162,6 +166,7 @@ impl EventLoop {
             circuits,
             reserved: BTreeMap::new(),
             stats: Stats::default(),
+            metrics,
             max_peers: config.max_peers,
             protected: HashSet::new(),
             direct_at: BoundedMap::new(MAX_ROUTES),
@@ -261,6 +266,7 @@ impl EventLoop {
             }
             Command::Stats { reply } => {
                 self.stats.connected = self.swarm.connected_peers().count() as u64;
+                (self.stats.overlay_in, self.stats.overlay_out) = overlay_bytes(&self.metrics);
                 let _ = reply.send(self.stats);
             }
             Command::Protect { nodes } => {
