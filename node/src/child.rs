@@ -104,6 +104,7 @@ pub async fn attach(
     slot: Reservation,
     feeds: Vec<Arc<Feed>>,
     offer_sdp: String,
+    child: Option<String>,
 ) -> Result<(Arc<ChildLink>, String), AttachError> {
     let counters = Arc::new(LinkCounters::default());
     let mut peer = node.factory.build(counters.clone()).await?;
@@ -188,6 +189,8 @@ pub async fn attach(
             closed: link.closed.subscribe(),
             fast_start: node.fast_start,
             source: None,
+            child: child.clone(),
+            returned: None,
             nacks,
             highest_sent: None,
             budget: RetransmitBudget::default(),
@@ -248,6 +251,10 @@ struct Leg {
     fast_start: bool,
     /// The upstream source of the last packet sent.
     source: Option<u32>,
+    /// The child's node id (tree children), so its own packets are never sent back to it.
+    child: Option<String>,
+    /// The last source number checked against `child`, and whether it comes from the child.
+    returned: Option<(u32, bool)>,
     /// Sequence numbers the child NACKed (this leg's numbering), from [`feedback`].
     nacks: mpsc::Receiver<Vec<u16>>,
     /// The newest outgoing sequence number sent.
@@ -337,9 +344,27 @@ impl Leg {
         }
     }
 
+    /// Whether packets of `source` come from this leg's own child (checked once per source).
+    fn comes_from_child(&mut self, source: u32) -> bool {
+        let Some(child) = &self.child else {
+            return false;
+        };
+        match self.returned {
+            Some((s, back)) if s == source => back,
+            _ => {
+                let back = self.feed.comes_from(source, child);
+                self.returned = Some((source, back));
+                back
+            }
+        }
+    }
+
     /// Maps one packet through the munger, rewrites the per-leg fields and writes it.
     /// `Err` when the leg is over.
     async fn send(&mut self, munger: &mut Munger, epoch: Instant, f: Forwarded) -> Result<(), ()> {
+        if self.comes_from_child(f.source) {
+            return Ok(());
+        }
         if self.source != Some(f.source) {
             if self.source.is_some() {
                 // A new parent: drop to its keyframe, continue our numbering (the munger).

@@ -74,6 +74,10 @@ pub const MAX_SENDS_IN_FLIGHT: usize = 64;
 const JOIN_WAIT: Duration = Duration::from_secs(2);
 /// How often media health, link figures and the tree snapshot are looked at.
 const HEALTH_TICK: Duration = Duration::from_millis(50);
+/// How long the old parent's connection stays open after the new one is up, at most, while
+/// the video feed waits for a keyframe to switch at (a GOP or so; the old parent keeps the
+/// leg for [`LEG_GRACE`] anyway).
+const OLD_PARENT_GRACE: Duration = Duration::from_secs(3);
 /// Loss reported by children (RTCP, in 1/256) from which this node counts as over capacity.
 const POOR_FRACTION: u64 = 20;
 /// How long a capacity cut by measurement holds before one slot is tried again.
@@ -144,6 +148,9 @@ struct Up {
     unanswered: u32,
     /// The loss of this session was reported to the agent already.
     reported: bool,
+    /// The video feed's source number when this session started negotiating: it changes
+    /// once the feed switched to the new parent (at a keyframe).
+    video_source: Option<u32>,
 }
 
 /// Runs the driver until `stop` turns true; then leaves the tree (telling parent and
@@ -381,6 +388,7 @@ impl Driver {
         self.up.probing = false;
         self.up.next_probe = None;
         self.up.unanswered = 0;
+        self.up.video_source = self.video_feed().map(|f| f.source_id());
         let session = self.up.session;
         let (node, client, stream) = (self.node.clone(), self.client.clone(), self.stream.clone());
         let (answers, sessions, internal) = (
@@ -427,7 +435,17 @@ impl Driver {
                     let _ = internal.send(Internal::UpstreamDown { session }).await;
                 });
                 if let Some(old) = self.up.peer.replace(peer) {
+                    // Make-before-break: the old parent feeds until the video feed switched
+                    // to the new one at a keyframe (upstream::switch_to_track), within reason.
+                    let (video, before) = (self.video_feed(), self.up.video_source);
                     tokio::spawn(async move {
+                        let deadline = Instant::now() + OLD_PARENT_GRACE;
+                        while let Some(v) = &video
+                            && Some(v.source_id()) == before
+                            && Instant::now() < deadline
+                        {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
                         let _ = old.pc.close().await;
                     });
                 }
@@ -439,6 +457,10 @@ impl Driver {
                 self.parent_lost();
             }
         }
+    }
+
+    fn video_feed(&self) -> Option<Arc<crate::fanout::Feed>> {
+        self.node.tracks().and_then(|t| t.video)
     }
 
     /// Tells the agent the parent is gone (once per session).
@@ -581,7 +603,9 @@ impl Driver {
         );
         tokio::spawn(
             async move {
-                let body = match child::attach(&node, slot, feeds, sdp).await {
+                let body = match child::attach(&node, slot, feeds, sdp, Some(from.to_string()))
+                    .await
+                {
                     Ok((link, answer)) => {
                         let _ = internal
                             .send(Internal::LegUp {

@@ -7,6 +7,7 @@
 //! asks for one (see `child.rs`). Memory is bounded by the ring, whatever the number of
 //! children; payloads are `Bytes`, shared, never copied.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -61,7 +62,23 @@ pub struct Feed {
     /// Lock: replaced when a new upstream session takes over; otherwise only locked for a
     /// `try_send`.
     nacks_upstream: Mutex<Option<mpsc::Sender<u16>>>,
+    /// Hashes of the last [`RECENT_KEYFRAMES`] keyframe starts pushed (video), so a new
+    /// parent's first keyframe can be told apart from one already forwarded (see
+    /// [`Feed::forwarded_keyframe`]). Lock: taken once per keyframe (about once a second)
+    /// by the producer and once per keyframe of a parent being switched to.
+    recent_keyframes: Mutex<VecDeque<u64>>,
+    /// RTP timestamp of the last packet pushed, and of the last keyframe start (video): equal
+    /// while the feed has forwarded nothing past its latest keyframe.
+    last_ts: AtomicU32,
+    keyframe_ts: AtomicU32,
+    /// Which parent each recent source number came from (its name: a node id, a URL), so a
+    /// child leg never sends a node's own packets back to it (see [`Feed::comes_from`]).
+    /// Lock: taken when a source starts and when a leg sees a new source number.
+    origins: Mutex<VecDeque<(u32, String)>>,
 }
+
+/// How many keyframes a feed remembers: a new parent is at most a few GOPs behind.
+const RECENT_KEYFRAMES: usize = 8;
 
 impl Feed {
     /// A feed and the receiving end of its keyframe requests. The request channel is small;
@@ -91,6 +108,10 @@ impl Feed {
                 .is_video()
                 .then(|| Mutex::new(PacketCache::new(VIDEO_CAPACITY))),
             nacks_upstream: Mutex::new(None),
+            recent_keyframes: Mutex::new(VecDeque::with_capacity(RECENT_KEYFRAMES)),
+            last_ts: AtomicU32::new(0),
+            keyframe_ts: AtomicU32::new(0),
+            origins: Mutex::new(VecDeque::new()),
         };
         (Arc::new(feed), rx)
     }
@@ -107,8 +128,16 @@ impl Feed {
         packet.header.extension_profile = 0;
         packet.header.extensions.clear();
         let keyframe = self.codec.is_keyframe_start(&packet.payload);
+        let ts = packet.header.timestamp;
+        self.last_ts.store(ts, Ordering::Relaxed);
         if keyframe && self.codec.is_video() {
+            self.keyframe_ts.store(ts, Ordering::Relaxed);
             self.keyframes.fetch_add(1, Ordering::Relaxed);
+            let mut recent = lock(&self.recent_keyframes);
+            if recent.len() == RECENT_KEYFRAMES {
+                recent.pop_front();
+            }
+            recent.push_back(payload_hash(&packet.payload));
         }
         let source = self.source.load(Ordering::Relaxed);
         let f = Forwarded {
@@ -125,6 +154,45 @@ impl Feed {
         }
         // No receivers is normal (no child yet).
         let _ = self.packets.send(f);
+    }
+
+    /// Whether a new parent's keyframe starting with `payload` is a good place to switch to
+    /// it while the current source still feeds us (make-before-break).
+    ///
+    /// Every hop forwards payloads untouched, so the same frame from another parent has the
+    /// same bytes. A keyframe we have not forwarded is ahead of (or level with) us: switch.
+    /// Our latest keyframe, with nothing forwarded after it yet, is a new path a little slower
+    /// than the old one: switch, and that one frame is shown twice. An older one, or our latest
+    /// with later frames forwarded, is behind us (or a fast-start replay of its GOP):
+    /// switching there would show old frames again, so wait for its next keyframe.
+    pub fn may_switch_at(&self, payload: &[u8]) -> bool {
+        let h = payload_hash(payload);
+        let recent = lock(&self.recent_keyframes);
+        match recent.iter().rposition(|&k| k == h) {
+            None => true,
+            Some(i) if i + 1 == recent.len() => {
+                self.last_ts.load(Ordering::Relaxed) == self.keyframe_ts.load(Ordering::Relaxed)
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Names the parent the current source comes from.
+    pub fn set_origin(&self, origin: &str) {
+        let mut origins = lock(&self.origins);
+        if origins.len() == RECENT_KEYFRAMES {
+            origins.pop_front();
+        }
+        origins.push_back((self.source_id(), origin.to_owned()));
+    }
+
+    /// Whether packets of `source` come from the parent named `node`. During a swap a node's
+    /// new child is, for a moment, still the parent it receives from: sending those packets
+    /// back would make them circle between the two for as long as the swap lasts.
+    pub fn comes_from(&self, source: u32, node: &str) -> bool {
+        lock(&self.origins)
+            .iter()
+            .any(|(s, origin)| *s == source && origin == node)
     }
 
     /// The current upstream source number (see [`Feed::switch_source`]).
@@ -227,6 +295,14 @@ impl Tracks {
         *slot = Some(feed);
         true
     }
+}
+
+/// A 64-bit hash of a payload (not cryptographic: it tells frames of one stream apart).
+fn payload_hash(payload: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    payload.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ where
     tracing::info!(parent = url, ?expected, "answer from parent");
     tracing::trace!(sdp = %answer_sdp_for_log, "answer");
 
-    let tracks = adopt_tracks(node, &mut peer.tracks, &expected).await;
+    let tracks = adopt_tracks(node, &mut peer.tracks, &expected, url).await;
     if tracks.iter().next().is_none() {
         let _ = peer.pc.close().await;
         return Err(UpstreamError::NoTracks);
@@ -227,6 +227,7 @@ pub async fn adopt_tracks(
     node: &Arc<NodeState>,
     remote: &mut mpsc::Receiver<Arc<dyn TrackRemote>>,
     expected: &[MediaKind],
+    origin: &str,
 ) -> Tracks {
     let mut tracks = Tracks::default();
     let deadline = tokio::time::Instant::now() + TRACK_TIMEOUT;
@@ -251,37 +252,102 @@ pub async fn adopt_tracks(
             MediaKind::Video => t.video,
             MediaKind::Audio => t.audio,
         });
+        // Video switches at a keyframe (see `switch_to_track`); audio at once.
         let (feed, requests) = match existing {
+            Some(feed) if feed.codec == codec && codec.is_video() => (feed, None),
             Some(feed) if feed.codec == codec => {
                 let requests = feed.switch_source();
-                (feed, requests)
+                feed.set_origin(origin);
+                (feed, Some(requests))
             }
             Some(feed) => {
                 tracing::error!(old = ?feed.codec, new = ?codec, "new parent sends another codec");
                 continue;
             }
-            None => Feed::with_fast_start(codec, rtp_codec, node.fast_start),
+            None => {
+                let (feed, requests) = Feed::with_fast_start(codec, rtp_codec, node.fast_start);
+                feed.set_origin(origin);
+                (feed, Some(requests))
+            }
         };
         if tracks.insert(feed.clone()) {
             // Drain at once, even before the other tracks start (pitfall 5).
             let span = tracing::info_span!("upstream", kind = ?feed.kind());
-            let source = feed.source_id();
-            tokio::spawn(
-                read_track(node.clone(), feed.clone(), track.clone(), source)
-                    .instrument(span.clone()),
-            );
-            let nacks = crate::nack::send_upstream(
-                feed.clone(),
-                track.clone(),
-                ssrc,
-                node.upstream.clone(),
-            );
-            tokio::spawn(nacks.instrument(span.clone()));
-            tokio::spawn(send_keyframe_requests(feed, track, requests, ssrc).instrument(span));
+            let (node, origin) = (node.clone(), origin.to_owned());
+            let task = async move {
+                match requests {
+                    Some(requests) => follow_track(node, feed, track, ssrc, requests).await,
+                    None => switch_to_track(node, feed, track, ssrc, origin).await,
+                }
+            };
+            tokio::spawn(task.instrument(span));
         }
     }
     tracks
 }
+
+/// Feeds `feed` from `track` (whose source the feed follows now): the packets, the
+/// children's NACK misses up, the keyframe requests up.
+async fn follow_track(
+    node: Arc<NodeState>,
+    feed: Arc<Feed>,
+    track: Arc<dyn TrackRemote>,
+    ssrc: u32,
+    requests: mpsc::Receiver<()>,
+) {
+    let source = feed.source_id();
+    let nacks =
+        crate::nack::send_upstream(feed.clone(), track.clone(), ssrc, node.upstream.clone());
+    tokio::spawn(nacks.in_current_span());
+    tokio::spawn(
+        send_keyframe_requests(feed.clone(), track.clone(), requests, ssrc).in_current_span(),
+    );
+    read_track(node, feed, track, source).await;
+}
+
+/// Make-before-break for video: the current parent keeps feeding while the new parent's
+/// track is drained, until it brings a keyframe where switching shows no old frame again
+/// ([`Feed::may_switch_at`]) or the current source has gone silent (the old parent is gone:
+/// any keyframe will do). Then the feed switches to this track, from that keyframe on.
+async fn switch_to_track(
+    node: Arc<NodeState>,
+    feed: Arc<Feed>,
+    track: Arc<dyn TrackRemote>,
+    ssrc: u32,
+    origin: String,
+) {
+    let mut skipped = 0u32;
+    while let Some(ev) = track.poll().await {
+        let packet = match ev {
+            TrackRemoteEvent::OnRtpPacket(packet) => packet,
+            TrackRemoteEvent::OnEnded => return,
+            _ => continue,
+        };
+        if !feed.codec.is_keyframe_start(&packet.payload) {
+            continue;
+        }
+        let old_live = node.silent_for().is_some_and(|s| s < SWITCH_SILENCE);
+        if old_live && !feed.may_switch_at(&packet.payload) {
+            skipped += 1;
+            continue;
+        }
+        tracing::debug!(skipped, old_live, "switching to the new parent's track");
+        let requests = feed.switch_source();
+        feed.set_origin(&origin);
+        let c = &node.upstream;
+        c.packets.fetch_add(1, Ordering::Relaxed);
+        c.bytes
+            .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+        node.media_arrived();
+        feed.push(packet);
+        follow_track(node, feed, track, ssrc, requests).await;
+        return;
+    }
+}
+
+/// Silence of the current source after which a new parent's track is switched to at its first
+/// keyframe, whatever it shows again (the old parent is gone: repair, not a planned switch).
+const SWITCH_SILENCE: Duration = Duration::from_millis(250);
 
 /// Drains the remote track continuously (pitfall 5) into the feed, as long as the feed's
 /// source is still `source`: once a new parent's track took over (a make-before-break

@@ -221,7 +221,7 @@ async fn accept(
     let node = node.clone();
     let expected = expected.to_vec();
     tokio::spawn(async move {
-        let tracks = adopt_tracks(&node, &mut peer.tracks, &expected).await;
+        let tracks = adopt_tracks(&node, &mut peer.tracks, &expected, "whip").await;
         tracing::info!(tracks = tracks.iter().count(), "publisher tracks started");
         node.set_tracks(tracks);
         // Keep the state receiver alive with the connection; end the session when it fails.
