@@ -171,6 +171,9 @@ pub struct TreeConfig {
     /// Declared upload in kbit/s (`--upload-mbps`): caps the child slots offered once the
     /// stream's bitrate is known.
     pub upload_kbps: Option<u32>,
+    /// Tests only: keep the declared capacity whatever the children's loss reports say (a node
+    /// lying about its upload), so tests can show the others find it out.
+    pub overstate_capacity: bool,
 }
 
 /// An invalid configuration.

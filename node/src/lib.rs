@@ -281,6 +281,7 @@ async fn run_node(
             },
             max_children: config.max_children.min(treecast_tree::MAX_CHILDREN) as u8,
             upload_kbps: config.tree.as_ref().and_then(|t| t.upload_kbps),
+            overstate_capacity: config.tree.as_ref().is_some_and(|t| t.overstate_capacity),
         };
         // A node pulling by URL keeps its overlay (others may bootstrap through it) but
         // stays out of the tree.

@@ -264,6 +264,10 @@ struct Common {
     /// Measured delivery (the children's loss reports) can only lower it.
     #[arg(long, value_name = "MBPS")]
     upload_mbps: Option<f64>,
+    /// Test only: never lower the declared capacity on the children's loss reports, as a node
+    /// that overstates its upload would (the others must find it out).
+    #[arg(long, hide = true)]
+    overstate_capacity: bool,
     /// STUN server for the media connections (repeatable), e.g. stun:stun.l.google.com:19302:
     /// lets peers behind NAT learn their public address. Default: none (host candidates only).
     #[arg(long, value_name = "URL")]
@@ -510,6 +514,7 @@ fn main() -> anyhow::Result<()> {
     let tree = TreeConfig {
         gossip: common.gossip,
         upload_kbps,
+        overstate_capacity: common.overstate_capacity,
     };
     let config = Config::new(&stream, role, common.http, common.ice_ip)?
         .with_max_children(common.max_children)?

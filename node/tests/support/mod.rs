@@ -185,6 +185,11 @@ impl Node {
         }
     }
 
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// Waits (bounded) for the process to exit and returns whether it succeeded.
     pub fn wait_success(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

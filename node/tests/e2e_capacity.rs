@@ -1,0 +1,282 @@
+//! Capacity in the gossiped tree with real processes on loopback: a stronger node below a
+//! weaker one is promoted above it make-before-break (both record every frame through the
+//! swap), and a relay that overstates its upload is found out by its children's loss reports
+//! and loses them.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use support::{Node, ivf_frames, media, tmp_dir};
+
+/// Every wait in this file is bounded by this (several processes on two loaded cores).
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// The tests of this file run one at a time: each starts several processes.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Node id -> (parent, children, capacity) of the attached nodes, as `node` sees the tree.
+type Tree = BTreeMap<String, (Option<String>, Vec<String>, u64)>;
+
+fn tree_of(node: &Node) -> Tree {
+    node.tree()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let children = n["children"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
+            (
+                n["id"].as_str().unwrap().to_owned(),
+                (
+                    n["parent"].as_str().map(str::to_owned),
+                    children,
+                    n["capacity"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn id_of(node: &Node) -> String {
+    node.status()["node_id"].as_str().unwrap().to_owned()
+}
+
+/// Polls `cond` on the root's tree every 200 ms until it holds; panics after [`SETTLE`].
+fn wait_tree(root: &Node, what: &str, cond: impl Fn(&Tree) -> bool) -> Tree {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let tree = tree_of(root);
+        if cond(&tree) {
+            return tree;
+        }
+        assert!(Instant::now() < deadline, "never: {what}; tree {tree:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn root(dir: &std::path::Path, slots: &str) -> Node {
+    Node::spawn(
+        "root",
+        dir,
+        &[
+            "broadcast",
+            "--stream",
+            "demo",
+            "--video",
+            media("test.ivf").to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--max-children",
+            slots,
+        ],
+        &[],
+    )
+}
+
+/// `treecast view` in the tree, recording to `file` until `frames` video frames.
+fn recorder(name: &str, dir: &std::path::Path, bootstrap: &str, extra: &[&str]) -> Node {
+    let file = dir.join(format!("{name}.ivf"));
+    let mut args = vec![
+        "view",
+        "--stream",
+        "demo",
+        "--bootstrap",
+        bootstrap,
+        "--http",
+        "127.0.0.1:0",
+        "--record",
+        file.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    Node::spawn(name, dir, &args, &[])
+}
+
+/// root (one slot) <- weak (one slot) <- strong (four slots) <- leaf: the strong node is
+/// promoted above the weak one (a swap: they exchange places, so the leaf ends under the weak
+/// node), and both the weak node and the leaf record every frame of the source in order
+/// across it: none missing, none from the past shown again.
+#[test]
+fn a_stronger_node_is_promoted_above_a_weaker_one_without_a_gap() {
+    let _serial = serial();
+    let dir = tmp_dir("capacity-swap");
+    let root = root(&dir, "1");
+    let root_id = id_of(&root);
+    let bootstrap = root.p2p.clone().unwrap();
+
+    // Recording for 40 s of video: the swap comes within ~15 s of the strong node's start.
+    let frames = "1200";
+    let mut weak = recorder(
+        "weak",
+        &dir,
+        &bootstrap,
+        &[
+            "--max-children",
+            "1",
+            "--upload-mbps",
+            "50",
+            "--frames",
+            frames,
+        ],
+    );
+    let weak_id = id_of(&weak);
+    wait_tree(&root, "weak under the root", |t| {
+        t.get(&weak_id)
+            .is_some_and(|n| n.0.as_deref() == Some(&root_id))
+    });
+    let strong = Node::tree_relay("strong", &dir, &bootstrap, &["--max-children", "4"]);
+    let strong_id = id_of(&strong);
+    wait_tree(&root, "strong under weak", |t| {
+        t.get(&strong_id)
+            .is_some_and(|n| n.0.as_deref() == Some(&weak_id))
+    });
+    let mut leaf = recorder("leaf", &dir, &bootstrap, &["--frames", frames]);
+    let leaf_id = id_of(&leaf);
+    wait_tree(&root, "leaf under strong", |t| {
+        t.get(&leaf_id)
+            .is_some_and(|n| n.0.as_deref() == Some(&strong_id))
+    });
+
+    // The swap: strong under the root, weak under strong, the leaf still in the tree.
+    let tree = wait_tree(&root, "strong promoted above weak", |t| {
+        let parent = |id: &str| t.get(id).and_then(|n| n.0.clone());
+        parent(&strong_id).as_deref() == Some(&root_id)
+            && parent(&weak_id).as_deref() == Some(&strong_id)
+            && t.contains_key(&leaf_id)
+    });
+    assert_eq!(tree[&root_id].1, vec![strong_id.clone()], "{tree:?}");
+    // Both recorders were still recording when the swap was seen; let them finish.
+    assert!(weak.running(), "weak finished before the swap");
+    assert!(leaf.running(), "leaf finished before the swap");
+    for (node, name) in [(&mut weak, "weak"), (&mut leaf, "leaf")] {
+        assert!(
+            node.wait_success(Duration::from_secs(60)),
+            "{name} did not record {frames} frames: {}",
+            node.log_tail()
+        );
+    }
+
+    let source = ivf_frames(&media("test.ivf"));
+    for name in ["weak", "leaf"] {
+        let recorded = ivf_frames(&dir.join(format!("{name}.ivf")));
+        assert_eq!(recorded.len(), 1200, "{name}");
+        // Byte-identical and none missing: no gap through the swap. Each parent change may
+        // show one frame twice (a new path a hop slower than the old one), never more.
+        let repeats = assert_in_order(&source, &recorded, name);
+        assert!(repeats <= 3, "{name}: {repeats} frames shown twice");
+    }
+}
+
+/// Asserts that every recorded frame is the source frame after the previous one (the source
+/// loops), or the previous one again; returns how many were repeated.
+fn assert_in_order(source: &[Vec<u8>], recorded: &[Vec<u8>], name: &str) -> usize {
+    let mut at = source
+        .iter()
+        .position(|f| *f == recorded[0])
+        .expect("first recorded frame is not a source frame");
+    let mut repeats = 0;
+    for (j, frame) in recorded.iter().enumerate().skip(1) {
+        let next = (at + 1) % source.len();
+        if *frame == source[next] {
+            at = next;
+        } else if *frame == source[at] {
+            repeats += 1;
+        } else {
+            let found = source.iter().position(|f| f == frame);
+            panic!("{name}: recorded frame {j} is source frame {found:?}, expected {next}");
+        }
+    }
+    repeats
+}
+
+/// root (two slots) <- liar (claims four slots, loses half of what it sends) and an honest
+/// relay; newcomers land under both. The liar's children report the loss in their records,
+/// leave it within seconds and find other parents; the liar keeps claiming four slots but ends
+/// with no children, and everyone receives.
+#[test]
+fn a_relay_that_overstates_its_upload_loses_its_children() {
+    let _serial = serial();
+    let dir = tmp_dir("capacity-liar");
+    let root = root(&dir, "2");
+    let root_id = id_of(&root);
+    let bootstrap = root.p2p.clone().unwrap();
+
+    let liar = Node::spawn(
+        "liar",
+        &dir,
+        &[
+            "relay",
+            "--stream",
+            "demo",
+            "--bootstrap",
+            &bootstrap,
+            "--http",
+            "127.0.0.1:0",
+            "--max-children",
+            "4",
+            "--upload-mbps",
+            "100",
+            "--overstate-capacity",
+            "--impair",
+            "loss=0.5,seed=11",
+        ],
+        &[],
+    );
+    let liar_id = id_of(&liar);
+    wait_tree(&root, "liar under the root", |t| {
+        t.get(&liar_id)
+            .is_some_and(|n| n.0.as_deref() == Some(&root_id))
+    });
+    let honest = Node::tree_relay("honest", &dir, &bootstrap, &["--max-children", "4"]);
+    let honest_id = id_of(&honest);
+    wait_tree(&root, "honest under the root", |t| {
+        t.get(&honest_id)
+            .is_some_and(|n| n.0.as_deref() == Some(&root_id))
+    });
+    // Six newcomers, eight slots at depth 2: at least two go under the liar.
+    let newcomers: Vec<Node> = (0..6)
+        .map(|i| {
+            Node::tree_relay(
+                &format!("new{i}"),
+                &dir,
+                &bootstrap,
+                &["--max-children", "4"],
+            )
+        })
+        .collect();
+    let ids: Vec<String> = newcomers.iter().map(id_of).collect();
+    wait_tree(&root, "the liar got children", |t| {
+        ids.iter().all(|id| t.contains_key(id)) && t.get(&liar_id).is_some_and(|n| !n.1.is_empty())
+    });
+
+    // Found out: no children left under the liar, every newcomer attached elsewhere.
+    let tree = wait_tree(&root, "the liar lost its children", |t| {
+        t.get(&liar_id).is_some_and(|n| n.1.is_empty()) && ids.iter().all(|id| t.contains_key(id))
+    });
+    assert_eq!(tree[&liar_id].2, 4, "the liar still claims four slots");
+    for n in tree.values() {
+        assert!(n.1.len() <= 4, "{tree:?}");
+    }
+    // Everyone outside the liar receives media again.
+    let deadline = Instant::now() + SETTLE;
+    for (node, id) in newcomers.iter().zip(&ids) {
+        while !node.status()["receiving"].as_bool().unwrap() {
+            assert!(Instant::now() < deadline, "{id} does not receive");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert!(honest.status()["receiving"].as_bool().unwrap());
+}
