@@ -53,6 +53,9 @@ pub struct TrackStatus {
     pub kind: MediaKind,
     /// The MIME type.
     pub codec: String,
+    /// The format parameters as this node received them (`a=fmtp`; H.264: profile,
+    /// packetization mode, parameter sets), carried to its children.
+    pub fmtp: String,
 }
 
 /// One child leg.
@@ -134,6 +137,7 @@ impl Status {
                     .map(|f| TrackStatus {
                         kind: f.kind(),
                         codec: f.codec.mime().to_owned(),
+                        fmtp: f.rtp_codec.sdp_fmtp_line.clone(),
                     })
                     .collect()
             })

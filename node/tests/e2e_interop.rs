@@ -656,6 +656,84 @@ fn ffmpeg_writes_an_sdp_file_and_the_root_takes_codec_payload_types_and_ports_fr
     let s = root.status();
     assert_eq!(s["tracks"][0]["codec"], "video/H264", "{s}");
     assert_eq!(s["tracks"][1]["codec"], "audio/opus", "{s}");
+
+    // H.264 fmtp carried over: the file's profile-level-id, packetization-mode and parameter
+    // sets reach the relay (the root's answer carried them; the relay's track is what it was
+    // told), and the relay's answer to a new child names them on the one payload type whose
+    // profile matches among those the child offered.
+    let text = std::fs::read_to_string(&sdp).unwrap();
+    let file_fmtp = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=fmtp:96 "))
+        .expect("ffmpeg writes an fmtp line for H.264");
+    let params = |fmtp: &str| -> Vec<String> {
+        let mut p: Vec<String> = fmtp
+            .split(';')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        p.sort();
+        p
+    };
+    let wanted = params(file_fmtp);
+    for key in [
+        "profile-level-id=",
+        "packetization-mode=1",
+        "sprop-parameter-sets=",
+    ] {
+        assert!(wanted.iter().any(|p| p.starts_with(key)), "{file_fmtp}");
+    }
+    assert_eq!(
+        params(s["tracks"][0]["fmtp"].as_str().unwrap()),
+        wanted,
+        "{s}"
+    );
+    let r = relay.status();
+    assert_eq!(
+        params(r["tracks"][0]["fmtp"].as_str().unwrap()),
+        wanted,
+        "{r}"
+    );
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96 100 102 104 106\r\nc=IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+        a=fingerprint:sha-256 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99\r\n\
+        a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n\
+        a=rtpmap:96 VP8/90000\r\n\
+        a=rtpmap:100 H264/90000\r\na=rtcp-fb:100 nack\r\n\
+        a=fmtp:100 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f\r\n\
+        a=rtpmap:102 H264/90000\r\n\
+        a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+        a=rtpmap:104 H264/90000\r\na=rtcp-fb:104 nack\r\na=rtcp-fb:104 nack pli\r\n\
+        a=fmtp:104 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+        a=rtpmap:106 H264/90000\r\n\
+        a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n";
+    let (code, answer) = support::http(
+        relay.http.unwrap(),
+        "POST",
+        "/whep/demo",
+        &[("Content-Type", "application/sdp")],
+        offer.as_bytes(),
+    );
+    assert_eq!(code, 201, "{answer}");
+    let lines: Vec<&str> = answer.lines().collect();
+    assert!(
+        lines.contains(&"m=video 9 UDP/TLS/RTP/SAVPF 104"),
+        "only the constrained-baseline, mode-1 payload type: {answer}"
+    );
+    let answered = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("a=fmtp:104 "))
+        .unwrap_or_else(|| panic!("no fmtp for 104: {answer}"));
+    assert_eq!(params(answered), wanted, "{answer}");
+    assert!(lines.contains(&"a=rtcp-fb:104 nack pli"), "{answer}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("a=rtpmap:96") || l.starts_with("a=fmtp:102")),
+        "{answer}"
+    );
+
     let recorded = support::annexb_access_units(&video_out);
     assert_eq!(recorded.len(), 90);
     support::assert_contiguous_run(&support::annexb_access_units(&video), &recorded);
