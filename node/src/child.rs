@@ -27,7 +27,7 @@ use treecast_media::retransmit_budget::RetransmitBudget;
 use crate::codec::{Codec, CodecExt, MediaKind};
 use crate::fanout::{Feed, Forwarded};
 use crate::node::{NodeState, Reservation};
-use crate::peer::{Peer, PeerError};
+use crate::peer::{Direction, Peer, PeerError};
 use crate::rtcp_tap::LinkCounters;
 
 /// NACK packets from one child waiting for its forwarding task; beyond, they are dropped (the
@@ -107,7 +107,10 @@ pub async fn attach(
     offer_sdp: String,
 ) -> Result<(Arc<ChildLink>, String), AttachError> {
     let counters = Arc::new(LinkCounters::default());
-    let mut peer = node.factory.build(counters.clone()).await?;
+    let mut peer = node
+        .factory
+        .build(counters.clone(), Direction::Send)
+        .await?;
     let id = uuid::Uuid::new_v4().simple().to_string();
 
     let mut legs = Vec::new();

@@ -29,6 +29,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use crate::node::NodeState;
+use crate::peer::Direction;
 use crate::upstream::{adopt_tracks, sending_kinds};
 
 /// The WHIP side of a root node.
@@ -194,7 +195,7 @@ async fn accept(
 ) -> Result<(Arc<dyn PeerConnection>, String), String> {
     let mut peer = node
         .factory
-        .build(node.upstream.clone())
+        .build(node.upstream.clone(), Direction::Receive)
         .await
         .map_err(|e| e.to_string())?;
     let negotiated = async {
