@@ -466,6 +466,9 @@ impl Leg {
                 return Err(());
             }
             c.retransmitted.fetch_add(1, Ordering::Relaxed);
+            if self.feed.kind() == MediaKind::Audio {
+                c.retransmitted_audio.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }

@@ -97,6 +97,8 @@ pub struct LinkStatus {
     pub firs: u64,
     /// NACKed packets resent from the node's packet cache (child legs).
     pub retransmitted: u64,
+    /// Of those, audio packets.
+    pub retransmitted_audio: u64,
     /// NACKed packets the cache lacked (child legs); NACKed upstream if still current.
     pub nack_misses: u64,
     /// Sequence numbers NACKed to the parent for children's misses (upstream leg).
@@ -120,6 +122,7 @@ impl LinkStatus {
             plis: c.plis.load(Ordering::Relaxed),
             firs: c.firs.load(Ordering::Relaxed),
             retransmitted: c.retransmitted.load(Ordering::Relaxed),
+            retransmitted_audio: c.retransmitted_audio.load(Ordering::Relaxed),
             nack_misses: c.nack_misses.load(Ordering::Relaxed),
             nacks_forwarded: c.nacks_forwarded.load(Ordering::Relaxed),
             resends_refused: c.resends_refused.load(Ordering::Relaxed),
