@@ -456,7 +456,9 @@ fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
 /// RFC 9725 status codes on the WHIP endpoint and the session resource, with a real publisher
 /// (aiortc) holding the session: section 4.2 (POST: 201 + Location), 4.3.1 (PATCH: 204 for
 /// trickle; 412 on a stale ETag; 422 for an ICE restart, as a session that supports trickle
-/// but not restarts must answer), 4.5 (DELETE: 200), 4.8 (401 without the bearer token).
+/// but not restarts must answer), 4.3.3 (a restart is `If-Match: "*"` or a new ice-ufrag; a
+/// refused one leaves the session running), 4.5 (DELETE: 200), 4.8 (401 without the bearer
+/// token).
 #[test]
 fn whip_answers_with_the_status_codes_of_rfc_9725() {
     if Script::python().is_none() {
@@ -525,6 +527,8 @@ fn whip_answers_with_the_status_codes_of_rfc_9725() {
         .next()
         .unwrap()
         .to_owned();
+    let ufrag =
+        publisher.expect_line("ufrag ", Duration::from_secs(20))["ufrag ".len()..].to_owned();
     let line = publisher.expect_line("publishing ", Duration::from_secs(20));
     let session = line["publishing ".len()..].trim().to_owned();
     let path = &session[session.find("/whip/").unwrap()..];
@@ -541,9 +545,52 @@ fn whip_answers_with_the_status_codes_of_rfc_9725() {
     assert_eq!(patch(path, &[auth, sdp]).0, 415, "PATCH with another type");
     let (code, body) = patch(path, &[auth, frag, ("If-Match", "*")]);
     assert_eq!(code, 422, "ICE restart is not supported: {body}");
+    // A real restart request (RFC 9725 section 4.3.3): new ice-ufrag and ice-pwd and new
+    // candidates, If-Match "*". Refused with 422 (section 4.3.1); and a new ufrag with the
+    // session's ETag is a restart too. The session and its ICE session stay as they were.
+    let restart = b"a=ice-ufrag:N3wU\r\na=ice-pwd:n3wpassw0rdn3wpassw0rd00\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n";
+    let (code, body) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", "*")],
+        restart,
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("restart"), "{body}");
+    let (code, body) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", &etag)],
+        restart,
+    );
+    assert_eq!(code, 422, "a new ufrag is a restart: {body}");
+    let same =
+        format!("a=ice-ufrag:{ufrag}\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n");
+    let (code, body) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", &etag)],
+        same.as_bytes(),
+    );
+    assert_eq!(code, 204, "trickle in the current ICE session: {body}");
     assert_eq!(patch(path, &[auth, frag, ("If-Match", "\"stale\"")]).0, 412);
     let (code, body) = patch(path, &[auth, frag, ("If-Match", &etag)]);
     assert_eq!(code, 204, "trickle with the session's ETag: {body}");
+    // The refused restarts ended nothing (section 4.3.3): the publisher's media still flows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while root.status()["receiving"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "the root stopped receiving: {}",
+            root.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(patch("/whip/demo/nosuchsession", &[auth, frag]).0, 404);
 
     let delete =
