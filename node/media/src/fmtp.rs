@@ -186,8 +186,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// What ffmpeg 5.1 writes for x264 `-profile:v baseline -level 3.1` (`-sdp_file`).
-    const FFMPEG: &str = "packetization-mode=1; sprop-parameter-sets=Z0LAH9kAoD2hAAADAAEAAAMAPI8YMkg=,aMuMsg==; profile-level-id=42C01F";
+    /// What ffmpeg 5.1 writes (`-sdp_file`) for `examples/media/test.h264` (x264 baseline, 3.1).
+    const FFMPEG: &str = "packetization-mode=1; sprop-parameter-sets=Z0LAH9kBQfsBEAAAAwAQAAADA8jxgySA,aMuMsg==; profile-level-id=42C01F";
 
     #[test]
     fn profiles_follow_rfc_6184_table_5() {
@@ -236,7 +236,7 @@ mod tests {
         assert_eq!(
             normalise(FFMPEG).as_deref(),
             Some(
-                "packetization-mode=1;sprop-parameter-sets=Z0LAH9kAoD2hAAADAAEAAAMAPI8YMkg=,aMuMsg==;profile-level-id=42C01F"
+                "packetization-mode=1;sprop-parameter-sets=Z0LAH9kBQfsBEAAAAwAQAAADA8jxgySA,aMuMsg==;profile-level-id=42C01F"
             )
         );
         assert_eq!(normalise(" ; "), None);

@@ -420,20 +420,20 @@ mod tests {
         );
     }
 
-    /// What ffmpeg 5.1 writes for the H.264 test clip (`-c:v copy -f rtp ... -sdp_file`):
+    /// What ffmpeg 5.1 writes for `examples/media/test.h264` (`-c:v copy -f rtp ... -sdp_file`):
     /// the fmtp of the payload type is kept, another payload type's is not.
     #[test]
     fn h264_fmtp_is_kept() {
         let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nt=0 0\r\n\
                    a=tool:libavformat 59.27.100\r\nm=video 5004 RTP/AVP 96\r\n\
                    c=IN IP4 127.0.0.1\r\na=fmtp:97 x=1\r\na=rtpmap:96 H264/90000\r\n\
-                   a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z0LAH9kAoD2hAAADAAEAAAMAPI8YMkg=,aMuMsg==; profile-level-id=42C01F\r\n";
+                   a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z0LAH9kBQfsBEAAAAwAQAAADA8jxgySA,aMuMsg==; profile-level-id=42C01F\r\n";
         let v = parse(sdp).unwrap().video.unwrap();
         assert_eq!(v.codec, Codec::H264);
         assert_eq!(
             v.fmtp.as_deref(),
             Some(
-                "packetization-mode=1;sprop-parameter-sets=Z0LAH9kAoD2hAAADAAEAAAMAPI8YMkg=,aMuMsg==;profile-level-id=42C01F"
+                "packetization-mode=1;sprop-parameter-sets=Z0LAH9kBQfsBEAAAAwAQAAADA8jxgySA,aMuMsg==;profile-level-id=42C01F"
             )
         );
     }
