@@ -11,8 +11,10 @@
 //! - UDP direct: generator -> sink, and via the UDP relay: generator -> relay -> sink.
 //!
 //! Added latency per hop is the percentile of the relayed path minus the same percentile of
-//! the direct path. CPU per packet is the relay process's user+system time over the window
-//! divided by the packets it forwarded. Memory per child is the relay's RSS growth when three
+//! the direct path. CPU per packet is the relay process's time on a CPU over the window
+//! (nanoseconds, summed over its threads from `/proc/PID/task/*/schedstat`; the clock-tick
+//! counters of `/proc/PID/stat` moved in 10 ms steps, a tenth of the plain relay's whole
+//! budget in a 10 s run) divided by the packets it forwarded. Memory per child is the relay's RSS growth when three
 //! more children attach, divided by three.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -59,8 +61,6 @@ pub enum BenchError {
 
 const STREAM: &str = "bench";
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// USER_HZ: the unit of utime/stime in /proc/PID/stat on Linux.
-const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 /// Runs the benchmark and prints the report.
 pub async fn run(cfg: BenchConfig) -> Result<(), BenchError> {
@@ -162,9 +162,9 @@ pub async fn run(cfg: BenchConfig) -> Result<(), BenchError> {
     );
 
     tokio::time::sleep(warmup).await;
-    let cpu0 = (cpu_ticks(relay.id())?, cpu_ticks(udp_relay.id())?);
+    let cpu0 = (cpu_ns(relay.id())?, cpu_ns(udp_relay.id())?);
     tokio::time::sleep(window).await;
-    let cpu1 = (cpu_ticks(relay.id())?, cpu_ticks(udp_relay.id())?);
+    let cpu1 = (cpu_ns(relay.id())?, cpu_ns(udp_relay.id())?);
 
     let join = |r: Result<Vec<u64>, tokio::task::JoinError>| r.unwrap_or_default();
     let (direct, via) = (join(direct.await), join(via.await));
@@ -194,8 +194,8 @@ pub async fn run(cfg: BenchConfig) -> Result<(), BenchError> {
         webrtc_via: Stats::of(via.clone()),
         udp_direct: Stats::of(udp_direct),
         udp_via: Stats::of(udp_via.clone()),
-        relay_cpu_s: (cpu1.0 - cpu0.0) as f64 / CLOCK_TICKS_PER_S,
-        udp_relay_cpu_s: (cpu1.1 - cpu0.1) as f64 / CLOCK_TICKS_PER_S,
+        relay_cpu_s: cpu1.0.saturating_sub(cpu0.0) as f64 / 1e9,
+        udp_relay_cpu_s: cpu1.1.saturating_sub(cpu0.1) as f64 / 1e9,
         relay_packets: via.len(),
         udp_relay_packets: udp_via.len(),
         rss_per_child_kib: rss4.saturating_sub(rss1) as f64 / 3.0,
@@ -356,20 +356,24 @@ async fn line_after(mut p: Proc, prefix: &'static str) -> Result<(Proc, String),
     Ok((p, line?))
 }
 
-/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn cpu_ticks(pid: u32) -> std::io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
+/// Time a process's threads spent on a CPU, in nanoseconds: the first field of
+/// `/proc/PID/task/TID/schedstat` (the scheduler's `sum_exec_runtime`), summed over threads.
+/// Threads that ended before the call are not counted; the relays keep theirs.
+fn cpu_ns(pid: u32) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
             .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // After ')': state is index 0, so utime (field 14) is index 11 and stime index 12.
-    Ok(field(11) + field(12))
+            .unwrap_or(0);
+    }
+    Ok(total)
 }
 
 /// Resident set size in KiB (`VmRSS` in `/proc/PID/status`).
@@ -525,6 +529,20 @@ mod tests {
     fn reads_own_cpu_and_memory() {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
-        assert!(cpu_ticks(pid).is_ok());
+        // Burn CPU until the counter moves: the kernel folds a running thread's time in at
+        // its next tick or switch, so allow a few of those, bounded.
+        let before = cpu_ns(pid).unwrap();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while cpu_ns(pid).unwrap() == before && start.elapsed() < Duration::from_secs(3) {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(i));
+            }
+        }
+        std::hint::black_box(x);
+        assert!(
+            cpu_ns(pid).unwrap() > before,
+            "no CPU time counted in 3 s of work"
+        );
     }
 }

@@ -20,13 +20,14 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
 use webrtc::rtp_transceiver::RtpSender;
 
+use treecast_media::fmtp;
 use treecast_media::munger::{Munged, Munger, MungerConfig};
 use treecast_media::retransmit_budget::RetransmitBudget;
 
-use crate::codec::{CodecExt, MediaKind};
+use crate::codec::{Codec, CodecExt, MediaKind};
 use crate::fanout::{Feed, Forwarded};
 use crate::node::{NodeState, Reservation};
-use crate::peer::{Peer, PeerError};
+use crate::peer::{Direction, Peer, PeerError};
 use crate::rtcp_tap::LinkCounters;
 
 /// NACK packets from one child waiting for its forwarding task; beyond, they are dropped (the
@@ -107,7 +108,10 @@ pub async fn attach(
     child: Option<String>,
 ) -> Result<(Arc<ChildLink>, String), AttachError> {
     let counters = Arc::new(LinkCounters::default());
-    let mut peer = node.factory.build(counters.clone()).await?;
+    let mut peer = node
+        .factory
+        .build(counters.clone(), Direction::Send)
+        .await?;
     let id = uuid::Uuid::new_v4().simple().to_string();
 
     let mut legs = Vec::new();
@@ -137,7 +141,7 @@ pub async fn attach(
         legs.push((feed, track, sender, ssrc));
     }
 
-    let answer_sdp = match negotiate(&mut peer, offer_sdp).await {
+    let mut answer_sdp = match negotiate(&mut peer, offer_sdp).await {
         Ok(sdp) => sdp,
         Err(e) => {
             // Release the sockets and tasks of a connection that will never carry media.
@@ -149,12 +153,15 @@ pub async fn attach(
     let span = tracing::info_span!("child", id = %&id[..8]);
     let mut accepted = Vec::new();
     for (feed, track, sender, ssrc) in legs {
-        match negotiated_payload_type(&sender, &feed).await {
-            Some(payload_type) => accepted.push((feed, track, ssrc, payload_type)),
-            None => {
-                tracing::info!(parent: &span, codec = ?feed.codec, "child did not accept this track")
-            }
+        let Some((payload_type, offered_fmtp)) = negotiated_payload_type(&sender, &feed).await
+        else {
+            tracing::info!(parent: &span, codec = ?feed.codec, "child did not accept this track");
+            continue;
+        };
+        if let Some(rewritten) = carry_fmtp(&answer_sdp, &feed, payload_type, &offered_fmtp) {
+            answer_sdp = rewritten;
         }
+        accepted.push((feed, track, ssrc, payload_type));
     }
     let tracks = accepted
         .iter()
@@ -218,19 +225,45 @@ async fn negotiate(peer: &mut Peer, offer_sdp: String) -> Result<String, AttachE
     Ok(peer.finish_local(answer).await?)
 }
 
-/// The payload type this leg negotiated for the feed's codec (pitfall 1: it differs per leg).
-async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, feed: &Feed) -> Option<u8> {
+/// The payload type this leg negotiated for the feed's codec (pitfall 1: it differs per leg),
+/// and the fmtp the child offered with it. For H.264 the child's first payload type whose
+/// profile and packetization mode match the feed's (Chrome offers several), else its first.
+async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, feed: &Feed) -> Option<(u8, String)> {
     let params = sender.get_parameters().await.ok()?;
-    params
-        .rtp_parameters
-        .codecs
-        .iter()
-        .find(|c| {
-            c.rtp_codec
-                .mime_type
-                .eq_ignore_ascii_case(feed.codec.mime())
-        })
-        .map(|c| c.payload_type)
+    let mut same_codec = params.rtp_parameters.codecs.iter().filter(|c| {
+        c.rtp_codec
+            .mime_type
+            .eq_ignore_ascii_case(feed.codec.mime())
+    });
+    let first = same_codec.clone().next()?;
+    let chosen = match feed.codec {
+        Codec::H264 => same_codec
+            .find(|c| {
+                fmtp::h264_compatible(&feed.rtp_codec.sdp_fmtp_line, &c.rtp_codec.sdp_fmtp_line)
+            })
+            .unwrap_or(first),
+        _ => first,
+    };
+    Some((chosen.payload_type, chosen.rtp_codec.sdp_fmtp_line.clone()))
+}
+
+/// The answer with the feed's own fmtp on the leg's H.264 payload type (issue 3: "H.264
+/// fmtp carried over"; webrtc answers with the child's fmtp), when the child offered that
+/// profile and packetization mode; `None` to leave the answer as it is.
+fn carry_fmtp(answer: &str, feed: &Feed, payload_type: u8, offered: &str) -> Option<String> {
+    let ours = &feed.rtp_codec.sdp_fmtp_line;
+    if feed.codec != Codec::H264 || ours.is_empty() {
+        return None;
+    }
+    if !fmtp::h264_compatible(ours, offered) {
+        tracing::warn!(
+            ours,
+            offered,
+            "the child offered no H.264 format matching the stream's profile; it may not decode it"
+        );
+        return None;
+    }
+    fmtp::rewrite_answer(answer, "video", payload_type, ours)
 }
 
 fn random_ssrc() -> u32 {
@@ -458,6 +491,9 @@ impl Leg {
                 return Err(());
             }
             c.retransmitted.fetch_add(1, Ordering::Relaxed);
+            if self.feed.kind() == MediaKind::Audio {
+                c.retransmitted_audio.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }

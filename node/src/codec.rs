@@ -95,18 +95,22 @@ pub enum PayloadTypes {
     Viewer,
 }
 
-/// Registers VP8, H.264 and Opus with NACK, PLI and FIR feedback; no RTX, so a retransmission
-/// arrives on the media SSRC and passes through the fan-out like any other packet.
+/// Registers VP8 and H.264 with NACK, PLI and FIR feedback and Opus with NACK; no RTX, so a
+/// retransmission arrives on the media SSRC and passes through the fan-out like any other
+/// packet. Opus NACK (RFC 4585 generic NACK is codec-independent) is used between treecast
+/// nodes, which both offer it; browsers do not offer it for Opus, so with them it is not
+/// negotiated and nothing changes.
 pub fn register_codecs(
     engine: &mut MediaEngine,
     payload_types: PayloadTypes,
 ) -> Result<(), rtc::shared::error::Error> {
+    let nack = || RTCPFeedback {
+        typ: "nack".into(),
+        parameter: String::new(),
+    };
     let video_fb = || {
         vec![
-            RTCPFeedback {
-                typ: "nack".into(),
-                parameter: String::new(),
-            },
+            nack(),
             RTCPFeedback {
                 typ: "nack".into(),
                 parameter: "pli".into(),
@@ -124,7 +128,7 @@ pub fn register_codecs(
     let entries = [
         (Codec::Vp8, vp8, video_fb()),
         (Codec::H264, h264, video_fb()),
-        (Codec::Opus, opus, vec![]),
+        (Codec::Opus, opus, vec![nack()]),
     ];
     for (codec, payload_type, rtcp_feedback) in entries {
         let mut rtp_codec = codec.rtp_codec();

@@ -124,6 +124,9 @@ pub enum Source {
         video_pt: Option<u8>,
         /// Accept only this payload type on the audio port (from an SDP file); any otherwise.
         audio_pt: Option<u8>,
+        /// The video format parameters from an SDP file (`a=fmtp`: H.264 profile, parameter
+        /// sets), announced to children instead of our default.
+        video_fmtp: Option<String>,
     },
     /// A WHIP publisher presenting this bearer token.
     Whip {

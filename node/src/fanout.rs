@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use tokio::sync::{broadcast, mpsc};
-use treecast_media::cache::{PacketCache, VIDEO_CAPACITY};
+use treecast_media::cache::{AUDIO_CAPACITY, PacketCache, VIDEO_CAPACITY};
 use treecast_media::gop::GopCache;
 
 use crate::codec::{Codec, CodecExt, MediaKind};
@@ -54,10 +54,10 @@ pub struct Feed {
     /// once per pushed packet by the one producer and once per new child to copy the GOP out;
     /// never across an `.await`.
     gop: Option<Mutex<GopCache<Forwarded>>>,
-    /// The recent packets of a video feed by sequence number, for answering children's NACKs
-    /// (`treecast_media::cache`; audio negotiates no NACK). Lock: taken once per pushed packet
-    /// by the one producer and once per NACKed packet by a child leg; never across an `.await`.
-    cache: Option<Mutex<PacketCache<Forwarded>>>,
+    /// The recent packets of the feed by sequence number, for answering children's NACKs
+    /// (`treecast_media::cache`; video and audio). Lock: taken once per pushed packet by the
+    /// one producer and once per NACKed packet by a child leg; never across an `.await`.
+    cache: Mutex<PacketCache<Forwarded>>,
     /// Where children's cache misses go: the upstream leg's NACK sender (`nack.rs`), if any.
     /// Lock: replaced when a new upstream session takes over; otherwise only locked for a
     /// `try_send`.
@@ -104,9 +104,11 @@ impl Feed {
             source: AtomicU32::new(0),
             keyframes: AtomicU64::new(0),
             gop: (fast_start && codec.is_video()).then(|| Mutex::new(GopCache::default())),
-            cache: codec
-                .is_video()
-                .then(|| Mutex::new(PacketCache::new(VIDEO_CAPACITY))),
+            cache: Mutex::new(PacketCache::new(if codec.is_video() {
+                VIDEO_CAPACITY
+            } else {
+                AUDIO_CAPACITY
+            })),
             nacks_upstream: Mutex::new(None),
             recent_keyframes: Mutex::new(VecDeque::with_capacity(RECENT_KEYFRAMES)),
             last_ts: AtomicU32::new(0),
@@ -149,9 +151,7 @@ impl Feed {
             let len = f.packet.payload.len();
             lock(gop).push(f.clone(), len, keyframe);
         }
-        if let Some(cache) = &self.cache {
-            lock(cache).insert(f.packet.header.sequence_number, f.clone());
-        }
+        lock(&self.cache).insert(f.packet.header.sequence_number, f.clone());
         // No receivers is normal (no child yet).
         let _ = self.packets.send(f);
     }
@@ -216,8 +216,10 @@ impl Feed {
 
     /// The packet of `source` that arrived as `seq`, if the cache still holds it.
     pub fn cached(&self, source: u32, seq: u16) -> Option<Forwarded> {
-        let cache = self.cache.as_ref()?;
-        lock(cache).get(seq).filter(|f| f.source == source).cloned()
+        lock(&self.cache)
+            .get(seq)
+            .filter(|f| f.source == source)
+            .cloned()
     }
 
     /// A child asked for `seq` of `source` and the cache lacks it: hand it to the upstream
@@ -258,9 +260,7 @@ impl Feed {
         if let Some(gop) = &self.gop {
             lock(gop).clear();
         }
-        if let Some(cache) = &self.cache {
-            lock(cache).clear();
-        }
+        lock(&self.cache).clear();
         *lock(&self.nacks_upstream) = None;
         let (tx, rx) = mpsc::channel(16);
         *lock(&self.keyframe_requests) = tx;
@@ -354,9 +354,15 @@ mod tests {
     }
 
     #[test]
-    fn audio_has_no_cache() {
+    fn audio_has_a_cache_too() {
         let (feed, _requests) = Feed::new(Codec::Opus, Codec::Opus.rtp_codec());
-        feed.push(packet(1));
-        assert!(feed.cached(0, 1).is_none());
+        for seq in 0..200 {
+            feed.push(packet(seq));
+        }
+        assert!(feed.cached(0, 199).is_some());
+        assert!(
+            feed.cached(0, 199 - AUDIO_CAPACITY as u16).is_none(),
+            "audio keeps {AUDIO_CAPACITY} packets"
+        );
     }
 }

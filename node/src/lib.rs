@@ -224,6 +224,7 @@ async fn run_node(
                 audio,
                 video_pt,
                 audio_pt,
+                video_fmtp,
             },
     } = &config.role
     {
@@ -240,7 +241,12 @@ async fn run_node(
             if !config.quiet {
                 println!("rtp {what} in listening on {bound}");
             }
-            let (feed, requests) = Feed::with_fast_start(codec, codec.rtp_codec(), node.fast_start);
+            let mut rtp_codec = codec.rtp_codec();
+            // H.264: the sender's profile and parameter sets, not our default (pitfall 9).
+            if let (Some(fmtp), Codec::H264) = (video_fmtp, codec) {
+                rtp_codec.sdp_fmtp_line = fmtp.clone();
+            }
+            let (feed, requests) = Feed::with_fast_start(codec, rtp_codec, node.fast_start);
             tracks.insert(feed.clone());
             let input = rtp_in::run(node.clone(), socket, feed, requests, payload_type);
             tokio::spawn(input.in_current_span());

@@ -463,6 +463,7 @@ fn main() -> anyhow::Result<()> {
                     audio: rtp_audio_in,
                     video_pt: None,
                     audio_pt: None,
+                    video_fmtp: None,
                 },
                 // clap's "source" group requires one of them.
                 _ => anyhow::bail!("give --video FILE, --whip-token TOKEN or --rtp-in ADDR"),

@@ -1,6 +1,6 @@
-//! Building peer connections the same way everywhere: our codec set, webrtc's default
-//! interceptors but the NACK responder (NACK generator, reports, TWCC receiver) plus the
-//! [`RtcpTap`], an explicit bind address, and a capped wait for ICE gathering.
+//! Building peer connections the same way everywhere: our codec set, the interceptors the
+//! connection's direction needs (see [`Direction`]) plus the [`RtcpTap`], an explicit bind
+//! address, and a capped wait for ICE gathering.
 //!
 //! Why no NACK responder: it answers from a per-connection send buffer and swallows what it
 //! cannot answer. A child's NACK goes to the application instead (the tap), which answers from
@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
+use rtc::interceptor::{
+    NackGeneratorBuilder, ReceiverReportBuilder, Registry, SenderReportBuilder, Slot,
+};
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceServer};
@@ -32,6 +34,21 @@ use crate::rtcp_tap::{LinkCounters, RtcpTap};
 /// How long an answer or offer waits for ICE gathering before it goes out with what it has
 /// (pitfall 8). Host candidates on an explicit address gather in milliseconds.
 pub const GATHER_CAP: Duration = Duration::from_secs(2);
+
+/// Which way media flows on a connection: it decides the interceptor chain. Every interceptor
+/// costs on every packet and every pass of the connection's event loop (its `poll_timeout` and
+/// queues are visited each time), and a relay runs one chain per child, so a chain carries
+/// only what works in its direction (measured in `docs/media.md`, Benchmark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// We receive (from a parent or a WHIP publisher): NACK generator, receiver reports, TWCC
+    /// receiver (a browser publisher adapts its bitrate to TWCC feedback), the tap.
+    Receive,
+    /// We send (a child leg): sender reports and the tap, which hands NACKs and keyframe
+    /// requests to the leg. A NACK generator, receiver reports and a TWCC receiver have no
+    /// incoming RTP to work on here, but would still tick and be visited per packet.
+    Send,
+}
 
 /// Errors while setting up a peer connection.
 #[derive(Debug, thiserror::Error)]
@@ -108,10 +125,17 @@ impl PeerFactory {
         self
     }
 
-    /// A new peer connection whose RTCP feedback is counted into `counters`.
-    pub async fn build(&self, counters: Arc<LinkCounters>) -> Result<Peer, PeerError> {
+    /// A new peer connection for media flowing in `direction`, whose RTCP feedback is counted
+    /// into `counters`.
+    pub async fn build(
+        &self,
+        counters: Arc<LinkCounters>,
+        direction: Direction,
+    ) -> Result<Peer, PeerError> {
         let Some(range) = self.ice.udp_ports else {
-            return self.build_on(counters, SocketAddr::new(self.ip, 0)).await;
+            return self
+                .build_on(counters, direction, SocketAddr::new(self.ip, 0))
+                .await;
         };
         // One port per connection (see `ice`): the next one a probe can bind. Another process
         // may take it between the probe and webrtc's bind; then the build fails and we move on.
@@ -121,7 +145,7 @@ impl PeerFactory {
             if std::net::UdpSocket::bind(addr).is_err() {
                 continue;
             }
-            match self.build_on(counters.clone(), addr).await {
+            match self.build_on(counters.clone(), direction, addr).await {
                 Ok(peer) => return Ok(peer),
                 Err(e) => tracing::debug!(%addr, error = %e, "UDP port taken; trying the next"),
             }
@@ -132,17 +156,25 @@ impl PeerFactory {
     async fn build_on(
         &self,
         counters: Arc<LinkCounters>,
+        direction: Direction,
         udp: SocketAddr,
     ) -> Result<Peer, PeerError> {
         let mut engine = MediaEngine::default();
         register_codecs(&mut engine, self.payload_types)?;
-        // `register_default_interceptors` without `configure_nack`: our codecs announce
-        // `nack` and `nack pli` themselves (codec.rs); the generator stays, the responder not.
-        let registry =
-            Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
         configure_simulcast_extension_headers(&mut engine)?;
-        let registry = configure_twcc_receiver_only(registry, &mut engine)?;
-        let registry = configure_rtcp_reports(registry);
+        // Never webrtc's NACK responder: our codecs announce `nack` and `nack pli` themselves
+        // (codec.rs) and the child leg answers from the track's cache (module docs).
+        let registry = match direction {
+            Direction::Receive => {
+                let registry = Registry::new()
+                    .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+                    .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+                configure_twcc_receiver_only(registry, &mut engine)?
+            }
+            Direction::Send => {
+                Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build())
+            }
+        };
         // Application-most, so every interceptor has seen the RTCP before we narrow it.
         let registry = registry.with(Slot::from(14_000), RtcpTap::new(counters));
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
@@ -266,7 +298,7 @@ mod tests {
     /// The local SDP of a fresh recvonly peer from `factory`, candidates included.
     async fn local_sdp(factory: &PeerFactory) -> String {
         let mut peer = factory
-            .build(Arc::new(LinkCounters::default()))
+            .build(Arc::new(LinkCounters::default()), Direction::Receive)
             .await
             .expect("peer");
         peer.pc

@@ -44,6 +44,8 @@ pub struct LinkCounters {
     pub firs: AtomicU64,
     /// NACKed packets resent from the node's packet cache (child leg).
     pub retransmitted: AtomicU64,
+    /// Of those, packets of the audio track (Opus NACK, negotiated between treecast nodes).
+    pub retransmitted_audio: AtomicU64,
     /// NACKed packets the cache did not hold (child leg); those still of the current source
     /// are NACKed upstream.
     pub nack_misses: AtomicU64,
@@ -74,6 +76,7 @@ impl LinkCounters {
         add(&self.plis, &other.plis);
         add(&self.firs, &other.firs);
         add(&self.retransmitted, &other.retransmitted);
+        add(&self.retransmitted_audio, &other.retransmitted_audio);
         add(&self.nack_misses, &other.nack_misses);
         add(&self.nacks_forwarded, &other.nacks_forwarded);
         add(&self.resends_refused, &other.resends_refused);

@@ -7,7 +7,9 @@
 //!
 //! Instead of `--rtp-in ADDR --rtp-codec C`, the SDP file the sender wrote (ffmpeg
 //! `-sdp_file`) can say it all (`--rtp-in-sdp FILE`, [`source_from_sdp_file`]): codec, payload
-//! type and address of each stream; packets with another payload type are then dropped.
+//! type and address of each stream; packets with another payload type are then dropped. The
+//! video section's `a=fmtp` (H.264 profile, parameter sets) becomes the track's and so what
+//! children are told (`child.rs`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -80,13 +82,14 @@ pub fn source_from_sdp_file(path: &Path) -> Result<Source, SdpFileError> {
         error,
     })?;
     let video = session.video.ok_or(SdpFileError::NoVideo(name))?;
-    let addr = |s: rtp_sdp::RtpStream| SocketAddr::new(s.addr, s.port);
+    let addr = |s: &rtp_sdp::RtpStream| SocketAddr::new(s.addr, s.port);
     Ok(Source::Rtp {
-        video: addr(video),
+        video: addr(&video),
         codec: video.codec,
-        audio: session.audio.map(addr),
+        audio: session.audio.as_ref().map(addr),
         video_pt: Some(video.payload_type),
-        audio_pt: session.audio.map(|a| a.payload_type),
+        audio_pt: session.audio.as_ref().map(|a| a.payload_type),
+        video_fmtp: video.fmtp,
     })
 }
 

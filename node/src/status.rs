@@ -53,6 +53,9 @@ pub struct TrackStatus {
     pub kind: MediaKind,
     /// The MIME type.
     pub codec: String,
+    /// The format parameters as this node received them (`a=fmtp`; H.264: profile,
+    /// packetization mode, parameter sets), carried to its children.
+    pub fmtp: String,
 }
 
 /// One child leg.
@@ -94,6 +97,8 @@ pub struct LinkStatus {
     pub firs: u64,
     /// NACKed packets resent from the node's packet cache (child legs).
     pub retransmitted: u64,
+    /// Of those, audio packets.
+    pub retransmitted_audio: u64,
     /// NACKed packets the cache lacked (child legs); NACKed upstream if still current.
     pub nack_misses: u64,
     /// Sequence numbers NACKed to the parent for children's misses (upstream leg).
@@ -117,6 +122,7 @@ impl LinkStatus {
             plis: c.plis.load(Ordering::Relaxed),
             firs: c.firs.load(Ordering::Relaxed),
             retransmitted: c.retransmitted.load(Ordering::Relaxed),
+            retransmitted_audio: c.retransmitted_audio.load(Ordering::Relaxed),
             nack_misses: c.nack_misses.load(Ordering::Relaxed),
             nacks_forwarded: c.nacks_forwarded.load(Ordering::Relaxed),
             resends_refused: c.resends_refused.load(Ordering::Relaxed),
@@ -134,6 +140,7 @@ impl Status {
                     .map(|f| TrackStatus {
                         kind: f.kind(),
                         codec: f.codec.mime().to_owned(),
+                        fmtp: f.rtp_codec.sdp_fmtp_line.clone(),
                     })
                     .collect()
             })

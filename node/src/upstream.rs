@@ -17,7 +17,7 @@ use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 use crate::codec::{Codec, CodecExt, MediaKind};
 use crate::fanout::{Feed, Tracks};
 use crate::node::NodeState;
-use crate::peer::{Peer, PeerError};
+use crate::peer::{Direction, Peer, PeerError};
 use crate::whep_client::{WhepAnswer, WhepError, parent_status, post_offer};
 
 /// At most one keyframe request per this interval goes upstream per track (pitfall 7; LiveKit
@@ -168,7 +168,10 @@ where
     Fut: std::future::Future<Output = Result<String, UpstreamError>>,
 {
     let url = parent;
-    let mut peer = node.factory.build(node.upstream.clone()).await?;
+    let mut peer = node
+        .factory
+        .build(node.upstream.clone(), Direction::Receive)
+        .await?;
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         peer.pc
             .add_transceiver_from_kind(

@@ -6,9 +6,14 @@
 //!   publisher is live, 400 for SDP webrtc cannot answer; 201 with the answer, `Location`
 //!   (the session) and `ETag`.
 //! - PATCH on the session (RFC 9725 section 4.3.1): `application/trickle-ice-sdpfrag` with
-//!   candidates, 204. An ICE restart (`If-Match: "*"`) is not supported: 422, as the RFC
-//!   requires of a session that supports trickle but not restarts (405 would mean no PATCH at
-//!   all). An `If-Match` that is not the session's ETag: 412. The 201 advertises `Accept-Patch`.
+//!   candidates, 204. An ICE restart is not supported: 422, as section 4.3.1 requires of a
+//!   session that supports trickle but not restarts ("it MUST return a 422 Unprocessable
+//!   Content error response for the HTTP PATCH requests that are not supported"; 405 would
+//!   mean no PATCH at all). A restart is a PATCH with `If-Match: "*"` (section 4.3.3), and
+//!   also any fragment whose `a=ice-ufrag` differs from the publisher's (section 4.3.3: such
+//!   a request MUST be considered a restart). The refused restart leaves the session and its
+//!   ICE session as they were, as section 4.3.3 requires. An `If-Match` that is not the
+//!   session's ETag: 412. The 201 advertises `Accept-Patch`.
 //! - DELETE on the session: closes it, 200; unknown session 404.
 //! - PATCH and DELETE need the bearer token as POST does (401), section 4.8.
 //!
@@ -29,6 +34,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use crate::node::NodeState;
+use crate::peer::Direction;
 use crate::upstream::{adopt_tracks, sending_kinds};
 
 /// The WHIP side of a root node.
@@ -50,6 +56,9 @@ enum SessionSlot {
 struct Session {
     id: String,
     etag: String,
+    /// The publisher's ICE username fragment, from its offer: a PATCH with another one is an
+    /// ICE restart.
+    ufrag: Option<String>,
     pc: Option<Arc<dyn PeerConnection>>,
 }
 
@@ -152,6 +161,7 @@ async fn publish(
         *slot = SessionSlot::Live(Session {
             id: id.clone(),
             etag: etag.clone(),
+            ufrag: ice_ufrag(&body).map(str::to_owned),
             pc: None,
         });
     }
@@ -194,7 +204,7 @@ async fn accept(
 ) -> Result<(Arc<dyn PeerConnection>, String), String> {
     let mut peer = node
         .factory
-        .build(node.upstream.clone())
+        .build(node.upstream.clone(), Direction::Receive)
         .await
         .map_err(|e| e.to_string())?;
     let negotiated = async {
@@ -283,6 +293,17 @@ async fn trickle(
             "expected Content-Type: application/trickle-ice-sdpfrag",
         );
     }
+    if let Some(ufrag) = ice_ufrag(&body)
+        && live
+            .ufrag
+            .as_deref()
+            .is_some_and(|current| current != ufrag)
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a new ice-ufrag is an ICE restart, which is not supported; trickle candidates are",
+        );
+    }
     let Some(pc) = live.pc else {
         return error(StatusCode::CONFLICT, "the session is still being set up");
     };
@@ -304,6 +325,13 @@ async fn trickle(
         }
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The first `a=ice-ufrag` value of an SDP or SDP fragment.
+fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
 }
 
 async fn unpublish(

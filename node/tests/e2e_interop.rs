@@ -456,7 +456,9 @@ fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
 /// RFC 9725 status codes on the WHIP endpoint and the session resource, with a real publisher
 /// (aiortc) holding the session: section 4.2 (POST: 201 + Location), 4.3.1 (PATCH: 204 for
 /// trickle; 412 on a stale ETag; 422 for an ICE restart, as a session that supports trickle
-/// but not restarts must answer), 4.5 (DELETE: 200), 4.8 (401 without the bearer token).
+/// but not restarts must answer), 4.3.3 (a restart is `If-Match: "*"` or a new ice-ufrag; a
+/// refused one leaves the session running), 4.5 (DELETE: 200), 4.8 (401 without the bearer
+/// token).
 #[test]
 fn whip_answers_with_the_status_codes_of_rfc_9725() {
     if Script::python().is_none() {
@@ -525,6 +527,8 @@ fn whip_answers_with_the_status_codes_of_rfc_9725() {
         .next()
         .unwrap()
         .to_owned();
+    let ufrag =
+        publisher.expect_line("ufrag ", Duration::from_secs(20))["ufrag ".len()..].to_owned();
     let line = publisher.expect_line("publishing ", Duration::from_secs(20));
     let session = line["publishing ".len()..].trim().to_owned();
     let path = &session[session.find("/whip/").unwrap()..];
@@ -541,9 +545,52 @@ fn whip_answers_with_the_status_codes_of_rfc_9725() {
     assert_eq!(patch(path, &[auth, sdp]).0, 415, "PATCH with another type");
     let (code, body) = patch(path, &[auth, frag, ("If-Match", "*")]);
     assert_eq!(code, 422, "ICE restart is not supported: {body}");
+    // A real restart request (RFC 9725 section 4.3.3): new ice-ufrag and ice-pwd and new
+    // candidates, If-Match "*". Refused with 422 (section 4.3.1); and a new ufrag with the
+    // session's ETag is a restart too. The session and its ICE session stay as they were.
+    let restart = b"a=ice-ufrag:N3wU\r\na=ice-pwd:n3wpassw0rdn3wpassw0rd00\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n";
+    let (code, body) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", "*")],
+        restart,
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("restart"), "{body}");
+    let (code, body) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", &etag)],
+        restart,
+    );
+    assert_eq!(code, 422, "a new ufrag is a restart: {body}");
+    let same =
+        format!("a=ice-ufrag:{ufrag}\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n");
+    let (code, body) = support::http(
+        addr,
+        "PATCH",
+        path,
+        &[auth, frag, ("If-Match", &etag)],
+        same.as_bytes(),
+    );
+    assert_eq!(code, 204, "trickle in the current ICE session: {body}");
     assert_eq!(patch(path, &[auth, frag, ("If-Match", "\"stale\"")]).0, 412);
     let (code, body) = patch(path, &[auth, frag, ("If-Match", &etag)]);
     assert_eq!(code, 204, "trickle with the session's ETag: {body}");
+    // The refused restarts ended nothing (section 4.3.3): the publisher's media still flows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while root.status()["receiving"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "the root stopped receiving: {}",
+            root.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(patch("/whip/demo/nosuchsession", &[auth, frag]).0, 404);
 
     let delete =
@@ -656,6 +703,84 @@ fn ffmpeg_writes_an_sdp_file_and_the_root_takes_codec_payload_types_and_ports_fr
     let s = root.status();
     assert_eq!(s["tracks"][0]["codec"], "video/H264", "{s}");
     assert_eq!(s["tracks"][1]["codec"], "audio/opus", "{s}");
+
+    // H.264 fmtp carried over: the file's profile-level-id, packetization-mode and parameter
+    // sets reach the relay (the root's answer carried them; the relay's track is what it was
+    // told), and the relay's answer to a new child names them on the one payload type whose
+    // profile matches among those the child offered.
+    let text = std::fs::read_to_string(&sdp).unwrap();
+    let file_fmtp = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=fmtp:96 "))
+        .expect("ffmpeg writes an fmtp line for H.264");
+    let params = |fmtp: &str| -> Vec<String> {
+        let mut p: Vec<String> = fmtp
+            .split(';')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        p.sort();
+        p
+    };
+    let wanted = params(file_fmtp);
+    for key in [
+        "profile-level-id=",
+        "packetization-mode=1",
+        "sprop-parameter-sets=",
+    ] {
+        assert!(wanted.iter().any(|p| p.starts_with(key)), "{file_fmtp}");
+    }
+    assert_eq!(
+        params(s["tracks"][0]["fmtp"].as_str().unwrap()),
+        wanted,
+        "{s}"
+    );
+    let r = relay.status();
+    assert_eq!(
+        params(r["tracks"][0]["fmtp"].as_str().unwrap()),
+        wanted,
+        "{r}"
+    );
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96 100 102 104 106\r\nc=IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+        a=fingerprint:sha-256 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99\r\n\
+        a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n\
+        a=rtpmap:96 VP8/90000\r\n\
+        a=rtpmap:100 H264/90000\r\na=rtcp-fb:100 nack\r\n\
+        a=fmtp:100 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f\r\n\
+        a=rtpmap:102 H264/90000\r\n\
+        a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+        a=rtpmap:104 H264/90000\r\na=rtcp-fb:104 nack\r\na=rtcp-fb:104 nack pli\r\n\
+        a=fmtp:104 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+        a=rtpmap:106 H264/90000\r\n\
+        a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n";
+    let (code, answer) = support::http(
+        relay.http.unwrap(),
+        "POST",
+        "/whep/demo",
+        &[("Content-Type", "application/sdp")],
+        offer.as_bytes(),
+    );
+    assert_eq!(code, 201, "{answer}");
+    let lines: Vec<&str> = answer.lines().collect();
+    assert!(
+        lines.contains(&"m=video 9 UDP/TLS/RTP/SAVPF 104"),
+        "only the constrained-baseline, mode-1 payload type: {answer}"
+    );
+    let answered = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("a=fmtp:104 "))
+        .unwrap_or_else(|| panic!("no fmtp for 104: {answer}"));
+    assert_eq!(params(answered), wanted, "{answer}");
+    assert!(lines.contains(&"a=rtcp-fb:104 nack pli"), "{answer}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("a=rtpmap:96") || l.starts_with("a=fmtp:102")),
+        "{answer}"
+    );
+
     let recorded = support::annexb_access_units(&video_out);
     assert_eq!(recorded.len(), 90);
     support::assert_contiguous_run(&support::annexb_access_units(&video), &recorded);

@@ -233,7 +233,10 @@ fn the_answer_carries_the_nat_ip_and_a_port_of_the_range() {
             treecast_node::codec::PayloadTypes::Viewer,
         );
         let counters = std::sync::Arc::new(treecast_node::rtcp_tap::LinkCounters::default());
-        let mut peer = factory.build(counters).await.unwrap();
+        let mut peer = factory
+            .build(counters, treecast_node::peer::Direction::Receive)
+            .await
+            .unwrap();
         peer.pc
             .add_transceiver_from_kind(
                 RtpCodecKind::Video,

@@ -8,6 +8,7 @@
 //! - [`rtp`]: parse RTP packets and rewrite them for a downstream leg.
 //! - [`rtcp`]: split compound RTCP, read reports and feedback, build PLI/FIR/NACK.
 //! - [`rtp_sdp`]: the SDP file describing a plain RTP input (ffmpeg `-sdp_file`).
+//! - [`fmtp`]: H.264 profiles from `a=fmtp`, and the answer rewrite that carries a track's fmtp to a child.
 //! - [`keyframe`]: does an RTP payload start a keyframe (VP8, H.264)?
 //! - [`munger`]: sequence/timestamp continuity for children across parent changes.
 //! - [`cache`]: recent packets by sequence number, for answering NACKs.
@@ -21,6 +22,7 @@
 
 pub mod cache;
 pub mod child_queue;
+pub mod fmtp;
 pub mod gop;
 pub mod impairment;
 pub mod keyframe;

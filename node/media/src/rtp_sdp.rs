@@ -12,6 +12,10 @@
 //! a=rtpmap:96 VP8/90000
 //! ```
 //!
+//! A section's `a=fmtp` for its payload type is kept ([`RtpStream::fmtp`], normalised by
+//! [`crate::fmtp::normalise`]): the H.264 profile and `sprop-parameter-sets` a child must hear
+//! about.
+//!
 //! The file is read from disk, but it may come from anywhere: [`parse`] checks every field it
 //! uses and says what is wrong and on which line, never panics, and accepts only what a plain
 //! RTP input can carry (one unencrypted unicast stream per section, one payload type each, at
@@ -25,7 +29,7 @@ use crate::keyframe::Codec;
 pub const MAX_LEN: usize = 64 * 1024;
 
 /// What an SDP file describes for a plain RTP input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtpSession {
     /// The video stream (VP8 or H.264), if any.
     pub video: Option<RtpStream>,
@@ -34,7 +38,7 @@ pub struct RtpSession {
 }
 
 /// One RTP stream: what arrives where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtpStream {
     /// The codec, from `a=rtpmap`.
     pub codec: Codec,
@@ -44,6 +48,8 @@ pub struct RtpStream {
     pub addr: IpAddr,
     /// The port they are sent to (`m=`).
     pub port: u16,
+    /// The format parameters of the payload type (`a=fmtp`), normalised, if given.
+    pub fmtp: Option<String>,
 }
 
 /// Why an SDP file cannot describe a plain RTP input. Line numbers start at 1.
@@ -140,6 +146,8 @@ pub fn parse(text: &str) -> Result<RtpSession, SdpError> {
             (b'a', Some(s)) => {
                 if let Some(map) = value.strip_prefix("rtpmap:") {
                     s.rtpmap(n, map)?;
+                } else if let Some(params) = value.strip_prefix("fmtp:") {
+                    s.fmtp(n, params)?;
                 }
             }
             _ => {}
@@ -176,6 +184,7 @@ pub fn parse(text: &str) -> Result<RtpSession, SdpError> {
             payload_type: s.payload_type,
             addr,
             port: s.port,
+            fmtp: s.fmtp,
         });
     }
     if session.video.is_none() && session.audio.is_none() {
@@ -200,6 +209,7 @@ struct Section {
     payload_type: u8,
     codec: Option<Codec>,
     addr: Option<IpAddr>,
+    fmtp: Option<String>,
 }
 
 impl Section {
@@ -224,6 +234,7 @@ impl Section {
                 payload_type: 0,
                 codec: None,
                 addr: None,
+                fmtp: None,
             });
         }
         let port = match port_field.split_once('/') {
@@ -255,7 +266,25 @@ impl Section {
             payload_type,
             codec: None,
             addr: None,
+            fmtp: None,
         })
+    }
+
+    /// `a=fmtp:<pt> <parameters>`; other payload types' lines are ignored, as for rtpmap.
+    fn fmtp(&mut self, line: usize, params: &str) -> Result<(), SdpError> {
+        if self.kind.is_none() {
+            return Ok(());
+        }
+        let (pt, value) = params
+            .split_once(' ')
+            .ok_or_else(|| bad(line, "a=fmtp", params))?;
+        let pt: u8 = pt.parse().map_err(|_| bad(line, "a=fmtp", params))?;
+        if pt != self.payload_type {
+            return Ok(());
+        }
+        let value = crate::fmtp::normalise(value).ok_or_else(|| bad(line, "a=fmtp", params))?;
+        self.fmtp = Some(value);
+        Ok(())
     }
 
     /// `a=rtpmap:<pt> <encoding>/<clock rate>[/<channels>]`; other payload types' maps are
@@ -354,7 +383,8 @@ mod tests {
                 codec: Codec::Vp8,
                 payload_type: 96,
                 addr: LOCAL,
-                port: 5004
+                port: 5004,
+                fmtp: None,
             })
         );
         assert_eq!(
@@ -363,7 +393,8 @@ mod tests {
                 codec: Codec::Opus,
                 payload_type: 97,
                 addr: LOCAL,
-                port: 5006
+                port: 5006,
+                fmtp: Some("sprop-stereo=1".into()),
             })
         );
     }
@@ -378,10 +409,32 @@ mod tests {
         assert_eq!(v.payload_type, 102);
         assert_eq!(v.addr, "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(v.port, 6000);
+        assert_eq!(
+            v.fmtp.as_deref(),
+            Some("packetization-mode=1;profile-level-id=42e01f")
+        );
         let v6 = "v=0\nc=IN IP6 ::1\nm=video 6000 RTP/AVPF 96\na=rtpmap:96 vp8/90000\n";
         assert_eq!(
             parse(v6).unwrap().video.unwrap().addr,
             "::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    /// What ffmpeg 5.1 writes for `examples/media/test.h264` (`-c:v copy -f rtp ... -sdp_file`):
+    /// the fmtp of the payload type is kept, another payload type's is not.
+    #[test]
+    fn h264_fmtp_is_kept() {
+        let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nt=0 0\r\n\
+                   a=tool:libavformat 59.27.100\r\nm=video 5004 RTP/AVP 96\r\n\
+                   c=IN IP4 127.0.0.1\r\na=fmtp:97 x=1\r\na=rtpmap:96 H264/90000\r\n\
+                   a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z0LAH9kBQfsBEAAAAwAQAAADA8jxgySA,aMuMsg==; profile-level-id=42C01F\r\n";
+        let v = parse(sdp).unwrap().video.unwrap();
+        assert_eq!(v.codec, Codec::H264);
+        assert_eq!(
+            v.fmtp.as_deref(),
+            Some(
+                "packetization-mode=1;sprop-parameter-sets=Z0LAH9kBQfsBEAAAAwAQAAADA8jxgySA,aMuMsg==;profile-level-id=42C01F"
+            )
         );
     }
 
@@ -484,6 +537,18 @@ mod tests {
             (
                 m("m=video 5004 RTP/AVP 96\na=rtpmap:x\n"),
                 bad(4, "a=rtpmap", "x"),
+            ),
+            (
+                m("m=video 5004 RTP/AVP 96\na=fmtp:96\n"),
+                bad(4, "a=fmtp", "96"),
+            ),
+            (
+                m("m=video 5004 RTP/AVP 96\na=fmtp:x y=1\n"),
+                bad(4, "a=fmtp", "x y=1"),
+            ),
+            (
+                m("m=video 5004 RTP/AVP 96\na=fmtp:96 a=1; b c\n"),
+                bad(4, "a=fmtp", "96 a=1; b c"),
             ),
             ("x".repeat(MAX_LEN + 1), SdpError::TooLarge(MAX_LEN + 1)),
         ];

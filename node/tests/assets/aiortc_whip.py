@@ -1,8 +1,8 @@
 """An independent WHIP publisher: aiortc (PyPI) publishes a looped file to a treecast root.
 
 Usage: aiortc_whip.py WHIP_URL TOKEN VIDEO_FILE SECONDS
-Prints "created" with the status and the headers a WHIP client relies on, then
-"publishing" once the answer is applied, publishes for SECONDS, then DELETEs the
+Prints "created" with the status and the headers a WHIP client relies on, "ufrag" with
+its ICE username fragment, then "publishing" once the answer is applied, publishes for SECONDS, then DELETEs the
 session and exits 0; exits non-zero when the server refuses the offer.
 """
 import asyncio
@@ -39,6 +39,12 @@ async def main(url: str, token: str, video: str, seconds: float) -> int:
                 f"etag={h.get('ETag')} accept-patch={h.get('Accept-Patch')}",
                 flush=True,
             )
+        ufrag = next(
+            line.split(":", 1)[1].strip()
+            for line in pc.localDescription.sdp.splitlines()
+            if line.startswith("a=ice-ufrag:")
+        )
+        print(f"ufrag {ufrag}", flush=True)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         print(f"publishing {session}", flush=True)
         await asyncio.sleep(seconds)
