@@ -429,7 +429,8 @@ fn independent_players_play_from_a_relay_on_one_udp_port() {
     ];
     args.extend(one_port);
     let mut relay = Node::spawn("relay", &dir, &args, &[]);
-    let port = relay.expect_line("media udp listening on ");
+    let line = relay.expect_line("media udp listening on ");
+    let port = &line["media udp listening on ".len()..];
     let whep = relay.whep_url("demo");
 
     let viewer = aiortc.then(|| Script::spawn("aiortc_whep.py", &[&whep, "300", "40"]));
