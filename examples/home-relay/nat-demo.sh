@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Proves --nat-ip and --udp-ports behind a real (nftables) NAT, as root: "studio" (the
+# Proves --udp-port and --nat-ip behind a real (nftables) NAT, as root: "studio" (the
 # internet side, the broadcaster) reaches the friend's "router" at its public IP 10.77.0.2;
-# the router forwards TCP 4001, 8081, 8082 and UDP 40000-40019 to the "home" machine
-# 192.168.77.2 and masquerades its outgoing traffic, like a home router with port forwarding.
-# Two relays run at home: one with --nat-ip 10.77.0.2 --udp-ports 40000-40009, one without
-# --nat-ip (--udp-ports 40010-40019). Viewers record 100 frames from each: one with a public
-# address, one behind its own NAT (10.88.0.2 masqueraded by the studio, nothing forwarded in:
-# like most viewers at home). Expected: relay A serves both; relay B serves the public viewer
-# (its own checks open its NAT and ICE finds a peer-reflexive pair) but not the NATed one:
-# it advertises 192.168.77.2, which nobody outside can reach.
+# the router forwards TCP 4001, 8081, 8082 and UDP 40000 and 40010 (one media port per relay)
+# to the "home" machine 192.168.77.2 and masquerades its outgoing traffic, like a home router
+# with port forwarding. Two relays run at home: one with --nat-ip 10.77.0.2 --udp-port 40000,
+# one without --nat-ip (--udp-port 40010). Viewers record 100 frames from each: one with a
+# public address, one behind its own NAT (10.88.0.2 masqueraded by the studio, nothing
+# forwarded in: like most viewers at home). Expected: relay A serves both at once, its parent
+# and both children on its one UDP socket (read with ss while they play); relay B serves the
+# public viewer (its own checks open its NAT and ICE finds a peer-reflexive pair) but not the
+# NATed one: it advertises 192.168.77.2, which nobody outside can reach.
 #
 #   sudo TREECAST=target/debug/treecast examples/home-relay/nat-demo.sh
 set -euo pipefail
@@ -82,7 +83,7 @@ table ip nat {
   chain pre {
     type nat hook prerouting priority -100;
     iifname "tr$id" tcp dport { 4001, 8081, 8082 } dnat to $H
-    iifname "tr$id" udp dport 40000-40019 dnat to $H
+    iifname "tr$id" udp dport { 40000, 40010 } dnat to $H
   }
   chain post {
     type nat hook postrouting priority 100;
@@ -115,13 +116,13 @@ pids+=($!)
 boot=$(wait_line "$work/studio.out" "p2p listening on /ip4/$S/tcp/4001" 20)
 boot=${boot#p2p listening on }
 
-step "home: relay A with --nat-ip $P --udp-ports 40000-40009; relay B without --nat-ip"
+step "home: relay A with --nat-ip $P --udp-port 40000; relay B without --nat-ip (--udp-port 40010)"
 ip netns exec "$home" "$B" relay --stream demo --bootstrap "$boot" --http $H:8081 \
-  --p2p-listen /ip4/$H/tcp/4001 --no-mdns --nat-ip $P --udp-ports 40000-40009 \
+  --p2p-listen /ip4/$H/tcp/4001 --no-mdns --nat-ip $P --udp-port 40000 \
   >"$work/a.out" 2>"$work/a.log" &
 pids+=($!)
 ip netns exec "$home" "$B" relay --stream demo --bootstrap "$boot" --http $H:8082 \
-  --p2p-listen /ip4/$H/tcp/4002 --no-mdns --udp-ports 40010-40019 \
+  --p2p-listen /ip4/$H/tcp/4002 --no-mdns --udp-port 40010 \
   >"$work/b.out" 2>"$work/b.log" &
 pids+=($!)
 wait_line "$work/a.out" "http listening on" 20
@@ -139,14 +140,31 @@ view() {
     --record "$work/$4.ivf" --frames 100 --no-mdns >/dev/null 2>"$work/view-$4.log" || true
   ivf_frames "$work/$4.ivf"
 }
-step "a viewer with a public address ($S) pulls from both relays at $P"
-pa=$(view "$studio" $S 8081 public-a); pb=$(view "$studio" $S 8082 public-b)
-echo "relay A (--nat-ip $P): $pa frames"
-echo "relay B (no --nat-ip):    $pb frames"
-step "a viewer behind its own NAT ($V) pulls from both relays at $P"
-fa=$(view "$viewer" $V 8081 natted-a); fb=$(view "$viewer" $V 8082 natted-b)
-echo "relay A (--nat-ip $P): $fa frames"
-echo "relay B (no --nat-ip):    $fb frames"
-[ "$a" = true ] && [ "$pa" -ge 100 ] && [ "$fa" -ge 100 ] && [ "$fb" -lt 100 ] ||
+step "relay A ($P:8081) serves a public viewer ($S) and one behind its own NAT ($V) at once"
+view "$studio" $S 8081 public-a >"$work/public-a.n" &
+va=$!
+view "$viewer" $V 8081 natted-a >"$work/natted-a.n" &
+vb=$!
+# While both play: the parent and the two children share relay A's one media socket. The OS
+# lists relay A's UDP sockets on its LAN address (found by its WHEP port's owner).
+apid=$(ip netns exec "$home" ss -ltnpH "sport = :8081" | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2)
+conns=0
+for _ in $(seq 150); do
+  conns=$(ip netns exec "$home" curl -s http://$H:8081/api/status | jq -r '.udp_port.connections' || true)
+  [ "$conns" = 3 ] && break
+  sleep 0.1
+done
+udp_a=$(ip netns exec "$home" ss -uanpH | grep "pid=$apid," | awk '{print $4}' | grep "^$H:" | sort -u | xargs)
+echo "relay A: $conns media connections; its UDP sockets on $H: $udp_a"
+wait $va $vb
+pa=$(cat "$work/public-a.n"); fa=$(cat "$work/natted-a.n")
+echo "relay A (--nat-ip $P): public viewer $pa frames, NATed viewer $fa frames"
+step "the same two viewers pull from relay B ($P:8082, no --nat-ip)"
+pb=$(view "$studio" $S 8082 public-b); fb=$(view "$viewer" $V 8082 natted-b)
+echo "relay B (no --nat-ip): public viewer $pb frames, NATed viewer $fb frames"
+curl_a=$(ip netns exec "$home" curl -s http://$H:8081/api/status | jq -c .udp_port || true)
+echo "relay A's port: $curl_a"
+[ "$a" = true ] && [ "$pa" -ge 100 ] && [ "$fa" -ge 100 ] && [ "$fb" -lt 100 ] &&
+  [ "$conns" = 3 ] && [ "$udp_a" = "$H:40000" ] ||
   { echo FAIL; for f in "$work"/*.log; do echo "-- $f"; tail -n 8 "$f"; done; exit 1; }
-echo "PASS: with --nat-ip a relay behind port forwarding serves viewers behind NAT too; without it, not"
+echo "PASS: one forwarded UDP port carries a relay's parent and children; with --nat-ip it serves viewers behind NAT too, without it not"

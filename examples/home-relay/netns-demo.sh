@@ -85,7 +85,7 @@ echo "bootstrap address: $boot"
 
 step "friend: the README's one command"
 cmd=("$B" relay --stream demo --bootstrap "$boot" --upload-mbps 1.5 --http $F:8081
-     --p2p-listen /ip4/$F/tcp/4001 --udp-ports 40000-40009)
+     --p2p-listen /ip4/$F/tcp/4001 --udp-port 40000)
 echo "treecast ${cmd[*]:1}"
 in_friend "${cmd[@]}" >"$work/relay.out" 2>"$work/relay.log" &
 pids+=($!)
@@ -96,6 +96,7 @@ sed -e "s|^bootstrap = .*|bootstrap = [\"$boot\"]|" \
     -e "s|^http = .*|http = \"$F:8082\"|" \
     -e "s|^upload_mbps = .*|upload_mbps = 1.5|" \
     -e "s|^p2p_listen = .*|p2p_listen = [\"/ip4/$F/tcp/4002\"]|" \
+    -e "s|^udp_port = .*|udp_port = 40001|" \
     "$here/relay.toml" >"$work/relay.toml"
 grep -v '^#' "$work/relay.toml" | grep -v '^$'
 in_friend "$B" relay --config "$work/relay.toml" >"$work/relay2.out" 2>"$work/relay2.log" &

@@ -1,10 +1,11 @@
 //! How a node's peer connections reach the outside: STUN/TURN servers, the public IP of a 1:1
 //! NAT, and the UDP ports media may use (the options of a relay at home, docs/operating.md).
 //!
-//! Why a port range and not one port: webrtc 0.21 binds one UDP socket per peer connection
-//! (`PeerConnectionBuilder::with_udp_addrs`) and its UDP mux (`SettingEngine::with_udp_network`)
-//! is still commented out in rtc 0.21.1 (`setting_engine.rs`, "todo"). So each connection
-//! takes the next free port of `--udp-ports MIN-MAX`: forward that range on the router.
+//! Two ways to pin the media ports, for a router's port forwarding: `--udp-port PORT`, one
+//! socket shared by every connection ([`crate::udp_mux`], what a home router wants), or
+//! `--udp-ports MIN-MAX`, one socket per connection, the next free port of the range (webrtc
+//! 0.21's own way: `PeerConnectionBuilder::with_udp_addrs`; kept for TURN, whose allocations
+//! belong to one client port each).
 //!
 //! The NAT IP is applied to the candidates we send (`peer::advertise`): rtc 0.21.1 keeps
 //! `SettingEngine::with_nat_1to1_ips` but nothing reads it.
@@ -22,8 +23,20 @@ pub struct IceConfig {
     /// The public address of a 1:1 NAT (port forwarding): advertised in host candidates
     /// instead of the bind address.
     pub nat_ip: Option<IpAddr>,
-    /// The UDP ports peer connections bind, one port per connection; any free port if `None`.
-    pub udp_ports: Option<PortRange>,
+    /// The UDP ports peer connections use.
+    pub ports: MediaPorts,
+}
+
+/// The UDP ports the media connections use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MediaPorts {
+    /// Each connection its own socket on any free port.
+    #[default]
+    Any,
+    /// Each connection its own socket on the next free port of the range (`--udp-ports`).
+    Range(PortRange),
+    /// Every connection on one shared socket (`--udp-port`; 0 lets the system choose it).
+    Shared(u16),
 }
 
 /// One STUN or TURN server.
@@ -52,7 +65,7 @@ impl fmt::Debug for IceConfig {
         f.debug_struct("IceConfig")
             .field("servers", &self.servers)
             .field("nat_ip", &self.nat_ip)
-            .field("udp_ports", &self.udp_ports)
+            .field("ports", &self.ports)
             .finish()
     }
 }
@@ -72,6 +85,12 @@ pub enum IceError {
     /// The wildcard as NAT IP.
     #[error("--nat-ip must be the router's public address, not {0}")]
     NatIp(IpAddr),
+    /// TURN with one shared port.
+    #[error(
+        "--turn cannot be combined with --udp-port: a TURN allocation belongs to one client \
+         port, so connections sharing a port would share one allocation; use --udp-ports MIN-MAX"
+    )]
+    TurnOnSharedPort,
 }
 
 impl IceConfig {
@@ -82,7 +101,7 @@ impl IceConfig {
         turn_user: Option<&str>,
         turn_password: Option<&str>,
         nat_ip: Option<IpAddr>,
-        udp_ports: Option<PortRange>,
+        ports: MediaPorts,
     ) -> Result<IceConfig, IceError> {
         let mut servers = Vec::new();
         for url in stun {
@@ -113,10 +132,13 @@ impl IceConfig {
         {
             return Err(IceError::NatIp(ip));
         }
+        if !turn.is_empty() && matches!(ports, MediaPorts::Shared(_)) {
+            return Err(IceError::TurnOnSharedPort);
+        }
         Ok(IceConfig {
             servers,
             nat_ip,
-            udp_ports,
+            ports,
         })
     }
 }
@@ -207,21 +229,35 @@ mod tests {
     fn servers_are_checked() {
         let stun = ["stun:stun.example.org:3478".to_owned()];
         let turn = ["turn:turn.example.org:3478".to_owned()];
-        let c = IceConfig::new(&stun, &turn, Some("u"), Some("secret"), None, None).expect("ok");
+        let any_port = MediaPorts::Any;
+        let c =
+            IceConfig::new(&stun, &turn, Some("u"), Some("secret"), None, any_port).expect("ok");
         assert_eq!(c.servers.len(), 2);
         assert!(!format!("{c:?}").contains("secret"));
         assert_eq!(
-            IceConfig::new(&turn, &[], None, None, None, None),
+            IceConfig::new(&turn, &[], None, None, None, any_port),
             Err(IceError::Stun(turn[0].clone()))
         );
         assert_eq!(
-            IceConfig::new(&[], &turn, Some("u"), None, None, None),
+            IceConfig::new(&[], &turn, Some("u"), None, None, any_port),
             Err(IceError::TurnCredentials)
         );
         let any: IpAddr = "0.0.0.0".parse().expect("ip");
         assert_eq!(
-            IceConfig::new(&[], &[], None, None, Some(any), None),
+            IceConfig::new(&[], &[], None, None, Some(any), any_port),
             Err(IceError::NatIp(any))
         );
+        assert_eq!(
+            IceConfig::new(
+                &[],
+                &turn,
+                Some("u"),
+                Some("p"),
+                None,
+                MediaPorts::Shared(40000)
+            ),
+            Err(IceError::TurnOnSharedPort)
+        );
+        assert!(IceConfig::new(&stun, &[], None, None, None, MediaPorts::Shared(40000)).is_ok());
     }
 }

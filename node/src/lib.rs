@@ -11,7 +11,8 @@
 //! bounded ring per track), [`child`] (one downstream leg),
 //! [`record`] (the viewer's files), [`http`] and [`status`] (the API), [`gossip`] (the libp2p
 //! overlay: records and direct messages), [`rtcp_tap`] (feedback
-//! counters and keyframe-request delivery), [`impairment`] (seeded loss for tests).
+//! counters and keyframe-request delivery), [`impairment`] (seeded loss for tests), [`udp_mux`]
+//! (one UDP port shared by every peer connection, `--udp-port`).
 
 pub mod bench;
 pub mod child;
@@ -34,6 +35,7 @@ pub mod rtp_in;
 pub mod source;
 pub mod status;
 pub mod swarm;
+pub mod udp_mux;
 pub mod upstream;
 pub mod whep_client;
 pub mod whip;
@@ -64,6 +66,14 @@ pub enum NodeError {
     #[error("cannot listen on {addr}: {}", bind_advice(reason))]
     Bind {
         /// The address.
+        addr: SocketAddr,
+        /// The error (in the message, so not a `source`).
+        reason: std::io::Error,
+    },
+    /// The shared media port (`--udp-port`) could not be bound.
+    #[error("cannot bind --udp-port {addr}: {}", udp_port_advice(reason))]
+    UdpPort {
+        /// The address (--ice-ip and the port).
         addr: SocketAddr,
         /// The error (in the message, so not a `source`).
         reason: std::io::Error,
@@ -156,6 +166,18 @@ async fn run_node(
         Role::View { .. } => PayloadTypes::Viewer,
         _ => PayloadTypes::Node,
     };
+    let mut factory = PeerFactory::new(config.ice_ip, runtime.clone(), payload_types)
+        .with_ice(config.ice.clone());
+    if let ice::MediaPorts::Shared(port) = config.ice.ports {
+        let addr = SocketAddr::new(config.ice_ip, port);
+        let mux = udp_mux::UdpMux::bind(addr, &runtime)
+            .map_err(|reason| NodeError::UdpPort { addr, reason })?;
+        if !config.quiet {
+            println!("media udp listening on {}", mux.local_addr());
+        }
+        tracing::info!(addr = %mux.local_addr(), "every media connection shares one UDP port");
+        factory = factory.with_mux(Arc::new(mux));
+    }
     let node = Arc::new(
         NodeState::new(
             config.node_id.clone(),
@@ -163,7 +185,7 @@ async fn run_node(
             config.role.name(),
             parent.clone(),
             config.max_children,
-            PeerFactory::new(config.ice_ip, runtime, payload_types).with_ice(config.ice.clone()),
+            factory,
             match &config.role {
                 Role::Broadcast {
                     source: Source::Whip { token },
@@ -439,6 +461,16 @@ fn pull_host(url: &str) -> Option<std::net::IpAddr> {
         return Some(addr.ip());
     }
     authority.parse().ok()
+}
+
+/// What a failed `--udp-port` bind means and what to do.
+fn udp_port_advice(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "the port is already in use (another treecast, or \
+            another program): choose another --udp-port and forward that one"
+            .to_owned(),
+        _ => bind_advice(e),
+    }
 }
 
 /// What a failed bind means and what to do, for the usual causes.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use treecast_node::codec::Codec;
+use treecast_node::ice::MediaPorts;
 use treecast_node::impairment::Impairment;
 use treecast_node::record::Recording;
 use treecast_node::{Config, Role, Source, TreeConfig};
@@ -287,13 +288,18 @@ struct Common {
         hide_env_values = true
     )]
     turn_password: Option<String>,
-    /// Public IP of a 1:1 NAT (the router forwards the media ports to this machine):
-    /// advertised in ICE candidates in place of the --ice-ip address. Use with --udp-ports.
+    /// Public IP of a 1:1 NAT (the router forwards the media port to this machine):
+    /// advertised in ICE candidates in place of the --ice-ip address. Use with --udp-port.
     #[arg(long, value_name = "IP")]
     nat_ip: Option<IpAddr>,
-    /// UDP ports the media connections bind, MIN-MAX (one port per connection: a relay with
-    /// 4 children and a parent needs 5). Default: any free port. webrtc 0.21 has no UDP mux,
-    /// so one single port for all connections is not possible.
+    /// One UDP port for all media: the parent, every child and every WHEP viewer share one
+    /// socket on --ice-ip:PORT, so the router forwards just this port. 0 lets the system pick
+    /// one (logged). Not with --turn (use --udp-ports). Default: one free port per connection.
+    #[arg(long, value_name = "PORT", conflicts_with = "udp_ports")]
+    udp_port: Option<u16>,
+    /// UDP ports the media connections bind, MIN-MAX, one port per connection (a relay with
+    /// 4 children and a parent needs 5). Prefer --udp-port; this is for --turn, whose
+    /// allocations need a port each. Default: any free port.
     #[arg(long, value_name = "MIN-MAX")]
     udp_ports: Option<treecast_node::ice::PortRange>,
     #[command(flatten)]
@@ -528,7 +534,11 @@ fn main() -> anyhow::Result<()> {
             common.turn_user.as_deref(),
             common.turn_password.as_deref(),
             common.nat_ip,
-            common.udp_ports,
+            match (common.udp_port, common.udp_ports) {
+                (Some(port), _) => MediaPorts::Shared(port),
+                (None, Some(range)) => MediaPorts::Range(range),
+                (None, None) => MediaPorts::Any,
+            },
         )?)
         .with_tree(Some(tree))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -28,8 +28,9 @@ use webrtc::peer_connection::{
 use webrtc::runtime::Runtime;
 
 use crate::codec::{PayloadTypes, register_codecs};
-use crate::ice::IceConfig;
+use crate::ice::{IceConfig, MediaPorts};
 use crate::rtcp_tap::{LinkCounters, RtcpTap};
+use crate::udp_mux::{Binding, UdpMux};
 
 /// How long an answer or offer waits for ICE gathering before it goes out with what it has
 /// (pitfall 8). Host candidates on an explicit address gather in milliseconds.
@@ -71,9 +72,11 @@ pub struct PeerFactory {
     runtime: Arc<dyn Runtime>,
     payload_types: PayloadTypes,
     ice: IceConfig,
-    /// Where the next search of `ice.udp_ports` starts, so connections built at the same time
-    /// try different ports.
+    /// Where the next search of a `MediaPorts::Range` starts, so connections built at the
+    /// same time try different ports.
     next_port: Arc<AtomicU32>,
+    /// The shared socket of `MediaPorts::Shared`, bound by the caller (`run`).
+    mux: Option<Arc<UdpMux>>,
 }
 
 impl std::fmt::Debug for PeerFactory {
@@ -81,6 +84,7 @@ impl std::fmt::Debug for PeerFactory {
         f.debug_struct("PeerFactory")
             .field("ip", &self.ip)
             .field("ice", &self.ice)
+            .field("mux", &self.mux)
             .finish()
     }
 }
@@ -94,8 +98,12 @@ pub struct Peer {
     /// Remote tracks as they start (upstream legs only).
     pub tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
     gathered: watch::Receiver<bool>,
-    /// (bind address, public address) of a 1:1 NAT, applied to the candidates we send.
-    nat: Option<(IpAddr, IpAddr)>,
+    /// The address host candidates are gathered on.
+    bind: IpAddr,
+    /// The public address of a 1:1 NAT, put into the candidates we send.
+    nat_ip: Option<IpAddr>,
+    /// The shared port this connection uses, if any.
+    mux: Option<Binding>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -116,7 +124,19 @@ impl PeerFactory {
             payload_types,
             ice: IceConfig::default(),
             next_port: Arc::new(AtomicU32::new(0)),
+            mux: None,
         }
+    }
+
+    /// Puts every connection on `mux` (`MediaPorts::Shared`).
+    pub fn with_mux(mut self, mux: Arc<UdpMux>) -> Self {
+        self.mux = Some(mux);
+        self
+    }
+
+    /// The shared port, if connections use one.
+    pub fn mux(&self) -> Option<&Arc<UdpMux>> {
+        self.mux.as_ref()
     }
 
     /// Uses these STUN/TURN servers, NAT IP and UDP ports for every connection.
@@ -132,9 +152,23 @@ impl PeerFactory {
         counters: Arc<LinkCounters>,
         direction: Direction,
     ) -> Result<Peer, PeerError> {
-        let Some(range) = self.ice.udp_ports else {
+        if let Some(mux) = &self.mux {
+            // webrtc binds a placeholder on `ip:0`, which the mux's runtime replaces.
+            let (runtime, binding) = mux.runtime(self.runtime.clone());
+            let mut peer = self
+                .build_on(counters, direction, SocketAddr::new(self.ip, 0), runtime)
+                .await?;
+            peer.mux = Some(binding);
+            return Ok(peer);
+        }
+        let MediaPorts::Range(range) = self.ice.ports else {
             return self
-                .build_on(counters, direction, SocketAddr::new(self.ip, 0))
+                .build_on(
+                    counters,
+                    direction,
+                    SocketAddr::new(self.ip, 0),
+                    self.runtime.clone(),
+                )
                 .await;
         };
         // One port per connection (see `ice`): the next one a probe can bind. Another process
@@ -145,7 +179,10 @@ impl PeerFactory {
             if std::net::UdpSocket::bind(addr).is_err() {
                 continue;
             }
-            match self.build_on(counters.clone(), direction, addr).await {
+            match self
+                .build_on(counters.clone(), direction, addr, self.runtime.clone())
+                .await
+            {
                 Ok(peer) => return Ok(peer),
                 Err(e) => tracing::debug!(%addr, error = %e, "UDP port taken; trying the next"),
             }
@@ -158,6 +195,7 @@ impl PeerFactory {
         counters: Arc<LinkCounters>,
         direction: Direction,
         udp: SocketAddr,
+        runtime: Arc<dyn Runtime>,
     ) -> Result<Peer, PeerError> {
         let mut engine = MediaEngine::default();
         register_codecs(&mut engine, self.payload_types)?;
@@ -205,7 +243,7 @@ impl PeerFactory {
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
-            .with_runtime(self.runtime.clone())
+            .with_runtime(runtime)
             .with_udp_addrs(vec![udp])
             .build()
             .await?;
@@ -214,7 +252,9 @@ impl PeerFactory {
             state,
             tracks,
             gathered,
-            nat: self.ice.nat_ip.map(|public| (self.ip, public)),
+            bind: self.ip,
+            nat_ip: self.ice.nat_ip,
+            mux: None,
         })
     }
 }
@@ -231,21 +271,34 @@ impl Peer {
             .await
             .map(|d| d.sdp)
             .ok_or(PeerError::NoLocalDescription)?;
-        Ok(match self.nat {
-            Some((bind, public)) => advertise(&sdp, bind, public),
-            None => sdp,
+        if let Some(mux) = &self.mux {
+            // Before the SDP leaves: the remote's first check must find its connection.
+            for ufrag in sdp
+                .lines()
+                .filter_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+            {
+                mux.set_ufrag(ufrag);
+            }
+        }
+        let port = self.mux.as_ref().map(Binding::port);
+        Ok(if self.nat_ip.is_some() || port.is_some() {
+            advertise(&sdp, self.bind, self.nat_ip, port)
+        } else {
+            sdp
         })
     }
 }
 
-/// `sdp` with every host candidate on `bind` moved to `public` (same port): the 1:1 NAT of
-/// `--nat-ip`. Done here because webrtc 0.21.1 stores `SettingEngine::with_nat_1to1_ips` but
+/// `sdp` with every host candidate on `bind` moved to `public` (the 1:1 NAT of `--nat-ip`)
+/// and to `port` (the shared port of `--udp-port`, in place of the placeholder the ICE agent
+/// knows). Done here because webrtc 0.21.1 stores `SettingEngine::with_nat_1to1_ips` but
 /// never reads it (no use in webrtc, rtc or rtc-ice 0.21.1). ICE still works: the peer's
 /// checks arrive, translated by the router, at the bound socket, and our agent answers them
 /// there (RFC 8445 section 7.3: a response goes to where the request came from).
-fn advertise(sdp: &str, bind: IpAddr, public: IpAddr) -> String {
+fn advertise(sdp: &str, bind: IpAddr, public: Option<IpAddr>, port: Option<u16>) -> String {
     let bind = bind.to_string();
-    let public = public.to_string();
+    let public = public.map(|p| p.to_string());
+    let port = port.map(|p| p.to_string());
     let mut out = String::with_capacity(sdp.len() + 16);
     for line in sdp.split_inclusive('\n') {
         let is_host = line.starts_with("a=candidate:") && line.contains(" typ host");
@@ -253,7 +306,14 @@ fn advertise(sdp: &str, bind: IpAddr, public: IpAddr) -> String {
         if is_host && fields.get(4) == Some(&bind.as_str()) {
             // foundation component transport priority ADDRESS port typ host ...
             let mut fields = fields;
-            fields[4] = &public;
+            if let Some(public) = &public {
+                fields[4] = public;
+            }
+            if let Some(port) = &port
+                && fields.len() > 5
+            {
+                fields[5] = port;
+            }
             out.push_str(&fields.join(" "));
         } else {
             out.push_str(line);
@@ -336,13 +396,31 @@ mod tests {
         let out = advertise(
             sdp,
             "10.0.0.5".parse().expect("ip"),
-            "203.0.113.9".parse().expect("ip"),
+            Some("203.0.113.9".parse().expect("ip")),
+            None,
         );
         assert_eq!(
             out,
             "v=0\r\na=candidate:1 1 udp 2130706431 203.0.113.9 40000 typ host\r\n\
              a=candidate:2 1 udp 2130706431 10.0.0.6 40001 typ host\r\n\
              a=candidate:3 1 udp 1694498815 198.51.100.1 5000 typ srflx raddr 10.0.0.5 rport 40000\r\n"
+        );
+    }
+
+    #[test]
+    fn advertise_puts_the_shared_port_into_host_candidates() {
+        let sdp = "a=candidate:1 1 udp 2130706431 10.0.0.5 53211 typ host\r\n\
+                   a=candidate:3 1 udp 1694498815 198.51.100.1 40000 typ srflx raddr 10.0.0.5 rport 53211\r\n";
+        let bind = "10.0.0.5".parse().expect("ip");
+        assert_eq!(
+            advertise(sdp, bind, None, Some(40000)),
+            "a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
+             a=candidate:3 1 udp 1694498815 198.51.100.1 40000 typ srflx raddr 10.0.0.5 rport 53211\r\n"
+        );
+        let public = Some("203.0.113.9".parse().expect("ip"));
+        assert!(
+            advertise(sdp, bind, public, Some(40000))
+                .starts_with("a=candidate:1 1 udp 2130706431 203.0.113.9 40000 typ host\r\n")
         );
     }
 
@@ -366,7 +444,7 @@ mod tests {
         };
         let ice = IceConfig {
             nat_ip: Some("203.0.113.9".parse().expect("ip")),
-            udp_ports: Some(range),
+            ports: MediaPorts::Range(range),
             ..IceConfig::default()
         };
         let nat = PeerFactory::new(localhost, runtime, PayloadTypes::Node).with_ice(ice);
@@ -393,7 +471,7 @@ mod tests {
             .await
             .expect("bind");
         let url = format!("stun:{}", stun.local_addr().expect("addr"));
-        let ice = IceConfig::new(&[url], &[], None, None, None, None).expect("valid");
+        let ice = IceConfig::new(&[url], &[], None, None, None, MediaPorts::Any).expect("valid");
         let runtime = webrtc::runtime::default_runtime().expect("tokio runtime");
         let factory = PeerFactory::new(
             "127.0.0.1".parse().expect("ip"),

@@ -9,6 +9,7 @@ use crate::codec::{CodecExt, MediaKind};
 use crate::config::{NodeId, RoleName, StreamId};
 use crate::node::NodeState;
 use crate::rtcp_tap::LinkCounters;
+use crate::udp_mux::UdpMux;
 
 /// A node's status.
 #[derive(Debug, Serialize)]
@@ -34,6 +35,42 @@ pub struct Status {
     pub children: Vec<ChildStatus>,
     /// Totals of the children that have left.
     pub departed_children: DepartedStatus,
+    /// The shared media port of `--udp-port`; null without it.
+    pub udp_port: Option<UdpPortStatus>,
+}
+
+/// The shared media port (`--udp-port`) and what it dropped.
+#[derive(Debug, Serialize)]
+pub struct UdpPortStatus {
+    /// The bound port.
+    pub port: u16,
+    /// Peer connections using it now.
+    pub connections: usize,
+    /// Datagrams received and handed to a connection.
+    pub delivered: u64,
+    /// STUN checks for a ufrag no connection has (dropped).
+    pub unknown_ufrag: u64,
+    /// Datagrams from an address no connection owns (dropped).
+    pub unknown_source: u64,
+    /// Datagrams dropped because a connection's inbox was full.
+    pub inbox_full: u64,
+    /// Sends dropped because the socket was not writable.
+    pub send_dropped: u64,
+}
+
+impl UdpPortStatus {
+    fn of(mux: &UdpMux) -> Self {
+        let c = mux.counters();
+        UdpPortStatus {
+            port: mux.local_addr().port(),
+            connections: mux.connections(),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            unknown_ufrag: c.unknown_ufrag.load(Ordering::Relaxed),
+            unknown_source: c.unknown_source.load(Ordering::Relaxed),
+            inbox_full: c.inbox_full.load(Ordering::Relaxed),
+            send_dropped: c.send_dropped.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Children that have left.
@@ -159,6 +196,7 @@ impl Status {
                 count: node.departed_count(),
                 link: LinkStatus::of(&node.departed),
             },
+            udp_port: node.factory.mux().map(|m| UdpPortStatus::of(m)),
         }
     }
 }

@@ -388,6 +388,82 @@ fn aiortc_publishes_over_whip_and_plays_over_whep_through_a_relay() {
     assert_eq!(s["tracks"][0]["codec"], "video/VP8", "{s}");
 }
 
+/// `--udp-port`: independent players (aiortc and Chromium, whichever is installed) play over
+/// WHEP from a relay whose media all goes through one UDP port, at the same time, and the
+/// relay counts them on that port.
+#[test]
+fn independent_players_play_from_a_relay_on_one_udp_port() {
+    let chromium = Path::new(CHROMIUM).exists();
+    let aiortc = Script::python().is_some();
+    if !chromium || !aiortc {
+        skip("Chromium or the .venv with aiortc missing (run scripts/install-test-deps)");
+        if !chromium && !aiortc {
+            return;
+        }
+    }
+    let dir = tmp_dir("interop-udp-port");
+    let (video, audio) = (media("test.ivf"), media("test.ogg"));
+    let (video, audio) = (video.to_str().unwrap(), audio.to_str().unwrap());
+    let one_port = ["--udp-port", "0"];
+    let mut args = vec![
+        "broadcast",
+        "--stream",
+        "demo",
+        "--video",
+        video,
+        "--audio",
+        audio,
+    ];
+    args.extend(["--http", "127.0.0.1:0"]);
+    args.extend(one_port);
+    let root = Node::spawn("root", &dir, &args, &[]);
+    let pull = root.whep_url("demo");
+    let mut args = vec![
+        "relay",
+        "--stream",
+        "demo",
+        "--pull",
+        &pull,
+        "--http",
+        "127.0.0.1:0",
+    ];
+    args.extend(one_port);
+    let mut relay = Node::spawn("relay", &dir, &args, &[]);
+    let line = relay.expect_line("media udp listening on ");
+    let port = &line["media udp listening on ".len()..];
+    let whep = relay.whep_url("demo");
+
+    let viewer = aiortc.then(|| Script::spawn("aiortc_whep.py", &[&whep, "300", "40"]));
+    let browser = chromium.then(|| Chromium::play(&whep, &dir));
+    // Both players on the relay's port at once (aiortc decodes for 10 s, so it is still there).
+    let players = usize::from(chromium) + usize::from(aiortc);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = relay.status();
+        if s["children"].as_array().map(Vec::len) == Some(players)
+            && s["udp_port"]["connections"] == players + 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "players not on the port: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if let Some(browser) = &browser {
+        let first = browser.wait_decoded(30, Duration::from_secs(20));
+        let later = browser.wait_decoded(
+            field(&first, "framesDecoded=").unwrap() + 60,
+            Duration::from_secs(10),
+        );
+        println!("Chromium via {port}: {later}");
+        assert!(field(&later, "keyFramesDecoded=").unwrap() >= 1, "{later}");
+    }
+    if let Some(viewer) = &viewer {
+        let decoded = viewer.expect_line("decoded ", Duration::from_secs(40));
+        println!("aiortc via {port}: {decoded}");
+        assert!(decoded.ends_with("320x240"), "{decoded}");
+    }
+}
+
 #[test]
 fn ffmpeg_plain_rtp_into_the_root_arrives_byte_identical_through_a_relay() {
     if Command::new("ffmpeg").arg("-version").output().is_err() {

@@ -1,6 +1,6 @@
 //! Runs the home-relay proofs in examples/home-relay against this build: netns-demo.sh (two
 //! network namespaces, a rate-capped link, the README's relay command and relay.toml) and
-//! nat-demo.sh (--nat-ip and --udp-ports behind a real nftables NAT). They need root, `ip
+//! nat-demo.sh (--udp-port and --nat-ip behind a real nftables NAT). They need root, `ip
 //! netns` and a few tools; without them a test says so and passes (CI runs as root).
 
 use std::process::Command;

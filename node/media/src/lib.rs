@@ -19,6 +19,7 @@
 //! - [`gop`]: optional fast start, the packets since the last keyframe for a new child.
 //! - [`impairment`]: seeded loss/delay/jitter/reordering model for tests.
 //! - [`rng`]: the seeded PRNG behind it.
+//! - [`udp_demux`]: which peer connection a datagram on a shared UDP port belongs to.
 
 pub mod cache;
 pub mod child_queue;
@@ -34,3 +35,4 @@ pub mod rng;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtp_sdp;
+pub mod udp_demux;

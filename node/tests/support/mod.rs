@@ -159,6 +159,11 @@ impl Node {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as a crash or a power cut would end it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
