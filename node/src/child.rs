@@ -106,6 +106,7 @@ pub async fn attach(
     feeds: Vec<Arc<Feed>>,
     offer_sdp: String,
     child: Option<String>,
+    fast_start: bool,
 ) -> Result<(Arc<ChildLink>, String), AttachError> {
     let counters = Arc::new(LinkCounters::default());
     let mut peer = node
@@ -194,7 +195,7 @@ pub async fn attach(
             counters: counters.clone(),
             state: peer.state.clone(),
             closed: link.closed.subscribe(),
-            fast_start: node.fast_start,
+            fast_start,
             source: None,
             child: child.clone(),
             returned: None,

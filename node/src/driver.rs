@@ -574,7 +574,7 @@ impl Driver {
         });
     }
 
-    fn on_offer(&mut self, from: NodeId, session: u64, sdp: String) {
+    fn on_offer(&mut self, from: NodeId, session: u64, sdp: String, live: bool) {
         if !self.agent.node().children.contains(from) {
             self.send(
                 from,
@@ -605,9 +605,9 @@ impl Driver {
         );
         tokio::spawn(
             async move {
-                let body = match child::attach(&node, slot, feeds, sdp, Some(from.to_string()))
-                    .await
-                {
+                let fast_start = node.fast_start && !live;
+                let child = Some(from.to_string());
+                let body = match child::attach(&node, slot, feeds, sdp, child, fast_start).await {
                     Ok((link, answer)) => {
                         let _ = internal
                             .send(Internal::LegUp {
@@ -679,7 +679,7 @@ impl Driver {
                 ..
             } if stream == self.stream && to == self.agent.node().id => match body {
                 Body::Tree { msg } => self.handle(Input::Message { from, msg }),
-                Body::Offer { session, sdp } => self.on_offer(from, session, sdp),
+                Body::Offer { session, sdp, live } => self.on_offer(from, session, sdp, live),
                 Body::Answer { session, sdp } => self.answer(session, Ok(sdp)),
                 Body::Refused { session, reason } => self.answer(session, Err(reason)),
                 Body::Probe | Body::Sync | Body::Candidate { .. } => {}
@@ -926,6 +926,13 @@ async fn offer_to_parent(
     sessions: &AtomicU64,
 ) -> Result<Peer, UpstreamError> {
     let label = parent.to_string();
+    // Feeds exist and the old parent still feeds them: a planned switch, so the new path must
+    // be live (see `Body::Offer::live`). A repair (silence) takes the fast-start GOP instead:
+    // it starts at once, and mostly with frames the children have not seen.
+    let live = node.tracks().is_some()
+        && node
+            .silent_for()
+            .is_some_and(|s| s < upstream::SWITCH_SILENCE);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -940,6 +947,7 @@ async fn offer_to_parent(
                     Body::Offer {
                         session,
                         sdp: offer,
+                        live,
                     },
                 )
                 .await;

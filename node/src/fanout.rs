@@ -62,11 +62,10 @@ pub struct Feed {
     /// Lock: replaced when a new upstream session takes over; otherwise only locked for a
     /// `try_send`.
     nacks_upstream: Mutex<Option<mpsc::Sender<u16>>>,
-    /// Hashes of the last [`RECENT_KEYFRAMES`] keyframe starts pushed (video), so a new
-    /// parent's first keyframe can be told apart from one already forwarded (see
-    /// [`Feed::forwarded_keyframe`]). Lock: taken once per keyframe (about once a second)
-    /// by the producer and once per keyframe of a parent being switched to.
-    recent_keyframes: Mutex<VecDeque<u64>>,
+    /// Hash of the latest keyframe start pushed (video), so a new parent's keyframe can be
+    /// told apart from the one we forwarded last (see [`Feed::may_switch_at`]). Only the
+    /// latest: a looped file repeats its keyframes every loop.
+    keyframe_hash: AtomicU64,
     /// RTP timestamp of the last packet pushed, and of the last keyframe start (video): equal
     /// while the feed has forwarded nothing past its latest keyframe.
     last_ts: AtomicU32,
@@ -77,8 +76,8 @@ pub struct Feed {
     origins: Mutex<VecDeque<(u32, String)>>,
 }
 
-/// How many keyframes a feed remembers: a new parent is at most a few GOPs behind.
-const RECENT_KEYFRAMES: usize = 8;
+/// How many source numbers a feed remembers the parent of.
+const MAX_ORIGINS: usize = 8;
 
 impl Feed {
     /// A feed and the receiving end of its keyframe requests. The request channel is small;
@@ -110,7 +109,7 @@ impl Feed {
                 AUDIO_CAPACITY
             })),
             nacks_upstream: Mutex::new(None),
-            recent_keyframes: Mutex::new(VecDeque::with_capacity(RECENT_KEYFRAMES)),
+            keyframe_hash: AtomicU64::new(0),
             last_ts: AtomicU32::new(0),
             keyframe_ts: AtomicU32::new(0),
             origins: Mutex::new(VecDeque::new()),
@@ -134,12 +133,9 @@ impl Feed {
         self.last_ts.store(ts, Ordering::Relaxed);
         if keyframe && self.codec.is_video() {
             self.keyframe_ts.store(ts, Ordering::Relaxed);
+            self.keyframe_hash
+                .store(payload_hash(&packet.payload), Ordering::Relaxed);
             self.keyframes.fetch_add(1, Ordering::Relaxed);
-            let mut recent = lock(&self.recent_keyframes);
-            if recent.len() == RECENT_KEYFRAMES {
-                recent.pop_front();
-            }
-            recent.push_back(payload_hash(&packet.payload));
         }
         let source = self.source.load(Ordering::Relaxed);
         let f = Forwarded {
@@ -160,27 +156,22 @@ impl Feed {
     /// it while the current source still feeds us (make-before-break).
     ///
     /// Every hop forwards payloads untouched, so the same frame from another parent has the
-    /// same bytes. A keyframe we have not forwarded is ahead of (or level with) us: switch.
-    /// Our latest keyframe, with nothing forwarded after it yet, is a new path a little slower
-    /// than the old one: switch, and that one frame is shown twice. An older one, or our latest
-    /// with later frames forwarded, is behind us (or a fast-start replay of its GOP):
-    /// switching there would show old frames again, so wait for its next keyframe.
+    /// same bytes. A keyframe other than the one we forwarded last is taken to be ahead of us
+    /// (the switching child asks for a live start, `Body::Offer::live`, so the new parent
+    /// does not replay older ones): switch. The one we forwarded last, with nothing after it
+    /// yet, is a new path a little slower than the old one: switch, and that one frame is
+    /// shown twice. The one we forwarded last with later frames forwarded too is a path
+    /// behind ours (or a fast-start replay of our GOP): switching there would show those
+    /// frames again, so wait for the next keyframe.
     pub fn may_switch_at(&self, payload: &[u8]) -> bool {
-        let h = payload_hash(payload);
-        let recent = lock(&self.recent_keyframes);
-        match recent.iter().rposition(|&k| k == h) {
-            None => true,
-            Some(i) if i + 1 == recent.len() => {
-                self.last_ts.load(Ordering::Relaxed) == self.keyframe_ts.load(Ordering::Relaxed)
-            }
-            Some(_) => false,
-        }
+        payload_hash(payload) != self.keyframe_hash.load(Ordering::Relaxed)
+            || self.last_ts.load(Ordering::Relaxed) == self.keyframe_ts.load(Ordering::Relaxed)
     }
 
     /// Names the parent the current source comes from.
     pub fn set_origin(&self, origin: &str) {
         let mut origins = lock(&self.origins);
-        if origins.len() == RECENT_KEYFRAMES {
+        if origins.len() == MAX_ORIGINS {
             origins.pop_front();
         }
         origins.push_back((self.source_id(), origin.to_owned()));

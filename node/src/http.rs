@@ -104,7 +104,7 @@ async fn whep_offer(
         return busy("not receiving the stream yet\n", 1);
     };
     let feeds: Vec<_> = tracks.iter().cloned().collect();
-    match child::attach(&node, slot, feeds, body, None).await {
+    match child::attach(&node, slot, feeds, body, None, node.fast_start).await {
         Ok((link, answer)) => {
             let location = format!("/whep/{}/{}", node.stream.as_str(), link.id);
             let mut r = (StatusCode::CREATED, answer).into_response();

@@ -332,6 +332,12 @@ async fn switch_to_track(
         let old_live = node.silent_for().is_some_and(|s| s < SWITCH_SILENCE);
         if old_live && !feed.may_switch_at(&packet.payload) {
             skipped += 1;
+            tracing::debug!(
+                skipped,
+                ts = packet.header.timestamp,
+                seq = packet.header.sequence_number,
+                "new parent's keyframe already forwarded; the old parent still feeds"
+            );
             continue;
         }
         tracing::debug!(skipped, old_live, "switching to the new parent's track");
@@ -350,7 +356,7 @@ async fn switch_to_track(
 
 /// Silence of the current source after which a new parent's track is switched to at its first
 /// keyframe, whatever it shows again (the old parent is gone: repair, not a planned switch).
-const SWITCH_SILENCE: Duration = Duration::from_millis(250);
+pub(crate) const SWITCH_SILENCE: Duration = Duration::from_millis(250);
 
 /// Drains the remote track continuously (pitfall 5) into the feed, as long as the feed's
 /// source is still `source`: once a new parent's track took over (a make-before-break

@@ -148,6 +148,7 @@ fn offer(sdp: &str) -> Body {
     Body::Offer {
         session: 1,
         sdp: sdp.to_owned(),
+        live: false,
     }
 }
 
@@ -324,7 +325,8 @@ async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
         body,
         Body::Offer {
             session: 1,
-            sdp: offer_sdp.clone()
+            sdp: offer_sdp.clone(),
+            live: false,
         }
     );
 

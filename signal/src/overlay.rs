@@ -92,7 +92,7 @@ impl Bridge {
                 ..
             } => match body {
                 Body::Tree { msg } => self.hub.native_message(stream, from, to, msg).await,
-                Body::Offer { session, sdp } => {
+                Body::Offer { session, sdp, .. } => {
                     if self.sessions.len() >= MAX_SESSIONS {
                         self.sessions.clear();
                     }
@@ -160,7 +160,11 @@ impl Bridge {
                     Signal::Offer(sdp) => {
                         let session = self.next_session;
                         self.next_session += 1;
-                        Body::Offer { session, sdp }
+                        Body::Offer {
+                            session,
+                            sdp,
+                            live: false,
+                        }
                     }
                     Signal::Answer(sdp) => Body::Answer {
                         session: self.sessions.get(&(to, from)).copied().unwrap_or(0),

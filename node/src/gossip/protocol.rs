@@ -71,6 +71,11 @@ pub enum Body {
         session: u64,
         /// The SDP offer.
         sdp: String,
+        /// The child plays the stream already (it is switching parents): start it at the next
+        /// keyframe, not with the fast-start GOP, so that its new path is live rather than a
+        /// GOP behind the old one. Absent (false) from older peers and for browsers.
+        #[serde(default)]
+        live: bool,
     },
     /// The parent's answer to offer `session`.
     Answer {
