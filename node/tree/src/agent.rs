@@ -25,8 +25,9 @@
 //! - **Repair**: keeps a [`Repair`] plan computed ahead of time; when told the parent is lost
 //!   ([`Input::ParentLost`], from media silence or a failed connection, or when the parent's
 //!   record expires) it walks that plan, keeping its own children throughout.
-//! - **Promotion**: now and then checks [`plan_promotion`]; asks the weaker node, which
-//!   coordinates the swap by sending every node involved its new place ([`Message::Move`]).
+//! - **Promotion**: now and then moves to a free slot much higher up ([`crate::plan_move`]),
+//!   or else checks [`crate::plan_promotion`] and asks the weaker node, which coordinates the
+//!   swap by sending every node involved its new place ([`Message::Move`]).
 //! - **Gossip**: republishes its own record on change and every `refresh` (jittered), forgets
 //!   nodes silent for `ttl`, and follows its parent's depth.
 
@@ -70,7 +71,8 @@ pub struct AgentConfig {
     pub promotion_margin: u8,
     /// How many levels higher a free slot must be for a node to move there with its subtree.
     pub move_margin: u16,
-    /// Least time between two promotions a node takes part in.
+    /// Least time between two swaps that raise this node (being displaced by a stronger node
+    /// is limited only by a short settling time after each swap).
     pub promotion_interval: Duration,
     /// Least uptime before a node proposes a promotion (its capacity measurement settles).
     pub promotion_min_uptime: Duration,
@@ -83,8 +85,8 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// Defaults: refresh 30 s, ttl 90 s, attach timeout 2 s, replace wait 1 s, promotion margin
-    /// 1 slot, move to a free slot at least 2 levels higher, at most one promotion per node per 30 s after 5 s of uptime, tick 1 s, leave a
-    /// parent after 10 s of poor delivery.
+    /// 1 slot, move to a free slot at least 2 levels higher, rise by a swap at most once per
+    /// 30 s and only after 5 s of uptime, tick 1 s, leave a parent after 10 s of poor delivery.
     pub fn new(node: Node, stream: StreamId) -> Self {
         AgentConfig {
             node,
