@@ -163,3 +163,22 @@ fn message_trees_end_within_one_level_of_the_optimum() {
         );
     }
 }
+
+/// The shipped message-level scenario (1,000 agents under churn and a depth-1 crash) keeps every
+/// invariant and ends within one level of the optimum.
+#[test]
+#[ignore = "release only (about 20 s there): cargo test --release -p treecast-sim -- --ignored"]
+fn the_agents_churn_scenario_ends_within_one_level_of_the_optimum() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/agents-churn.toml");
+    let r = simulate(Scenario::from_file(&path).unwrap());
+    assert_eq!(r.invariant_violations, 0, "{:?}", r.first_violations);
+    assert_eq!(r.settled_violations, 0);
+    assert_eq!(r.crashes, 1);
+    let opt = r.optimal_depth.unwrap();
+    assert!(
+        r.max_depth <= opt + 1,
+        "max depth {} but optimum {opt} (histogram {:?})",
+        r.max_depth,
+        r.depth_histogram
+    );
+}
