@@ -306,11 +306,14 @@ impl<'c> Fast<'c> {
             if !may_swap && !may_move {
                 continue;
             }
-            let swapped = may_swap && self.promote_once(id);
+            // A move first, as the agent does: it makes the tree shallower, a swap only
+            // trades depths.
+            let moved = may_move && self.move_once(id);
+            let swapped = !moved && may_swap && self.promote_once(id);
             if swapped {
                 self.last_promotion.insert(id, self.now);
             }
-            if swapped || (may_move && self.move_once(id)) {
+            if moved || swapped {
                 self.checker
                     .after_step(&self.view, self.now, &mut self.tally);
             }

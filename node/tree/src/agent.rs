@@ -25,8 +25,9 @@
 //! - **Repair**: keeps a [`Repair`] plan computed ahead of time; when told the parent is lost
 //!   ([`Input::ParentLost`], from media silence or a failed connection, or when the parent's
 //!   record expires) it walks that plan, keeping its own children throughout.
-//! - **Promotion**: now and then checks [`plan_promotion`]; asks the weaker node, which
-//!   coordinates the swap by sending every node involved its new place ([`Message::Move`]).
+//! - **Promotion**: now and then moves to a free slot much higher up ([`crate::plan_move`]),
+//!   or else checks [`crate::plan_promotion`] and asks the weaker node, which coordinates the
+//!   swap by sending every node involved its new place ([`Message::Move`]).
 //! - **Gossip**: republishes its own record on change and every `refresh` (jittered), forgets
 //!   nodes silent for `ttl`, and follows its parent's depth.
 
@@ -40,7 +41,7 @@ use crate::id::{NodeId, StreamId, Time};
 use crate::message::{Message, RejectReason};
 use crate::placement::plan_move;
 use crate::placement::{Avoid, place};
-use crate::promotion::{plan_promotion, swap};
+use crate::promotion::{plan_promotion_avoiding, swap};
 use crate::record::{Children, DETACHED, LinkStats, MAX_DEPTH, Node, NodeRecord, Role};
 use crate::repair::{Repair, RepairTarget, plan_repair, plan_shed};
 use crate::view::{Merge, POOR_LOSS_PERMILLE, View};
@@ -70,7 +71,8 @@ pub struct AgentConfig {
     pub promotion_margin: u8,
     /// How many levels higher a free slot must be for a node to move there with its subtree.
     pub move_margin: u16,
-    /// Least time between two promotions a node takes part in.
+    /// Least time between two swaps that raise this node (being displaced by a stronger node
+    /// is limited only by a short settling time after each swap).
     pub promotion_interval: Duration,
     /// Least uptime before a node proposes a promotion (its capacity measurement settles).
     pub promotion_min_uptime: Duration,
@@ -83,8 +85,8 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// Defaults: refresh 30 s, ttl 90 s, attach timeout 2 s, replace wait 1 s, promotion margin
-    /// 1 slot, move to a free slot at least 2 levels higher, at most one promotion per node per 30 s after 5 s of uptime, tick 1 s, leave a
-    /// parent after 10 s of poor delivery.
+    /// 1 slot, move to a free slot at least 2 levels higher, rise by a swap at most once per
+    /// 30 s and only after 5 s of uptime, tick 1 s, leave a parent after 10 s of poor delivery.
     pub fn new(node: Node, stream: StreamId) -> Self {
         AgentConfig {
             node,
@@ -233,9 +235,14 @@ pub struct Agent {
     next_promotion_check: Time,
     lost_children: Vec<NodeId>,
     replacing: Vec<PendingReplace>,
+    /// When this node last rose by a swap it proposed (the rate limit of proposals).
     last_promotion: Option<Time>,
+    /// When this node last took part in a swap, either side.
+    last_swap: Option<Time>,
     /// The node asked to swap with us, and when to stop waiting for its answer.
     swap_target: Option<(NodeId, Time)>,
+    /// Nodes that refused (or did not answer) a swap, and until when not to ask them again.
+    refused: Vec<(NodeId, Time)>,
     dirty: bool,
     poor_since: Option<Time>,
     shunned: Vec<(NodeId, Time)>,
@@ -251,6 +258,9 @@ const CANDIDATES: usize = 8;
 const PLAN_MAX_AGE: Duration = Duration::from_secs(10);
 /// How long a relation may stay one-sided before it is undone (see `Agent::reconcile`).
 const RECONCILE_GRACE: Duration = Duration::from_secs(3);
+/// How long after taking part in a swap a node refuses to take part in another, so that the
+/// records of the first reach the others before a second is planned.
+const SWAP_SETTLE: Duration = Duration::from_secs(5);
 /// How long a node stays away from a parent it left for poor delivery.
 const SHUN_FOR: Duration = Duration::from_secs(300);
 /// How often a node looks for a promotion or a move to a higher free slot (jittered).
@@ -294,7 +304,9 @@ impl Agent {
             lost_children: Vec::new(),
             replacing: Vec::new(),
             last_promotion: None,
+            last_swap: None,
             swap_target: None,
+            refused: Vec::new(),
             dirty: true,
             poor_since: None,
             shunned: Vec::new(),
@@ -419,11 +431,11 @@ impl Agent {
         if self.moving.is_some_and(|(_, deadline)| now >= deadline) {
             self.moving = None; // a late Accept is answered with Detach
         }
-        if self
-            .swap_target
-            .is_some_and(|(_, deadline)| now >= deadline)
+        if let Some((target, deadline)) = self.swap_target
+            && now >= deadline
         {
             self.swap_target = None; // a late Move leaves one-sided relations: reconciled
+            self.refuse(target);
         }
         // Held successor requests whose child did not turn out lost.
         let (due, keep): (Vec<_>, Vec<_>) = self.replacing.iter().partition(|r| now >= r.deadline);
@@ -465,6 +477,31 @@ impl Agent {
     /// counts as lost. Gossip needs a moment to carry the other side's record, hence the grace.
     fn reconcile(&mut self) {
         let now = self.now;
+        let seen = self.note_suspects();
+        for id in seen {
+            let since = self
+                .suspects
+                .iter()
+                .find(|(s, _)| *s == id)
+                .map_or(now, |&(_, t)| t);
+            if now.since(since) < RECONCILE_GRACE {
+                continue;
+            }
+            self.suspects.retain(|(s, _)| *s != id);
+            if self.me.children.contains(id) {
+                self.remove_child(id);
+            } else if self.me.parent == Some(id) {
+                self.on_parent_lost();
+            }
+        }
+    }
+
+    /// Updates `suspects` (the neighbours whose records disagree with ours, and since when)
+    /// and returns them. Run as soon as a neighbour's record arrives, not only on the next
+    /// tick, so that `is_busy` covers a one-sided relation from the moment this node can
+    /// know of it.
+    fn note_suspects(&mut self) -> Vec<NodeId> {
+        let now = self.now;
         let mut seen = Vec::new();
         for c in self.me.children {
             if self
@@ -486,24 +523,12 @@ impl Agent {
             seen.push(p);
         }
         self.suspects.retain(|(id, _)| seen.contains(id));
-        for id in seen {
-            let since = match self.suspects.iter().find(|(s, _)| *s == id) {
-                Some(&(_, t)) => t,
-                None => {
-                    self.suspects.push((id, now));
-                    now
-                }
-            };
-            if now.since(since) < RECONCILE_GRACE {
-                continue;
-            }
-            self.suspects.retain(|(s, _)| *s != id);
-            if self.me.children.contains(id) {
-                self.remove_child(id);
-            } else if self.me.parent == Some(id) {
-                self.on_parent_lost();
+        for &id in &seen {
+            if !self.suspects.iter().any(|(s, _)| *s == id) {
+                self.suspects.push((id, now));
             }
         }
+        seen
     }
 
     fn on_record(&mut self, rec: NodeRecord) {
@@ -527,6 +552,9 @@ impl Agent {
             if near {
                 self.plan_stale = true;
             }
+        }
+        if Some(id) == self.me.parent || self.me.children.contains(id) {
+            self.note_suspects();
         }
         // Follow the parent's depth, once it is attached itself.
         if self.me.parent == Some(id)
@@ -579,6 +607,7 @@ impl Agent {
             Message::SwapReject => {
                 if self.swap_target.is_some_and(|(t, _)| t == from) {
                     self.swap_target = None;
+                    self.refuse(from);
                 }
             }
             Message::Move {
@@ -707,6 +736,16 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Does not ask `id` for a swap again for one promotion interval.
+    fn refuse(&mut self, id: NodeId) {
+        let until = self.now + self.cfg.promotion_interval;
+        self.refused.retain(|&(n, _)| n != id);
+        if self.refused.len() >= 16 {
+            self.refused.remove(0);
+        }
+        self.refused.push((id, until));
     }
 
     fn shun(&mut self, id: NodeId) {
@@ -962,6 +1001,7 @@ impl Agent {
     fn maybe_promote(&mut self) {
         if !matches!(self.state, State::Attached)
             || self.moving.is_some()
+            || self.swap_target.is_some()
             || self.now.since(self.started) < self.cfg.promotion_min_uptime
         {
             return;
@@ -970,29 +1010,47 @@ impl Agent {
         let may_swap = self
             .last_promotion
             .is_none_or(|t| self.now.since(t) >= self.cfg.promotion_interval);
+        // A free slot much higher up comes first: moving there with the whole subtree makes
+        // the tree shallower and sends nobody down, while a swap only trades depths (the
+        // weaker node lands where the stronger one was, so a swap from deep down keeps the
+        // tree as deep as it was). Make-before-break: the current parent is kept until the
+        // new one accepts.
+        if let Some(to) = plan_move(&self.view, self.me.id, self.cfg.move_margin) {
+            self.moving = Some((to.parent, self.now + self.cfg.attach_timeout));
+            self.send(to.parent, Message::Attach { replaces: None });
+            return;
+        }
+        let now = self.now;
+        self.refused.retain(|&(_, until)| until > now);
+        let refused: Vec<NodeId> = self.refused.iter().map(|&(n, _)| n).collect();
         if may_swap
-            && let Some(plan) = plan_promotion(&self.view, self.me.id, self.cfg.promotion_margin)
+            && let Some(plan) =
+                plan_promotion_avoiding(&self.view, self.me.id, self.cfg.promotion_margin, &refused)
             && plan.up == self.me.id
         {
-            self.last_promotion = Some(self.now);
+            // The rate limit counts swaps that happen (see `on_move`), not proposals: many
+            // nodes ask the same weakest node at once, only one wins, and the others should
+            // ask the next weakest at their next check rather than sit out a whole interval.
             self.swap_target = Some((plan.down, self.now + self.cfg.attach_timeout));
             let msg = Message::SwapRequest {
                 parent,
                 children: self.me.children,
             };
             self.send(plan.down, msg);
-        } else if let Some(to) = plan_move(&self.view, self.me.id, self.cfg.move_margin) {
-            // A free slot much higher up: move there with the whole subtree, make-before-break
-            // (the current parent is kept until the new one accepts).
-            self.moving = Some((to.parent, self.now + self.cfg.attach_timeout));
-            self.send(to.parent, Message::Attach { replaces: None });
         }
     }
 
     fn on_swap_request(&mut self, from: NodeId, parent: NodeId, children: Children) {
-        let recently = self
-            .last_promotion
-            .is_some_and(|t| self.now.since(t) < self.cfg.promotion_interval);
+        // A node waiting for the answer to its own proposal takes part in no other swap, nor
+        // in one right after another (the records of the last must spread first, or the
+        // next would be planned on a stale neighbourhood). Being displaced is not rate
+        // limited beyond that: only rising is (one proposal per `promotion_interval`), and
+        // every swap moves capacity strictly upward, so displacing a node again soon is
+        // progress, not thrash. Limiting it too made one swap per weak node per interval
+        // the pace of the whole tree's sorting (docs/tree.md, "Promotion").
+        let settle = SWAP_SETTLE.min(self.cfg.promotion_interval);
+        let recently = self.swap_target.is_some()
+            || self.last_swap.is_some_and(|t| self.now.since(t) < settle);
         // Plan only on facts that agree with what the proposer says of itself right now.
         let fresh = self
             .view
@@ -1018,7 +1076,7 @@ impl Agent {
             self.send(from, Message::SwapReject);
             return;
         };
-        self.last_promotion = Some(self.now);
+        self.last_swap = Some(self.now);
         self.emit(Event::Swapped {
             up: plan.up,
             down: plan.down,
@@ -1081,6 +1139,7 @@ impl Agent {
         if self.swap_target.is_some_and(|(t, _)| t == from) {
             self.swap_target = None;
             self.last_promotion = Some(self.now);
+            self.last_swap = Some(self.now);
         }
         self.apply_move(from_parent, to_parent, remove, add);
     }
@@ -1144,6 +1203,8 @@ impl Agent {
             return;
         }
         self.dirty = false;
+        // Our relations changed: a new one may be one-sided until the other side publishes.
+        self.note_suspects();
         self.me.seq += 1;
         self.me.uptime_s =
             u32::try_from(self.now.since(self.started).as_secs()).unwrap_or(u32::MAX);

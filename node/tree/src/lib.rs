@@ -37,7 +37,7 @@ pub use codec::{DecodeError, MAX_RECORD_BYTES};
 pub use id::{InvalidStreamId, MAX_STREAM_ID_LEN, NodeId, StreamId, Time};
 pub use message::{Message, RejectReason};
 pub use placement::{Avoid, Candidate, MOVE_MARGIN, Placement, place, plan_move};
-pub use promotion::{Link, Placed, Promotion, plan_promotion, swap};
+pub use promotion::{Link, Placed, Promotion, plan_promotion, plan_promotion_avoiding, swap};
 pub use record::{
     Children, DETACHED, LinkStats, MAX_CHILDREN, MAX_DEPTH, Node, NodeRecord, Platform,
     Reachability, RecordError, Role, capacity_for,

@@ -56,6 +56,18 @@ pub struct Promotion {
 
 /// The swap `me` should propose, if any node higher up is weaker by at least `margin`.
 pub fn plan_promotion(view: &View, me: NodeId, margin: u8) -> Option<Promotion> {
+    plan_promotion_avoiding(view, me, margin, &[])
+}
+
+/// [`plan_promotion`], passing over the nodes in `avoid`: they just refused a swap (busy with
+/// another) or did not answer, so asking them again at once is pointless, while the next
+/// weakest may say yes.
+pub fn plan_promotion_avoiding(
+    view: &View,
+    me: NodeId,
+    margin: u8,
+    avoid: &[NodeId],
+) -> Option<Promotion> {
     let up = view.get(me)?;
     // A node whose children report heavy loss has shown it cannot feed what it declares.
     if up.role == Role::Broadcaster || up.slots() == 0 || view.is_struggling(me) {
@@ -73,9 +85,12 @@ pub fn plan_promotion(view: &View, me: NodeId, margin: u8) -> Option<Promotion> 
         }
         // The weakest nodes at this depth by their claims; only an eligible one is verified
         // (its claimed depth must be its real one).
-        for k in view.ranked_at(depth).take(8) {
+        for k in view.ranked_at(depth).take(8 + avoid.len()) {
             if up.capacity < k.capacity.saturating_add(margin.max(1)) {
                 break; // the rest of this level is at least as strong
+            }
+            if avoid.contains(&k.id) {
+                continue;
             }
             let Some(d) = view.get(k.id) else { continue };
             if up.platform > d.platform || view.depth_of(k.id) != Some(depth) {

@@ -558,3 +558,49 @@ fn the_tree_is_settled_whenever_the_network_is_quiet() {
         );
     }
 }
+
+/// Strong nodes that arrive after weak ones rise above them within a few promotion checks,
+/// not one swap per weak node per promotion interval. Found by the simulator: with 1,000
+/// viewers joining at 100/s, 41 nodes of capacity 2 still sat at depth 3 over 72 of capacity
+/// 4 at depth 5, and the tree ended 2 levels above the optimum: every strong node asked the
+/// same weakest node, which swapped once and then refused everyone for 30 s, and each refused
+/// proposer counted its own refused proposal against its rate limit for 30 s too. Now a
+/// refusal costs the proposer nothing but that target (it asks the next weakest at its next
+/// check), and a displaced node may be displaced again once its swap has settled (5 s).
+/// Replay: `treecast-sim --mode messages --viewers 1000 --seed 1 --join-rate 100 --duration 90`.
+#[test]
+fn many_strong_latecomers_rise_above_the_weak_quickly() {
+    for seed in 1..=3 {
+        let mut net = Net::new(seed);
+        // 20 weak nodes fill the top levels (the root's 4 slots, then theirs).
+        for i in 0..20 {
+            net.spawn(NodeId(100 + i), Role::Relay, [1, 2][(i % 2) as usize]);
+            let t = net.now + Duration::from_millis(40);
+            net.run_until(t);
+        }
+        // Then 24 strong ones, all below them.
+        for i in 0..24 {
+            net.spawn(NodeId(200 + i), Role::Relay, 4);
+            let t = net.now + Duration::from_millis(40);
+            net.run_until(t);
+        }
+        // Less than one promotion interval (30 s): the old pace allowed one swap per weak
+        // node in that time, far too few to sort 20 weak nodes.
+        let until = net.now + Duration::from_secs(25);
+        net.run_until(until);
+        let truth = net.truth();
+        truth.check_invariants().unwrap();
+        let depth = |id: u64| truth.depth_of(NodeId(id)).unwrap();
+        // The root's four children and their sixteen are all strong now.
+        let top: Vec<u64> = (0..20)
+            .map(|i| 100 + i)
+            .chain((0..24).map(|i| 200 + i))
+            .filter(|&id| depth(id) <= 2)
+            .collect();
+        let weak_on_top: Vec<u64> = top.iter().copied().filter(|&id| id < 200).collect();
+        assert!(
+            weak_on_top.is_empty(),
+            "seed {seed}: weak nodes {weak_on_top:?} still in the top two levels"
+        );
+    }
+}
