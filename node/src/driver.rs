@@ -773,6 +773,9 @@ impl Driver {
                         .store(stats.bytes_in + stats.bytes_out, Ordering::Relaxed);
                     node.overlay_bytes
                         .store(stats.overlay_in + stats.overlay_out, Ordering::Relaxed);
+                    if let Ok(mut s) = node.overlay_stats.lock() {
+                        *s = stats;
+                    }
                 }
             });
         }

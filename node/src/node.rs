@@ -55,6 +55,8 @@ pub struct NodeState {
     /// All bytes in and out on the overlay's connections, every protocol (updated with
     /// `gossip_bytes`).
     pub overlay_bytes: AtomicU64,
+    /// The overlay's counters as last read (updated with `gossip_bytes`).
+    pub overlay_stats: Mutex<crate::gossip::Stats>,
     /// The overlay's first listen address with `/p2p/PEER-ID`, when the node runs one.
     overlay_addr: Option<String>,
 }
@@ -121,6 +123,7 @@ impl NodeState {
             tree: Mutex::new(TreeInfo::default()),
             gossip_bytes: AtomicU64::new(0),
             overlay_bytes: AtomicU64::new(0),
+            overlay_stats: Mutex::new(crate::gossip::Stats::default()),
             overlay_addr: None,
         }
     }

@@ -313,6 +313,38 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     let overlay_per_node_s =
         per_node_s(all_bytes(&root, &relays, |s| &s.overlay_bytes).saturating_sub(overlay_start));
 
+    let totals = std::iter::once(&root)
+        .chain(relays.iter().filter(|r| !r.dead))
+        .filter_map(|r| r.state.overlay_stats.lock().ok().map(|s| *s))
+        .fold(crate::gossip::Stats::default(), |mut a, s| {
+            a.opened += s.opened;
+            a.pruned += s.pruned;
+            a.published += s.published;
+            a.accepted += s.accepted;
+            a.ignored_stale += s.ignored_stale;
+            a.synced += s.synced;
+            a.messages += s.messages;
+            a.connected += s.connected;
+            a.lookups += s.lookups;
+            a.tended += s.tended;
+            a
+        });
+    eprintln!(
+        "swarm: overlay totals over the live nodes: {} connections opened, {} pruned, {} open now, \
+         {} records published, {} accepted ({} by sync), {} stale, {} direct messages, \
+         {} DHT lookups, {} dials to stay connected",
+        totals.opened,
+        totals.pruned,
+        totals.connected,
+        totals.published,
+        totals.accepted,
+        totals.synced,
+        totals.ignored_stale,
+        totals.messages,
+        totals.lookups,
+        totals.tended
+    );
+
     // The end state, from the root's view.
     let tree = root.state.tree().snapshot;
     let depths: Vec<u64> = tree

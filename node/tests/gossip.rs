@@ -400,12 +400,14 @@ async fn direct_message_with_sdp_round_trips_between_undialled_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_without_a_known_address_is_found_through_the_dht() {
     let mut hub = TestNode::start(None).await;
-    // A does not serve the DHT, so nobody who joins later learns of it and dials it.
+    // A does not serve the DHT and its records carry no address, so nobody who joins later
+    // learns of it and dials it.
     let a = TestNode::launch(
         base()
             .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .bootstrap(hub.addr.to_string().parse().unwrap())
-            .dht_server(false),
+            .dht_server(false)
+            .advertise_addrs(false),
     )
     .await;
     for n in [&hub, &a] {
@@ -427,9 +429,15 @@ async fn a_late_joiner_without_a_known_address_is_found_through_the_dht() {
     // configurable in 0.49); if B were in the hub's table by then, A would connect to B during
     // that query. Outwait it (bounded, with a wide margin for a loaded machine).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // B joins now: A knows B only from B's records, forwarded by the hub, and has no address
-    // for it, so its first dial fails and it asks the DHT.
-    let mut b = TestNode::start(Some(&hub.addr)).await;
+    // B joins now: A knows B only from B's records, forwarded by the hub, which carry no
+    // address (B does not advertise them), so A's first dial fails and it asks the DHT.
+    let mut b = TestNode::launch(
+        base()
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .bootstrap(hub.addr.to_string().parse().unwrap())
+            .advertise_addrs(false),
+    )
+    .await;
     b.client.subscribe(demo()).await.unwrap();
     attach_until_delivered(&a, &b, "v=0\r\n").await;
     let (from, body) = b.next_message().await;
@@ -439,6 +447,18 @@ async fn a_late_joiner_without_a_known_address_is_found_through_the_dht() {
     assert!(
         stats.lookups >= 1,
         "delivered without a DHT lookup: {stats:?}"
+    );
+
+    // C advertises its addresses in its records (the default): A dials it straight away.
+    let mut c = TestNode::start(Some(&hub.addr)).await;
+    c.client.subscribe(demo()).await.unwrap();
+    attach_until_delivered(&a, &c, "v=0\r\n").await;
+    let (from, _) = c.next_message().await;
+    assert_eq!(from, a.client.node_id());
+    let after = a.client.stats().await.unwrap();
+    assert_eq!(
+        after.lookups, stats.lookups,
+        "C was looked up in the DHT though its records carry its addresses"
     );
 }
 
@@ -648,7 +668,7 @@ async fn hostile_records_never_reach_the_driver() {
             stream: demo(),
             node,
         };
-        envelope::seal(&x_key, &record.encode()).unwrap()
+        envelope::seal(&x_key, &record.encode(), &[]).unwrap()
     };
     hostile_publish(&mut x, &demo_topic, own(10, 1)).await;
     let x_task_deadline = deadline;
@@ -669,7 +689,7 @@ async fn hostile_records_never_reach_the_driver() {
         ("replayed same seq, altered", own(10, 99)),
         (
             "forged: the publisher's node id, sealed by the hostile peer",
-            envelope::seal(&x_key, &forged).unwrap(),
+            envelope::seal(&x_key, &forged, &[]).unwrap(),
         ),
         ("oversized", vec![1; 1000]),
         ("malformed", b"TC not a record".to_vec()),

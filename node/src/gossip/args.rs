@@ -34,6 +34,13 @@ pub struct Args {
     /// public address.
     #[arg(long)]
     pub relay_server: bool,
+
+    /// Answer the overlay's DHT queries (Kademlia server mode). The default: only nodes others
+    /// join through serve, i.e. nodes started without --bootstrap and relay servers; every
+    /// other node is a DHT client, which every DHT walk would otherwise dial (in a swarm of
+    /// hundreds, a connection from nearly everyone to every newcomer).
+    #[arg(long)]
+    pub dht_server: bool,
 }
 
 impl Args {
@@ -42,7 +49,8 @@ impl Args {
         let mut b = GossipConfig::builder()
             .mdns(!self.no_mdns)
             .upnp(self.upnp)
-            .relay_server(self.relay_server);
+            .relay_server(self.relay_server)
+            .dht_server(self.dht_server || self.relay_server || self.bootstrap.is_empty());
         for addr in &self.p2p_listen {
             b = b.listen(addr.clone());
         }
@@ -83,6 +91,33 @@ mod tests {
         assert_eq!(c.listen().len(), 1);
         assert_eq!(c.bootstrap().len(), 2);
         assert!(!c.mdns);
+        // A node joining through others is a DHT client unless told otherwise; a first node
+        // (no --bootstrap) serves.
+        assert!(!c.dht_server);
+        let first = Cli::try_parse_from(["treecast"]).expect("valid flags");
+        assert!(
+            first
+                .gossip
+                .config()
+                .build()
+                .expect("valid config")
+                .dht_server
+        );
+        let server = Cli::try_parse_from([
+            "treecast",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/4001",
+            "--dht-server",
+        ])
+        .expect("valid flags");
+        assert!(
+            server
+                .gossip
+                .config()
+                .build()
+                .expect("valid config")
+                .dht_server
+        );
         let err = Cli::try_parse_from(["treecast", "--bootstrap", "nonsense"])
             .expect_err("malformed bootstrap");
         assert!(

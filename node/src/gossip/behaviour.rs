@@ -21,6 +21,11 @@ use super::protocol::{Ack, MAX_SYNC_RECORDS, Request, TREE_PROTOCOL};
 /// The Kademlia protocol of the treecast overlay: a private DHT, not the public IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/treecast/kad/1");
 
+/// gossipsub mesh degree: the target, the low and the high water marks.
+const MESH_N: usize = 4;
+const MESH_N_LOW: usize = 3;
+const MESH_N_HIGH: usize = 8;
+
 /// What `identify` announces as protocol version.
 pub const IDENTIFY_PROTOCOL: &str = "/treecast/1";
 
@@ -146,8 +151,18 @@ impl Behaviour {
         // was a second ed25519 signature per message, verified in its decoder for every copy
         // from every mesh peer, before duplicates are dropped: in a 50-node swarm that was 40%
         // of all CPU. Rejections still count against the peer that forwarded the message.
+        //
+        // A small mesh (4 peers, 3 to 8) and no flood publishing: records are small and rare,
+        // a tree of thousands stays connected through a mesh of degree 4, and every extra
+        // mesh peer is one more copy of every record in and out of every node.
         let gossip_config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(config.heartbeat)
+            .mesh_n(MESH_N)
+            .mesh_n_low(MESH_N_LOW)
+            .mesh_n_high(MESH_N_HIGH)
+            .mesh_outbound_min(1)
+            .gossip_lazy(MESH_N_LOW)
+            .flood_publish(false)
             .validation_mode(ValidationMode::Anonymous)
             .validate_messages()
             .message_id_fn(message_id)
@@ -182,6 +197,10 @@ impl Behaviour {
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config.set_query_timeout(Duration::from_secs(10));
+        // No walk every 5 minutes: the DHT is for finding a peer we have no address of (the
+        // rare direct message to a node we never met), and each walk dials dozens of peers,
+        // each dial a handshake, an identify exchange and a gossipsub subscription.
+        kad_config.set_periodic_bootstrap_interval(None);
         let mut kad =
             kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
         if config.dht_server {

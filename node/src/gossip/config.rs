@@ -30,6 +30,7 @@ pub struct GossipConfig {
     pub(crate) seq_capacity: usize,
     pub(crate) colocation_whitelist: Vec<IpAddr>,
     pub(crate) max_peers: usize,
+    pub(crate) advertise_addrs: bool,
 }
 
 impl GossipConfig {
@@ -48,7 +49,8 @@ impl GossipConfig {
             heartbeat: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             max_request_bytes: 64 * 1024,
-            max_peers: 32,
+            max_peers: 16,
+            advertise_addrs: true,
             publish_retry: Duration::from_millis(250),
             command_capacity: 64,
             event_capacity: 1024,
@@ -137,7 +139,14 @@ impl ConfigBuilder {
         self
     }
 
-    /// How many peers to stay connected to (at least 8; default 32). gossipsub keeps a
+    /// Whether this node's records carry its addresses (default: on), so whoever holds a record
+    /// can dial its author without a DHT walk. Off: peers find it through the DHT.
+    pub fn advertise_addrs(mut self, on: bool) -> Self {
+        self.0.advertise_addrs = on;
+        self
+    }
+
+    /// How many peers to stay connected to (at least 8; default 16). gossipsub keeps a
     /// connection open for as long as its streams are, so without a bound every peer a DHT
     /// walk ever reached stays connected and the overlay becomes a full mesh. Beyond this many,
     /// the event loop closes connections that are not in a gossipsub mesh, not to a protected

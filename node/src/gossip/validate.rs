@@ -26,6 +26,8 @@ pub enum Verdict {
         record: NodeRecord,
         /// The peer that sealed it: its author, or the proxy of a browser.
         signer: PeerId,
+        /// Where the signer says it can be dialled.
+        addrs: Vec<libp2p::Multiaddr>,
     },
     /// Invalid: drop it and penalise the sender.
     Reject(Rejection),
@@ -88,6 +90,10 @@ pub struct Stats {
     pub pruned: u64,
     /// Peers connected now.
     pub connected: u64,
+    /// Connections established so far (each one: a noise handshake).
+    pub opened: u64,
+    /// Dials to known peers to stay connected (see `MIN_PEERS`).
+    pub tended: u64,
     /// Records published (handed to gossipsub).
     pub published: u64,
     /// Records accepted from sync answers (counted in `accepted` too).
@@ -192,7 +198,11 @@ pub(crate) fn validate(stream: Option<&StreamId>, data: &[u8], seqs: &Seqs) -> V
     let Some(stream) = stream else {
         return Verdict::Ignore(Ignored::UnknownTopic);
     };
-    let (signer, bytes) = match envelope::open(data) {
+    let envelope::Opened {
+        signer,
+        record: bytes,
+        addrs,
+    } = match envelope::open(data) {
         Ok(opened) => opened,
         Err(EnvelopeError::TooLarge) => return Verdict::Reject(Rejection::Oversized),
         Err(EnvelopeError::Malformed) => return Verdict::Reject(Rejection::Malformed),
@@ -225,7 +235,11 @@ pub(crate) fn validate(stream: Option<&StreamId>, data: &[u8], seqs: &Seqs) -> V
     {
         return Verdict::Ignore(Ignored::Stale);
     }
-    Verdict::Accept { record, signer }
+    Verdict::Accept {
+        record,
+        signer,
+        addrs,
+    }
 }
 
 #[cfg(test)]
@@ -252,13 +266,14 @@ mod tests {
     }
 
     fn sealed(k: &Keypair, rec: &NodeRecord) -> Vec<u8> {
-        envelope::seal(k, &rec.encode()).expect("ed25519 signs")
+        envelope::seal(k, &rec.encode(), &[]).expect("ed25519 signs")
     }
 
     fn accept(k: &Keypair, rec: &NodeRecord) -> Verdict {
         Verdict::Accept {
             record: rec.clone(),
             signer: k.public().to_peer_id(),
+            addrs: Vec::new(),
         }
     }
 
@@ -302,7 +317,7 @@ mod tests {
             Verdict::Reject(Rejection::Malformed)
         );
         // A valid envelope around bytes that are not a record.
-        let junk = envelope::seal(&p, b"hello").expect("ed25519 signs");
+        let junk = envelope::seal(&p, b"hello", &[]).expect("ed25519 signs");
         assert_eq!(
             validate(Some(&demo), &junk, &seqs),
             Verdict::Reject(Rejection::Malformed)

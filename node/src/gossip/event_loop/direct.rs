@@ -53,11 +53,11 @@ impl EventLoop {
 
     pub(super) fn send_request(&mut self, out: Outbound) {
         self.note_direct(out.peer);
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .tree
-            .send_request(&out.peer, out.request.clone());
+        let id = self.swarm.behaviour_mut().tree.send_request_with_addresses(
+            &out.peer,
+            out.request.clone(),
+            self.addrs.get(&out.peer).cloned().unwrap_or_default(),
+        );
         self.in_flight.insert(id, out);
     }
 

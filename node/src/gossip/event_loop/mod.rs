@@ -60,6 +60,14 @@ pub struct EventLoop {
     seqs: Seqs,
     /// Which peer speaks for a node: the node itself, or the proxy of a browser.
     routes: BoundedMap<NodeId, PeerId>,
+    /// Where peers say they can be dialled, from the envelopes of their records.
+    addrs: BoundedMap<PeerId, Vec<Multiaddr>>,
+    /// Our own addresses, sealed with our records: external ones first, then listen ones.
+    own_addrs: Vec<Multiaddr>,
+    /// Whether to seal them (see `GossipConfig::advertise_addrs`).
+    advertise_addrs: bool,
+    /// Rounds of `tend`, to vary its picks.
+    tend_round: u64,
     /// Records not yet published for lack of subscribers, newest per (stream, node).
     queued: BTreeMap<(StreamId, NodeId), NodeRecord>,
     publish_retry: Duration,
@@ -153,6 +161,10 @@ impl EventLoop {
             streams: HashMap::new(),
             seqs: Seqs::new(config.seq_capacity),
             routes: BoundedMap::new(MAX_ROUTES),
+            addrs: BoundedMap::new(MAX_ROUTES),
+            own_addrs: Vec::new(),
+            advertise_addrs: config.advertise_addrs,
+            tend_round: 0,
             queued: BTreeMap::new(),
             publish_retry: config.publish_retry,
             in_flight: HashMap::new(),
@@ -205,7 +217,10 @@ impl EventLoop {
                     None => break,
                 },
                 _ = retry.tick(), if !self.queued.is_empty() => self.publish_queued(),
-                _ = prune.tick() => self.prune(),
+                _ = prune.tick() => {
+                    self.prune();
+                    self.tend();
+                }
                 _ = redial.tick(), if !self.bootstrap.is_empty() => {
                     if self.swarm.connected_peers().next().is_none() {
                         for node in self.bootstrap.clone() {
@@ -354,7 +369,16 @@ impl EventLoop {
 
     /// Our record in its envelope. Signing with our own ed25519 key cannot fail.
     fn seal(&self, record: &NodeRecord) -> Vec<u8> {
-        super::envelope::seal(&self.keypair, &record.encode()).unwrap_or_default()
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        if self.advertise_addrs {
+            addrs.extend(self.swarm.external_addresses().cloned());
+            for a in &self.own_addrs {
+                if !addrs.contains(a) {
+                    addrs.push(a.clone());
+                }
+            }
+        }
+        super::envelope::seal(&self.keypair, &record.encode(), &addrs).unwrap_or_default()
     }
 
     fn publish_queued(&mut self) {
@@ -377,6 +401,11 @@ impl EventLoop {
                 if self.relay_server && usable(&address) && !is_relayed(&address) {
                     self.swarm.add_external_address(address.clone());
                 }
+                if usable(&address) && !is_relayed(&address) && !self.own_addrs.contains(&address) {
+                    self.own_addrs.push(address.clone());
+                    // Loopback last: others dial these in order.
+                    self.own_addrs.sort_by_key(is_loopback);
+                }
                 let addr = with_peer_id(address, self.local);
                 info!(%addr, "listening");
                 self.notify(Event::Listening { addr });
@@ -388,6 +417,7 @@ impl EventLoop {
                 ..
             } => {
                 let node = node_id(&peer_id);
+                self.stats.opened += 1;
                 self.routes.insert(node, peer_id);
                 self.listen_through(peer_id);
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
@@ -556,18 +586,33 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(message_id, &propagation_source, acceptance);
-        if let Verdict::Accept { record, signer } = verdict {
-            self.deliver_record(record, signer, message.data);
+        if let Verdict::Accept {
+            record,
+            signer,
+            addrs,
+        } = verdict
+        {
+            self.deliver_record(record, signer, addrs, message.data);
         }
     }
 
     /// Hands a validated record to the driver and remembers it (seq, envelope) if it got
     /// there.
-    fn deliver_record(&mut self, record: NodeRecord, signer: PeerId, envelope: Vec<u8>) {
+    fn deliver_record(
+        &mut self,
+        record: NodeRecord,
+        signer: PeerId,
+        addrs: Vec<Multiaddr>,
+        envelope: Vec<u8>,
+    ) {
         if signer == self.local {
             return; // our own, handed back by a sync: the driver knows it better
         }
         self.routes.insert(record.node.id, signer);
+        let addrs: Vec<Multiaddr> = addrs.into_iter().filter(usable).collect();
+        if !addrs.is_empty() {
+            self.addrs.insert(signer, addrs);
+        }
         let accepted = record.clone();
         match self.events.try_send(Event::Record {
             from: signer,
@@ -605,13 +650,19 @@ impl EventLoop {
             self.stats.bytes_in += data.len() as u64;
             let verdict = validate(topic_stream.as_ref(), &data, &self.seqs);
             self.stats.count(&verdict);
-            if let Verdict::Accept { record, signer } = verdict {
+            if let Verdict::Accept {
+                record,
+                signer,
+                addrs,
+            } = verdict
+            {
                 accepted += 1;
-                self.deliver_record(record, signer, data.into_vec());
+                self.deliver_record(record, signer, addrs, data.into_vec());
             }
         }
         self.stats.synced += accepted;
         debug!(%stream, accepted, "sync answered");
+        self.tend();
     }
 
     /// The records we hand on to a newcomer.
@@ -634,6 +685,14 @@ impl EventLoop {
 }
 
 /// Whether an address a peer announces is worth remembering (not an unspecified IP).
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
 pub(super) fn usable(addr: &Multiaddr) -> bool {
     !addr.iter().any(|p| match p {
         Protocol::Ip4(ip) => ip.is_unspecified(),

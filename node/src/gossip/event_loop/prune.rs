@@ -1,4 +1,6 @@
-//! Keeping the overlay sparse: gossipsub keeps a connection open for as long as its streams
+//! Keeping the overlay sparse but connected.
+//!
+//! Sparse: gossipsub keeps a connection open for as long as its streams
 //! are (it does not mark them `ignore_for_keep_alive`), so every peer a DHT walk, a sync or a
 //! bootstrap ever reached would stay connected, and a swarm of N nodes would hold N^2/2
 //! connections. Every [`PRUNE_EVERY`], beyond `max_peers` connected peers, the ones nothing
@@ -6,11 +8,20 @@
 //! its tree neighbours), not a relay we listen through, not carrying a direct message, not
 //! used for one within [`KEEP_DIRECT`], and not younger than [`MIN_AGE`]; at most a few per
 //! round.
+//!
+//! Connected: nodes other than the DHT servers are DHT clients, so no DHT walk spreads their
+//! connections; a node that joined through one bootstrap node would hang off it alone, and a
+//! bootstrap node whose gossipsub mesh is full only gossips to it lazily. So every
+//! [`PRUNE_EVERY`] (and after a sync) a node with fewer than [`MIN_PEERS`] connections dials
+//! a few peers it knows the addresses of from their records' envelopes, picked at random: the
+//! overlay becomes a random graph of degree about [`MIN_PEERS`], on which gossipsub builds its
+//! meshes.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId};
 use tracing::debug;
 
 use super::EventLoop;
@@ -25,11 +36,56 @@ pub(super) const KEEP_DIRECT: Duration = Duration::from_secs(30);
 pub(super) const MIN_AGE: Duration = Duration::from_secs(10);
 /// At most this many connections are closed per round, so the meshes adjust gradually.
 const MAX_PER_ROUND: usize = 8;
+/// Fewer connected peers than this: dial known ones. Above gossipsub's mesh target (4), so
+/// a mesh can form from our own dials, and well below the peer bound.
+pub(super) const MIN_PEERS: usize = 6;
+/// At most this many such dials per round.
+const DIALS_PER_ROUND: usize = 3;
 
 impl EventLoop {
     /// Notes that `peer` carried a direct message now.
     pub(super) fn note_direct(&mut self, peer: PeerId) {
         self.direct_at.insert(peer, Instant::now());
+    }
+
+    /// Dials peers known from their records while we have fewer than [`MIN_PEERS`].
+    pub(super) fn tend(&mut self) {
+        let connected = self.swarm.connected_peers().count();
+        if connected >= MIN_PEERS {
+            return;
+        }
+        let candidates: Vec<(&PeerId, &Vec<Multiaddr>)> = self
+            .addrs
+            .iter()
+            .filter(|(p, _)| **p != self.local && !self.swarm.is_connected(p))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        // The map's order is its own random hash order; a rotating start spreads the picks.
+        self.tend_round = self.tend_round.wrapping_add(1);
+        let start = (self.tend_round as usize).wrapping_mul(7919) % candidates.len();
+        let picks: Vec<(PeerId, Vec<Multiaddr>)> = candidates
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(
+                (MIN_PEERS - connected)
+                    .min(DIALS_PER_ROUND)
+                    .min(candidates.len()),
+            )
+            .map(|(p, a)| (**p, (*a).clone()))
+            .collect();
+        for (peer, addrs) in picks {
+            debug!(%peer, "dialling a known peer to stay connected");
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(addrs)
+                .build();
+            if self.swarm.dial(opts).is_ok() {
+                self.stats.tended += 1;
+            }
+        }
     }
 
     /// Closes the connections nothing needs, beyond `max_peers`.
