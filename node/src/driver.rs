@@ -72,6 +72,14 @@ pub const MAX_SENDS_IN_FLIGHT: usize = 64;
 /// How long a newcomer waits for the root's record (normally there within one sync) before
 /// asking to join anyway.
 const JOIN_WAIT: Duration = Duration::from_secs(2);
+/// A record is republished this often when nothing changed (the core's default is 30 s).
+/// Every node receives every record, so a swarm of N nodes costs each node N records per
+/// refresh: at 200 nodes and 30 s that was more gossip than a low-bitrate stream's 1%. What
+/// changes is published at once anyway, and a lost parent is noticed from media silence, not
+/// from its record expiring.
+const RECORD_REFRESH: Duration = Duration::from_secs(120);
+/// Silence after which a node is forgotten: three refreshes.
+const RECORD_TTL: Duration = Duration::from_secs(360);
 /// How often media health, link figures and the tree snapshot are looked at.
 const HEALTH_TICK: Duration = Duration::from_millis(50);
 /// How long the old parent's connection stays open after the new one is up, at most, while
@@ -259,6 +267,8 @@ impl Driver {
         // Restarts publish newer records; the seed differs per run.
         cfg.seq_start = wall_ms;
         cfg.seed = me.0 ^ wall_ms;
+        cfg.refresh = RECORD_REFRESH;
+        cfg.ttl = RECORD_TTL;
         let agent = Agent::new(cfg, Time(0));
         let joined = settings.role == Role::Broadcaster;
         tracing::info!(%me, role = ?settings.role, capacity, "joining the tree");

@@ -194,6 +194,26 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     // Its overlay address: what every relay bootstraps from.
     let bootstrap = root_overlay_addr(&root.state).await?;
 
+    // The runtime's scheduling lag: how late a 10 ms sleep wakes, worst per 5 s, printed.
+    let lag_start = Instant::now();
+    let lag = tokio::spawn(async move {
+        let mut worst = Duration::ZERO;
+        let mut window = Instant::now();
+        loop {
+            let t = Instant::now();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            worst = worst.max(t.elapsed().saturating_sub(Duration::from_millis(10)));
+            if window.elapsed() >= Duration::from_secs(5) {
+                eprintln!(
+                    "swarm: t={:>4.0} s  runtime lag (a 10 ms sleep woke late by) up to {} ms",
+                    lag_start.elapsed().as_secs_f64(),
+                    worst.as_millis()
+                );
+                worst = Duration::ZERO;
+                window = Instant::now();
+            }
+        }
+    });
     let mut relays: Vec<Running> = Vec::new();
     let spacing = cfg.join_over / (cfg.nodes.max(1) as u32);
     let t0 = Instant::now();
@@ -305,6 +325,7 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
         }
         tokio::time::sleep(SAMPLE).await;
     }
+    lag.abort();
     let alive = relays.iter().filter(|r| !r.dead).count() + 1;
     let per_node_s =
         |bytes: u64| bytes as f64 / alive as f64 / observe_from.elapsed().as_secs_f64();

@@ -107,9 +107,21 @@ pub fn seal(
     Ok(out)
 }
 
-/// Checks an envelope and returns its signer, the record bytes (still to be decoded) and the
-/// signer's addresses. Never panics, whatever the bytes.
-pub fn open(data: &[u8]) -> Result<Opened<'_>, EnvelopeError> {
+/// An envelope laid out right, its signature not yet checked (see [`Parsed::verify`]).
+#[derive(Debug, Clone)]
+pub struct Parsed<'a> {
+    /// The record's bytes, still to be decoded.
+    pub record: &'a [u8],
+    /// Where the signer says it can be dialled.
+    pub addrs: Vec<Multiaddr>,
+    signed: &'a [u8],
+    key: &'a [u8],
+    signature: &'a [u8],
+}
+
+/// Reads an envelope's layout without checking its signature, so a receiver can drop a
+/// record it already holds before paying for a verification. Never panics, whatever the bytes.
+pub fn parse(data: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
     if data.len() > MAX_ENVELOPE_BYTES {
         return Err(EnvelopeError::TooLarge);
     }
@@ -147,18 +159,37 @@ pub fn open(data: &[u8]) -> Result<Opened<'_>, EnvelopeError> {
     if signature.len() != SIGNATURE_LEN {
         return Err(EnvelopeError::Malformed);
     }
-    let key = PublicKey::try_decode_protobuf(key).map_err(|_| EnvelopeError::BadKey)?;
-    if key.clone().try_into_ed25519().is_err() {
-        return Err(EnvelopeError::BadKey);
-    }
-    if !key.verify(&signed_bytes(signed), signature) {
-        return Err(EnvelopeError::BadSignature);
-    }
-    Ok(Opened {
-        signer: key.to_peer_id(),
+    Ok(Parsed {
         record,
         addrs,
+        signed,
+        key,
+        signature,
     })
+}
+
+impl<'a> Parsed<'a> {
+    /// Checks the key and the signature.
+    pub fn verify(self) -> Result<Opened<'a>, EnvelopeError> {
+        let key = PublicKey::try_decode_protobuf(self.key).map_err(|_| EnvelopeError::BadKey)?;
+        if key.clone().try_into_ed25519().is_err() {
+            return Err(EnvelopeError::BadKey);
+        }
+        if !key.verify(&signed_bytes(self.signed), self.signature) {
+            return Err(EnvelopeError::BadSignature);
+        }
+        Ok(Opened {
+            signer: key.to_peer_id(),
+            record: self.record,
+            addrs: self.addrs,
+        })
+    }
+}
+
+/// Checks an envelope and returns its signer, the record bytes (still to be decoded) and the
+/// signer's addresses. Never panics, whatever the bytes.
+pub fn open(data: &[u8]) -> Result<Opened<'_>, EnvelopeError> {
+    parse(data)?.verify()
 }
 
 fn signed_bytes(body: &[u8]) -> Vec<u8> {

@@ -198,19 +198,16 @@ pub(crate) fn validate(stream: Option<&StreamId>, data: &[u8], seqs: &Seqs) -> V
     let Some(stream) = stream else {
         return Verdict::Ignore(Ignored::UnknownTopic);
     };
-    let envelope::Opened {
-        signer,
-        record: bytes,
-        addrs,
-    } = match envelope::open(data) {
-        Ok(opened) => opened,
-        Err(EnvelopeError::TooLarge) => return Verdict::Reject(Rejection::Oversized),
-        Err(EnvelopeError::Malformed) => return Verdict::Reject(Rejection::Malformed),
-        Err(EnvelopeError::BadKey | EnvelopeError::BadSignature) => {
-            return Verdict::Reject(Rejection::Forged);
-        }
+    let bad_envelope = |e: EnvelopeError| match e {
+        EnvelopeError::TooLarge => Verdict::Reject(Rejection::Oversized),
+        EnvelopeError::Malformed => Verdict::Reject(Rejection::Malformed),
+        EnvelopeError::BadKey | EnvelopeError::BadSignature => Verdict::Reject(Rejection::Forged),
     };
-    let record = match NodeRecord::decode(bytes) {
+    let parsed = match envelope::parse(data) {
+        Ok(p) => p,
+        Err(e) => return bad_envelope(e),
+    };
+    let record = match NodeRecord::decode(parsed.record) {
         Ok(r) => r,
         Err(DecodeError::TooLarge(_)) => return Verdict::Reject(Rejection::Oversized),
         Err(_) => return Verdict::Reject(Rejection::Malformed),
@@ -218,6 +215,20 @@ pub(crate) fn validate(stream: Option<&StreamId>, data: &[u8], seqs: &Seqs) -> V
     if &record.stream != stream {
         return Verdict::Reject(Rejection::WrongStream);
     }
+    // What we hold already is dropped before the signature is checked: a verification is most
+    // of the cost of a message, and a newcomer's second sync is mostly records it has.
+    let key = (record.stream.clone(), record.node.id);
+    if seqs
+        .0
+        .get(&key)
+        .is_some_and(|last| record.node.seq <= last.seq)
+    {
+        return Verdict::Ignore(Ignored::Stale);
+    }
+    let envelope::Opened { signer, addrs, .. } = match parsed.verify() {
+        Ok(opened) => opened,
+        Err(e) => return bad_envelope(e),
+    };
     let signer_id = node_id(&signer);
     let authored = match record.node.via {
         None => record.node.id == signer_id,
@@ -226,14 +237,6 @@ pub(crate) fn validate(stream: Option<&StreamId>, data: &[u8], seqs: &Seqs) -> V
     };
     if !authored {
         return Verdict::Reject(Rejection::Forged);
-    }
-    let key = (record.stream.clone(), record.node.id);
-    if seqs
-        .0
-        .get(&key)
-        .is_some_and(|last| record.node.seq <= last.seq)
-    {
-        return Verdict::Ignore(Ignored::Stale);
     }
     Verdict::Accept {
         record,
