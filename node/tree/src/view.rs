@@ -16,6 +16,9 @@ use crate::record::{
 };
 use crate::store::{Keyed, Store};
 
+/// How many of the nodes heard longest ago [`View::expire`] keeps an eye on between scans.
+pub const EXPIRY_CANDIDATES: usize = 32;
+
 /// Loss on the link from a parent, per mille before repair, from which the child counts the
 /// link as poor (see [`View::is_struggling`]).
 pub const POOR_LOSS_PERMILLE: u16 = 80;
@@ -41,6 +44,13 @@ pub struct View {
     /// No node was heard before this (a lower bound, exact after each expiry scan): refreshes
     /// cost no index update, and `expire` scans only when something may really be due.
     oldest_heard: Option<Time>,
+    /// The nodes heard longest ago at the last expiry scan, oldest first, each with when it
+    /// was heard then (see [`View::expire`]).
+    expiring: Vec<(Time, NodeId)>,
+    /// Every node outside `expiring` (bar the scan's `keep`) was heard at or after this.
+    heard_floor: Option<Time>,
+    /// The `keep` of the last expiry scan.
+    scanned_keep: Option<NodeId>,
     /// How many records report a poor link from their parent: while none does, no node is
     /// struggling, and placement need not look at anyone's children.
     poor_links: usize,
@@ -147,6 +157,9 @@ impl View {
             ranks: Lazy::default(),
             rank_counts: Vec::new(),
             oldest_heard: None,
+            expiring: Vec::new(),
+            heard_floor: None,
+            scanned_keep: None,
             poor_links: 0,
         }
     }
@@ -246,26 +259,85 @@ impl View {
     }
 
     /// Forgets every node not heard from for `ttl`, except `keep` (this node itself).
+    ///
+    /// Returns them in the order of a scan of the store. A full scan notes the
+    /// [`EXPIRY_CANDIDATES`] nodes heard longest ago; until one heard after them may be due,
+    /// only those are looked at. Live nodes are heard every refresh, so the due ones are the
+    /// silent (crashed or departed) ones, and under churn they fall due one after another: a
+    /// scan of the whole view each time took 6% of the message-level simulator.
     pub fn expire(&mut self, now: Time, ttl: Duration, keep: NodeId) -> Vec<NodeId> {
-        if self.oldest_heard.is_none_or(|t| now.since(t) <= ttl) {
+        let due = |t: Time| now.since(t) > ttl;
+        if self.oldest_heard.is_none_or(|t| !due(t)) {
             return Vec::new();
         }
-        let gone: Vec<NodeId> = self
-            .nodes
-            .values()
-            .filter(|e| e.node.id != keep && now.since(e.heard) > ttl)
-            .map(|e| e.node.id)
-            .collect();
+        let gone: Vec<NodeId> =
+            if self.heard_floor.is_some_and(due) || self.scanned_keep != Some(keep) {
+                self.nodes
+                    .values()
+                    .filter(|e| e.node.id != keep && due(e.heard))
+                    .map(|e| e.node.id)
+                    .collect()
+            } else {
+                // Nobody else can be due: every other node was heard at or after the floor, and
+                // merging only ever moves `heard` later (an insert lowers the floor).
+                let mut due_slots: Vec<(usize, NodeId)> = self
+                    .expiring
+                    .iter()
+                    .filter_map(|&(_, id)| {
+                        let slot = self.nodes.slot(&id)?;
+                        (id != keep && due(self.nodes.at(slot).heard)).then_some((slot, id))
+                    })
+                    .collect();
+                due_slots.sort_unstable();
+                due_slots.into_iter().map(|(_, id)| id).collect()
+            };
         for &id in &gone {
             self.remove(id);
         }
+        if self.heard_floor.is_some_and(due) || self.scanned_keep != Some(keep) {
+            self.scan_expiring(keep);
+        } else {
+            let nodes = &self.nodes;
+            self.expiring.retain_mut(|(t, id)| match nodes.get(id) {
+                Some(e) => {
+                    *t = e.heard;
+                    true
+                }
+                None => false,
+            });
+        }
         self.oldest_heard = self
-            .nodes
-            .values()
-            .filter(|e| e.node.id != keep)
-            .map(|e| e.heard)
+            .expiring
+            .iter()
+            .map(|&(t, _)| t)
+            .chain(self.heard_floor)
             .min();
         gone
+    }
+
+    /// Notes the [`EXPIRY_CANDIDATES`] nodes (other than `keep`) heard longest ago, and when
+    /// the others were heard at the earliest: one pass over the view.
+    fn scan_expiring(&mut self, keep: NodeId) {
+        let mut oldest: Vec<(Time, NodeId)> = Vec::with_capacity(EXPIRY_CANDIDATES + 1);
+        let mut floor: Option<Time> = None;
+        for e in self.nodes.values().filter(|e| e.node.id != keep) {
+            let item = (e.heard, e.node.id);
+            let later = |f: Option<Time>, t: Time| Some(f.map_or(t, |f| f.min(t)));
+            if oldest.len() == EXPIRY_CANDIDATES && oldest.last().is_some_and(|&l| item >= l) {
+                floor = later(floor, e.heard);
+                continue;
+            }
+            let pos = oldest.partition_point(|&x| x < item);
+            oldest.insert(pos, item);
+            if oldest.len() > EXPIRY_CANDIDATES
+                && let Some((t, _)) = oldest.pop()
+            {
+                floor = later(floor, t);
+            }
+        }
+        self.expiring = oldest;
+        self.heard_floor = floor;
+        self.scanned_keep = Some(keep);
     }
 
     /// The earliest time a node (other than `keep`) may expire (possibly early: a bound).
@@ -584,6 +656,7 @@ impl View {
 
     fn index(&mut self, e: &Entry) {
         self.oldest_heard = Some(self.oldest_heard.map_or(e.heard, |t| t.min(e.heard)));
+        self.heard_floor = Some(self.heard_floor.map_or(e.heard, |t| t.min(e.heard)));
         self.poor_links += usize::from(poor_link(&e.node));
         if e.node.role == Role::Broadcaster {
             self.broadcasters.insert(e.node.id);
@@ -836,6 +909,39 @@ mod tests {
                 let _ = fresh.merge_node(*n, Time::ZERO);
             }
             prop_assert_eq!(indexes(&v), indexes(&fresh));
+        }
+
+        /// `expire` forgets exactly the nodes a scan of the whole view finds due, in the
+        /// order of that scan, whether it scans or looks only at the oldest it noted.
+        #[test]
+        fn expiry_finds_what_a_full_scan_finds(
+            steps in proptest::collection::vec((0u64..120, 0u64..8, any::<bool>()), 1..400),
+        ) {
+            let ttl = Duration::from_secs(90);
+            let keep = NodeId(3);
+            let mut v = View::new(stream());
+            let mut now = Time::ZERO;
+            for (i, &(id, advance, expire)) in steps.iter().enumerate() {
+                now = now + Duration::from_secs(advance);
+                if expire {
+                    let want: Vec<NodeId> = v
+                        .nodes
+                        .values()
+                        .filter(|e| e.node.id != keep && now.since(e.heard) > ttl)
+                        .map(|e| e.node.id)
+                        .collect();
+                    prop_assert_eq!(v.expire(now, ttl, keep), want);
+                    let oldest = v.nodes.values().filter(|e| e.node.id != keep).map(|e| e.heard).min();
+                    // A bound: nobody expires before it.
+                    if let Some(t) = oldest {
+                        prop_assert!(v.next_expiry(ttl, keep).is_some_and(|n| n <= t + ttl));
+                    }
+                } else {
+                    let mut n = Node::new(NodeId(id), Role::Relay, 2);
+                    n.seq = i as u64 + 1;
+                    prop_assert!(v.merge_node(n, now).is_ok());
+                }
+            }
         }
     }
 }
