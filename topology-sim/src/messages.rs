@@ -333,7 +333,11 @@ impl<'c> Net<'c> {
         };
         let cursor = self.cursor.entry(id).or_insert(end);
         let from = usize::try_from(*cursor - self.log_base).unwrap_or(usize::MAX);
-        for (at, rec) in self.log.range(from.min(self.log.len())..) {
+        let batch = self.log.range(from.min(self.log.len())..);
+        agent
+            .view()
+            .prefetch(batch.clone().map(|(_, rec)| rec.node.id));
+        for (at, rec) in batch {
             if rec.node.id != id {
                 agent.handle(*at, Input::Record(rec.clone()));
             }

@@ -167,7 +167,7 @@ fn message_trees_end_within_one_level_of_the_optimum() {
 /// The shipped message-level scenario (1,000 agents under churn and a depth-1 crash) keeps every
 /// invariant and ends within one level of the optimum.
 #[test]
-#[ignore = "release only (about 20 s there): cargo test --release -p treecast-sim -- --ignored"]
+#[ignore = "release only (about 8 s there): cargo test --release -p treecast-sim -- --ignored"]
 fn the_agents_churn_scenario_ends_within_one_level_of_the_optimum() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/agents-churn.toml");
     let r = simulate(Scenario::from_file(&path).unwrap());

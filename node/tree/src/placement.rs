@@ -51,6 +51,16 @@ pub struct Avoid {
 
 /// Ranks up to `limit` places for `joiner` in `view`.
 pub fn place(view: &View, joiner: NodeId, avoid: &Avoid, limit: usize) -> Placement {
+    // Nobody claims a free slot shallow enough (a count, no index read): the scan below would
+    // stop at its first key.
+    if avoid.max_depth.is_some_and(|m| {
+        view.shallowest_open_depth()
+            .is_none_or(|d| d.saturating_add(1) > m)
+    }) {
+        return Placement {
+            candidates: Vec::new(),
+        };
+    }
     let mut candidates = Vec::with_capacity(limit.min(16));
     let mut struggling = Vec::new();
     let mut browsers = Vec::new();

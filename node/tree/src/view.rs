@@ -6,6 +6,8 @@
 //! Indexes kept beside the records make placement and promotion O(log n).
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::id::{NodeId, StreamId, Time};
@@ -13,6 +15,9 @@ use crate::record::{
     DETACHED, MAX_CHILDREN, MAX_DEPTH, Node, NodeRecord, Platform, RecordError, Role,
 };
 use crate::store::{Keyed, Store};
+
+/// How many of the nodes heard longest ago [`View::expire`] keeps an eye on between scans.
+pub const EXPIRY_CANDIDATES: usize = 32;
 
 /// Loss on the link from a parent, per mille before repair, from which the child counts the
 /// link as poor (see [`View::is_struggling`]).
@@ -27,15 +32,25 @@ pub struct View {
     /// Every node claiming to be a broadcaster (normally one).
     broadcasters: BTreeSet<NodeId>,
     /// Attached nodes with a free slot, best placement first.
-    open: BTreeSet<OpenKey>,
+    open: Lazy<OpenKey>,
+    /// How many of `open` there are at each depth: the shallowest free slot in O(depth), so
+    /// a placement limited in depth (a move, a repair) that cannot succeed reads no index.
+    open_counts: Vec<u32>,
     /// Attached non-root nodes by (depth, capacity): promotion looks for the weakest high up.
-    ranks: BTreeSet<RankKey>,
+    ranks: Lazy<RankKey>,
     /// How many of `ranks` there are at each depth with each capacity (0..=4): the weakest
     /// capacity at a depth in O(1), so promotion skips hopeless levels without a B-tree search.
     rank_counts: Vec<[u32; MAX_CHILDREN + 1]>,
     /// No node was heard before this (a lower bound, exact after each expiry scan): refreshes
     /// cost no index update, and `expire` scans only when something may really be due.
     oldest_heard: Option<Time>,
+    /// The nodes heard longest ago at the last expiry scan, oldest first, each with when it
+    /// was heard then (see [`View::expire`]).
+    expiring: Vec<(Time, NodeId)>,
+    /// Every node outside `expiring` (bar the scan's `keep`) was heard at or after this.
+    heard_floor: Option<Time>,
+    /// The `keep` of the last expiry scan.
+    scanned_keep: Option<NodeId>,
     /// How many records report a poor link from their parent: while none does, no node is
     /// struggling, and placement need not look at anyone's children.
     poor_links: usize,
@@ -137,10 +152,14 @@ impl View {
             trusted_root: None,
             nodes: Store::default(),
             broadcasters: BTreeSet::new(),
-            open: BTreeSet::new(),
-            ranks: BTreeSet::new(),
+            open: Lazy::default(),
+            open_counts: Vec::new(),
+            ranks: Lazy::default(),
             rank_counts: Vec::new(),
             oldest_heard: None,
+            expiring: Vec::new(),
+            heard_floor: None,
+            scanned_keep: None,
             poor_links: 0,
         }
     }
@@ -192,6 +211,20 @@ impl View {
         self.nodes.get(&id).map(|e| e.heard)
     }
 
+    /// Reads the stored records of `ids` and throws them away, so that merging their new
+    /// records right after finds them in the cache.
+    ///
+    /// For a caller about to merge a batch into a view that is cold (the simulator runs
+    /// thousands of views): the reads in this loop do not depend on each other, so the
+    /// processor overlaps their cache misses, where the merges, one after another, would
+    /// wait for each. Changes nothing.
+    pub fn prefetch(&self, ids: impl IntoIterator<Item = NodeId>) {
+        for id in ids {
+            // Both cache lines of the entry (`seq` starts the second).
+            std::hint::black_box(self.nodes.get(&id).map(|e| (e.node.parent, e.node.seq)));
+        }
+    }
+
     /// All records, in no particular order (the same order for the same history).
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.nodes.values().map(|e| &e.node)
@@ -240,26 +273,85 @@ impl View {
     }
 
     /// Forgets every node not heard from for `ttl`, except `keep` (this node itself).
+    ///
+    /// Returns them in the order of a scan of the store. A full scan notes the
+    /// [`EXPIRY_CANDIDATES`] nodes heard longest ago; until one heard after them may be due,
+    /// only those are looked at. Live nodes are heard every refresh, so the due ones are the
+    /// silent (crashed or departed) ones, and under churn they fall due one after another: a
+    /// scan of the whole view each time took 6% of the message-level simulator.
     pub fn expire(&mut self, now: Time, ttl: Duration, keep: NodeId) -> Vec<NodeId> {
-        if self.oldest_heard.is_none_or(|t| now.since(t) <= ttl) {
+        let due = |t: Time| now.since(t) > ttl;
+        if self.oldest_heard.is_none_or(|t| !due(t)) {
             return Vec::new();
         }
-        let gone: Vec<NodeId> = self
-            .nodes
-            .values()
-            .filter(|e| e.node.id != keep && now.since(e.heard) > ttl)
-            .map(|e| e.node.id)
-            .collect();
+        let gone: Vec<NodeId> =
+            if self.heard_floor.is_some_and(due) || self.scanned_keep != Some(keep) {
+                self.nodes
+                    .values()
+                    .filter(|e| e.node.id != keep && due(e.heard))
+                    .map(|e| e.node.id)
+                    .collect()
+            } else {
+                // Nobody else can be due: every other node was heard at or after the floor, and
+                // merging only ever moves `heard` later (an insert lowers the floor).
+                let mut due_slots: Vec<(usize, NodeId)> = self
+                    .expiring
+                    .iter()
+                    .filter_map(|&(_, id)| {
+                        let slot = self.nodes.slot(&id)?;
+                        (id != keep && due(self.nodes.at(slot).heard)).then_some((slot, id))
+                    })
+                    .collect();
+                due_slots.sort_unstable();
+                due_slots.into_iter().map(|(_, id)| id).collect()
+            };
         for &id in &gone {
             self.remove(id);
         }
+        if self.heard_floor.is_some_and(due) || self.scanned_keep != Some(keep) {
+            self.scan_expiring(keep);
+        } else {
+            let nodes = &self.nodes;
+            self.expiring.retain_mut(|(t, id)| match nodes.get(id) {
+                Some(e) => {
+                    *t = e.heard;
+                    true
+                }
+                None => false,
+            });
+        }
         self.oldest_heard = self
-            .nodes
-            .values()
-            .filter(|e| e.node.id != keep)
-            .map(|e| e.heard)
+            .expiring
+            .iter()
+            .map(|&(t, _)| t)
+            .chain(self.heard_floor)
             .min();
         gone
+    }
+
+    /// Notes the [`EXPIRY_CANDIDATES`] nodes (other than `keep`) heard longest ago, and when
+    /// the others were heard at the earliest: one pass over the view.
+    fn scan_expiring(&mut self, keep: NodeId) {
+        let mut oldest: Vec<(Time, NodeId)> = Vec::with_capacity(EXPIRY_CANDIDATES + 1);
+        let mut floor: Option<Time> = None;
+        for e in self.nodes.values().filter(|e| e.node.id != keep) {
+            let item = (e.heard, e.node.id);
+            let later = |f: Option<Time>, t: Time| Some(f.map_or(t, |f| f.min(t)));
+            if oldest.len() == EXPIRY_CANDIDATES && oldest.last().is_some_and(|&l| item >= l) {
+                floor = later(floor, e.heard);
+                continue;
+            }
+            let pos = oldest.partition_point(|&x| x < item);
+            oldest.insert(pos, item);
+            if oldest.len() > EXPIRY_CANDIDATES
+                && let Some((t, _)) = oldest.pop()
+            {
+                floor = later(floor, t);
+            }
+        }
+        self.expiring = oldest;
+        self.heard_floor = floor;
+        self.scanned_keep = Some(keep);
     }
 
     /// The earliest time a node (other than `keep`) may expire (possibly early: a bound).
@@ -367,13 +459,23 @@ impl View {
     /// Attached nodes with a free slot, best placement first (claimed depth, then native before
     /// browser, more spare slots, more stable, lower id).
     pub(crate) fn open_slots(&self) -> impl Iterator<Item = &OpenKey> + '_ {
-        self.open.iter()
+        self.open
+            .read(|| {
+                self.nodes
+                    .values()
+                    .filter_map(|e| open_key(&e.node))
+                    .collect()
+            })
+            .iter()
     }
 
     /// The smallest depth at which some node claims a free slot: a cheap lower bound for
     /// [`crate::place`] (which also checks the claim), used to skip hopeless searches.
     pub fn shallowest_open_depth(&self) -> Option<u16> {
-        self.open.first().map(|k| k.depth)
+        self.open_counts
+            .iter()
+            .position(|&n| n > 0)
+            .map(|d| d as u16)
     }
 
     /// The smallest capacity claimed by an attached node at `depth`: a cheap bound for
@@ -397,7 +499,14 @@ impl View {
             stability: 0,
             id: NodeId(0),
         };
-        self.ranks.range(lo..hi)
+        self.ranks
+            .read(|| {
+                self.nodes
+                    .values()
+                    .filter_map(|e| rank_key(&e.node))
+                    .collect()
+            })
+            .range(lo..hi)
     }
 
     /// Checks the invariants that hold at every step: at most [`MAX_CHILDREN`] children per
@@ -561,16 +670,12 @@ impl View {
 
     fn index(&mut self, e: &Entry) {
         self.oldest_heard = Some(self.oldest_heard.map_or(e.heard, |t| t.min(e.heard)));
+        self.heard_floor = Some(self.heard_floor.map_or(e.heard, |t| t.min(e.heard)));
         self.poor_links += usize::from(poor_link(&e.node));
         if e.node.role == Role::Broadcaster {
             self.broadcasters.insert(e.node.id);
         }
-        if let Some(k) = open_key(&e.node) {
-            self.open.insert(k);
-        }
-        if let Some(k) = rank_key(&e.node) {
-            self.rank_insert(k);
-        }
+        self.move_keys(None, Some(&e.node));
     }
 
     /// Moves a node's index entries from `old` to `new`, touching only the indexes whose key
@@ -584,43 +689,7 @@ impl View {
                 self.broadcasters.insert(new.node.id);
             }
         }
-        let (o, n) = (open_key(&old.node), open_key(&new.node));
-        if o != n {
-            if let Some(k) = o {
-                self.open.remove(&k);
-            }
-            if let Some(k) = n {
-                self.open.insert(k);
-            }
-        }
-        let (o, n) = (rank_key(&old.node), rank_key(&new.node));
-        if o != n {
-            if let Some(k) = o {
-                self.rank_remove(&k);
-            }
-            if let Some(k) = n {
-                self.rank_insert(k);
-            }
-        }
-    }
-
-    fn rank_insert(&mut self, k: RankKey) {
-        if self.ranks.insert(k) {
-            let d = usize::from(k.depth);
-            if self.rank_counts.len() <= d {
-                self.rank_counts.resize(d + 1, [0; MAX_CHILDREN + 1]);
-            }
-            self.rank_counts[d][usize::from(k.capacity).min(MAX_CHILDREN)] += 1;
-        }
-    }
-
-    fn rank_remove(&mut self, k: &RankKey) {
-        if self.ranks.remove(k)
-            && let Some(c) = self.rank_counts.get_mut(usize::from(k.depth))
-        {
-            let slot = &mut c[usize::from(k.capacity).min(MAX_CHILDREN)];
-            *slot = slot.saturating_sub(1);
-        }
+        self.move_keys(Some(&old.node), Some(&new.node));
     }
 
     fn unindex(&mut self, e: &Entry) {
@@ -628,11 +697,110 @@ impl View {
         if e.node.role == Role::Broadcaster {
             self.broadcasters.remove(&e.node.id);
         }
-        if let Some(k) = open_key(&e.node) {
-            self.open.remove(&k);
+        self.move_keys(Some(&e.node), None);
+    }
+
+    /// Moves a node's placement and promotion keys from what `old` gives to what `new` gives
+    /// (`None`: not in the view), in the counts and in the sorted indexes.
+    fn move_keys(&mut self, old: Option<&Node>, new: Option<&Node>) {
+        let len = self.nodes.len();
+        let (o, n) = (old.and_then(open_key), new.and_then(open_key));
+        if o != n {
+            if let Some(k) = o
+                && let Some(c) = self.open_counts.get_mut(usize::from(k.depth))
+            {
+                *c = c.saturating_sub(1);
+            }
+            if let Some(k) = n {
+                let d = usize::from(k.depth);
+                if self.open_counts.len() <= d {
+                    self.open_counts.resize(d + 1, 0);
+                }
+                self.open_counts[d] += 1;
+            }
+            self.open.update(o, n, len);
         }
-        if let Some(k) = rank_key(&e.node) {
-            self.rank_remove(&k);
+        let (o, n) = (old.and_then(rank_key), new.and_then(rank_key));
+        if o != n {
+            if let Some(k) = o
+                && let Some(c) = self.rank_counts.get_mut(usize::from(k.depth))
+            {
+                let slot = &mut c[usize::from(k.capacity).min(MAX_CHILDREN)];
+                *slot = slot.saturating_sub(1);
+            }
+            if let Some(k) = n {
+                let d = usize::from(k.depth);
+                if self.rank_counts.len() <= d {
+                    self.rank_counts.resize(d + 1, [0; MAX_CHILDREN + 1]);
+                }
+                self.rank_counts[d][usize::from(k.capacity).min(MAX_CHILDREN)] += 1;
+            }
+            self.ranks.update(o, n, len);
+        }
+    }
+}
+
+/// A sorted index that is kept up to date while it is read, and dropped (to be rebuilt from
+/// the records at the next read) when many updates arrive unread.
+///
+/// A node's view takes every record of the stream, but places and promotes only now and then:
+/// at a few thousand nodes, a few hundred records with a changed key arrive between two
+/// reads, and moving each key in a cold B-tree costs more than sorting the view once. At a
+/// million nodes (the simulator's fast mode places a node at every join) the index is read
+/// between any two updates and is never dropped. Reads take `&self` (placement and promotion
+/// are pure functions over a `&View`), hence the `OnceLock`; the counter is an atomic only so
+/// that a `View` stays `Sync`, and costs a plain load or store.
+#[derive(Debug)]
+struct Lazy<K> {
+    set: OnceLock<BTreeSet<K>>,
+    /// Updates since the last read.
+    unread: AtomicU32,
+}
+
+impl<K: Ord + Copy> Lazy<K> {
+    /// The index, built by `build` if it was dropped.
+    fn read(&self, build: impl FnOnce() -> BTreeSet<K>) -> &BTreeSet<K> {
+        self.unread.store(0, Ordering::Relaxed);
+        self.set.get_or_init(build)
+    }
+
+    /// Moves one node's key from `old` to `new` (`None`: absent) in a view of `len` nodes.
+    fn update(&mut self, old: Option<K>, new: Option<K>, len: usize) {
+        let unread = self.unread.get_mut();
+        *unread = unread.saturating_add(1);
+        // Rebuilding costs about one sort of the view; an update in a cold B-tree costs about
+        // as much as sorting a dozen records (measured on the simulator, see
+        // topology-sim/README.md): past that many unread updates, dropping is cheaper.
+        if *unread as usize > len / 12 + 16 {
+            drop(self.set.take());
+            return;
+        }
+        let Some(set) = self.set.get_mut() else {
+            return;
+        };
+        if let Some(k) = old {
+            set.remove(&k);
+        }
+        if let Some(k) = new {
+            set.insert(k);
+        }
+    }
+}
+
+impl<K> Default for Lazy<K> {
+    fn default() -> Self {
+        Lazy {
+            set: OnceLock::new(),
+            unread: AtomicU32::new(0),
+        }
+    }
+}
+
+impl<K: Clone> Clone for Lazy<K> {
+    fn clone(&self) -> Self {
+        Lazy {
+            set: self.set.clone(),
+            unread: AtomicU32::new(self.unread.load(Ordering::Relaxed)),
         }
     }
 }
@@ -685,4 +853,109 @@ fn rank_key(n: &Node) -> Option<RankKey> {
         stability: stability(n.uptime_s),
         id: n.id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stream() -> StreamId {
+        StreamId::new("s").expect("a valid name")
+    }
+
+    /// What the indexes answer, read back in full.
+    #[derive(Debug, PartialEq)]
+    struct Answers {
+        open: Vec<OpenKey>,
+        ranks: Vec<Vec<RankKey>>,
+        shallowest_open: Option<u16>,
+        weakest: Vec<Option<u8>>,
+    }
+
+    fn indexes(v: &View) -> Answers {
+        let depths = 0..=MAX_DEPTH;
+        Answers {
+            open: v.open_slots().copied().collect(),
+            ranks: depths
+                .clone()
+                .map(|d| v.ranked_at(d).copied().collect())
+                .collect(),
+            shallowest_open: v.shallowest_open_depth(),
+            weakest: depths.map(|d| v.weakest_capacity_at(d)).collect(),
+        }
+    }
+
+    proptest! {
+        /// The indexes answer the same whether they were kept up to date, dropped and rebuilt,
+        /// or built at once from the final records: reading at random moments (or never)
+        /// between many updates changes nothing.
+        #[test]
+        fn lazy_indexes_answer_as_if_built_from_scratch(
+            recs in proptest::collection::vec(
+                (1u64..300, 0u8..=4, 0u16..6, 0u32..2000, any::<bool>()), 1..600),
+            reads in proptest::collection::vec(0u8..40, 600),
+        ) {
+            let mut v = View::new(stream());
+            let _ = v.merge_node(Node::new(NodeId(0), Role::Broadcaster, 4), Time::ZERO);
+            for (i, &(id, cap, depth, uptime, remove)) in recs.iter().enumerate() {
+                if remove {
+                    v.remove(NodeId(id));
+                } else {
+                    let mut n = Node::new(NodeId(id), Role::Relay, cap);
+                    n.seq = i as u64 + 1;
+                    n.uptime_s = uptime;
+                    if depth > 0 {
+                        n.parent = Some(NodeId(0));
+                        n.depth = depth;
+                        if cap > 1 {
+                            n.children.insert(NodeId(id + 1000));
+                        }
+                    }
+                    prop_assert!(v.merge_node(n, Time::ZERO).is_ok());
+                }
+                if reads[i] == 0 {
+                    let _ = indexes(&v);
+                }
+            }
+            let mut fresh = View::new(stream());
+            for n in v.nodes() {
+                let _ = fresh.merge_node(*n, Time::ZERO);
+            }
+            prop_assert_eq!(indexes(&v), indexes(&fresh));
+        }
+
+        /// `expire` forgets exactly the nodes a scan of the whole view finds due, in the
+        /// order of that scan, whether it scans or looks only at the oldest it noted.
+        #[test]
+        fn expiry_finds_what_a_full_scan_finds(
+            steps in proptest::collection::vec((0u64..120, 0u64..8, any::<bool>()), 1..400),
+        ) {
+            let ttl = Duration::from_secs(90);
+            let keep = NodeId(3);
+            let mut v = View::new(stream());
+            let mut now = Time::ZERO;
+            for (i, &(id, advance, expire)) in steps.iter().enumerate() {
+                now = now + Duration::from_secs(advance);
+                if expire {
+                    let want: Vec<NodeId> = v
+                        .nodes
+                        .values()
+                        .filter(|e| e.node.id != keep && now.since(e.heard) > ttl)
+                        .map(|e| e.node.id)
+                        .collect();
+                    prop_assert_eq!(v.expire(now, ttl, keep), want);
+                    let oldest = v.nodes.values().filter(|e| e.node.id != keep).map(|e| e.heard).min();
+                    // A bound: nobody expires before it.
+                    if let Some(t) = oldest {
+                        prop_assert!(v.next_expiry(ttl, keep).is_some_and(|n| n <= t + ttl));
+                    }
+                } else {
+                    let mut n = Node::new(NodeId(id), Role::Relay, 2);
+                    n.seq = i as u64 + 1;
+                    prop_assert!(v.merge_node(n, now).is_ok());
+                }
+            }
+        }
+    }
 }
