@@ -41,8 +41,9 @@ const MAX_ROUTES: usize = 65_536;
 /// How many peers a newcomer asks for the records of a stream.
 const SYNC_PEERS: usize = 2;
 /// Records handed on in a sync are those heard within this long: older ones are likely of
-/// nodes gone (their authors republish every 30 s).
-const SYNC_MAX_AGE: Duration = Duration::from_secs(75);
+/// nodes gone (native nodes republish every 120 s, less up to 10% jitter; the signal server's
+/// browsers every 30 s).
+const SYNC_MAX_AGE: Duration = Duration::from_secs(150);
 
 /// While a node has no peer at all, its bootstrap nodes are dialled again this often (the
 /// bootstrap node may start later, or the network come up later, than this one).
