@@ -158,6 +158,9 @@ struct Up {
     unanswered: u32,
     /// The loss of this session was reported to the agent already.
     reported: bool,
+    /// The parent was lost (silence, unreachable, or the agent orphaned us) since the last
+    /// parent was chosen: the next one is a repair, not a planned switch.
+    lost: bool,
     /// The video feed's source number when this session started negotiating: it changes
     /// once the feed switched to the new parent (at a keyframe).
     video_source: Option<u32>,
@@ -373,7 +376,10 @@ impl Driver {
                 tracing::info!(%parent, ?previous, depth, "attached");
                 self.want_parent(parent);
             }
-            Event::Orphaned { lost } => tracing::info!(%lost, "parent lost; repairing"),
+            Event::Orphaned { lost } => {
+                tracing::info!(%lost, "parent lost; repairing");
+                self.up.lost = true;
+            }
             Event::ChildAdded(c) => tracing::info!(child = %c, "child added"),
             Event::ChildRemoved(c) => {
                 tracing::info!(child = %c, "child removed");
@@ -396,6 +402,9 @@ impl Driver {
         }
         self.up.parent = Some(parent);
         self.up.session = self.sessions.fetch_add(1, Ordering::Relaxed);
+        // A repair starts with the new parent's fast-start GOP, however short the silence so
+        // far: the old parent is gone, nothing would arrive until the next natural keyframe.
+        let repair = std::mem::take(&mut self.up.lost);
         self.up.reported = false;
         self.up.probing = false;
         self.up.next_probe = None;
@@ -410,9 +419,10 @@ impl Driver {
         );
         let task = tokio::spawn(
             async move {
-                let result = offer_to_parent(&node, &client, &stream, parent, &answers, &sessions)
-                    .await
-                    .map_err(|e| e.to_string());
+                let result =
+                    offer_to_parent(&node, &client, &stream, parent, repair, &answers, &sessions)
+                        .await
+                        .map_err(|e| e.to_string());
                 let _ = internal.send(Internal::Upstream { session, result }).await;
             }
             .in_current_span(),
@@ -481,6 +491,7 @@ impl Driver {
             return;
         }
         self.up.reported = true;
+        self.up.lost = true;
         self.handle(Input::ParentLost);
     }
 
@@ -935,14 +946,18 @@ async fn offer_to_parent(
     client: &Client,
     stream: &StreamId,
     parent: NodeId,
+    repair: bool,
     answers: &Answers,
     sessions: &AtomicU64,
 ) -> Result<Peer, UpstreamError> {
     let label = parent.to_string();
     // Feeds exist and the old parent still feeds them: a planned switch, so the new path must
-    // be live (see `Body::Offer::live`). A repair (silence) takes the fast-start GOP instead:
-    // it starts at once, and mostly with frames the children have not seen.
-    let live = node.tracks().is_some()
+    // be live (see `Body::Offer::live`). A repair (the old parent lost, or silent) takes the
+    // fast-start GOP instead: it starts at once, and mostly with frames the children have not
+    // seen. (A repair used to count as live when the loss was noticed within 250 ms of
+    // silence, a closed overlay connection say, and then waited up to a GOP for a keyframe.)
+    let live = !repair
+        && node.tracks().is_some()
         && node
             .silent_for()
             .is_some_and(|s| s < upstream::SWITCH_SILENCE);
