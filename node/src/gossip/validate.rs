@@ -330,11 +330,23 @@ mod tests {
             Verdict::Reject(Rejection::Oversized)
         );
         let own = sealed(&p, &record(id(&p), 1));
+        // A flipped signature bit: forged.
         let mut tampered = own.clone();
-        tampered[5] ^= 1;
+        *tampered.last_mut().expect("not empty") ^= 1;
         assert_eq!(
             validate(Some(&demo), &tampered, &seqs),
             Verdict::Reject(Rejection::Forged)
+        );
+        // A flipped record bit: rejected, as malformed if the record no longer decodes (that
+        // is checked first), else as forged.
+        let mut tampered = own.clone();
+        tampered[5] ^= 1;
+        assert!(
+            matches!(
+                validate(Some(&demo), &tampered, &seqs),
+                Verdict::Reject(Rejection::Malformed | Rejection::Forged)
+            ),
+            "a tampered record was not rejected"
         );
         assert_eq!(
             validate(Some(&other), &own, &seqs),
