@@ -10,19 +10,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use support::{Node, ivf_frames, media, tmp_dir};
+use support::{Node, ivf_frames, media, serial, tmp_dir};
 
 /// Every wait in this file is bounded by this (several processes on two loaded cores).
 const SETTLE: Duration = Duration::from_secs(90);
-
-/// The tests of this file run one at a time: each starts several processes.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Node id -> (parent, children, capacity) of the attached nodes, as `node` sees the tree.
 type Tree = BTreeMap<String, (Option<String>, Vec<String>, u64)>;

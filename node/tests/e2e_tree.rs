@@ -10,19 +10,10 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use support::{Node, media, tmp_dir};
+use support::{Node, media, serial, tmp_dir};
 
 /// Every wait in this file is bounded by this (20 processes on two loaded cores).
 const SETTLE: Duration = Duration::from_secs(90);
-
-/// The tests of this file run one at a time: each starts many processes.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// The tree as the root sees it: node id -> (parent, children, depth) of attached nodes.
 type Tree = BTreeMap<String, (Option<String>, Vec<String>, u64)>;

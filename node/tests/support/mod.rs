@@ -11,6 +11,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Serialises the tests of one test binary that each start many processes: hold the guard for
+/// the whole test (a panicking test does not poison it for the others).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// How long any one process may take to reach an expected line.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 
