@@ -409,6 +409,9 @@ impl Driver {
         self.up.probing = false;
         self.up.next_probe = None;
         self.up.unanswered = 0;
+        // Silence is counted from the new connection, once it is up: the old parent's
+        // silence (a repair) must not count against a parent that has not had a chance yet.
+        self.up.connected_at = None;
         self.up.video_source = self.video_feed().map(|f| f.source_id());
         let session = self.up.session;
         let (node, client, stream) = (self.node.clone(), self.client.clone(), self.stream.clone());

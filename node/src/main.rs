@@ -112,6 +112,9 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Print every interruption of a relay's media as it ends.
+        #[arg(long)]
+        show_gaps: bool,
     },
     /// The plain UDP relay the benchmark compares against (internal).
     #[command(hide = true)]
@@ -378,6 +381,7 @@ fn main() -> anyhow::Result<()> {
             observe,
             seed,
             json,
+            show_gaps,
         } => {
             let secs = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.0, 3600.0));
             let clip = |name: &str| {
@@ -395,6 +399,7 @@ fn main() -> anyhow::Result<()> {
                 kill_after: secs(kill_after),
                 observe: secs(observe),
                 seed,
+                show_gaps,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let report = rt.block_on(treecast_node::swarm::run(cfg))?;

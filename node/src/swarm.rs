@@ -52,6 +52,8 @@ pub struct SwarmConfig {
     pub observe: Duration,
     /// Seed for which nodes are killed.
     pub seed: u64,
+    /// Print every interruption as it ends (node, when, how long).
+    pub show_gaps: bool,
 }
 
 /// What one run measured.
@@ -217,7 +219,10 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     let mut relays: Vec<Running> = Vec::new();
     let spacing = cfg.join_over / (cfg.nodes.max(1) as u32);
     let t0 = Instant::now();
-    let mut samples = Sampler::default();
+    let mut samples = Sampler {
+        show: cfg.show_gaps.then_some(lag_start),
+        ..Sampler::default()
+    };
     for i in 0..cfg.nodes {
         relays.push(
             start_on_loopback(&cfg.stream, Role::Relay { pull: None }, Some(&bootstrap)).await?,
@@ -281,6 +286,7 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
             }
         }
         samples.reset_gaps();
+        samples.affected = affected.clone();
         killed_at = Some(Instant::now());
         for r in relays.iter_mut().filter(|r| interior.contains(&r.id)) {
             if let Some(stop) = r.stop.take() {
@@ -540,6 +546,12 @@ fn all_bytes(
 struct Sampler {
     /// Nodes that had an interruption since the last reset.
     gaps: BTreeSet<String>,
+    /// Print each interruption when it ends, times from `since`.
+    show: Option<Instant>,
+    /// Where each node's current interruption began.
+    silent_since: BTreeMap<String, Instant>,
+    /// The killed nodes' subtrees (for the printout).
+    affected: BTreeSet<String>,
 }
 
 impl Sampler {
@@ -553,9 +565,27 @@ impl Sampler {
             {
                 r.first_frame = Some(r.started.elapsed());
             }
-            let flowing = r.state.silent_for().is_some_and(|s| s < GAP);
+            let silent = r.state.silent_for();
+            let flowing = silent.is_some_and(|s| s < GAP);
             if r.flowing && !flowing {
                 self.gaps.insert(r.id.clone());
+                if self.show.is_some() {
+                    let began = Instant::now() - silent.unwrap_or_default();
+                    self.silent_since.insert(r.id.clone(), began);
+                }
+            }
+            if flowing
+                && !r.flowing
+                && let (Some(t0), Some(began)) = (self.show, self.silent_since.remove(&r.id))
+            {
+                let gap = Instant::now().saturating_duration_since(began) - silent.unwrap_or_default();
+                eprintln!(
+                    "swarm: gap {} at t={:.2} s, {} ms{}",
+                    r.id,
+                    began.saturating_duration_since(t0).as_secs_f64(),
+                    gap.as_millis(),
+                    if self.affected.contains(&r.id) { " (killed subtree)" } else { "" }
+                );
             }
             r.flowing = flowing;
         }
