@@ -28,6 +28,7 @@ pub mod ice;
 pub mod impairment;
 pub mod nack;
 pub mod node;
+pub mod overlay_runtime;
 pub mod peer;
 pub mod record;
 pub mod rtcp_tap;
@@ -415,10 +416,15 @@ async fn start_overlay(
         .config()
         .build()
         .map_err(|e| NodeError::Gossip(e.to_string()))?;
-    let (client, events, event_loop) = gossip::new(config)
+    // Built and run on the overlay runtime, so that its sockets and tasks live there
+    // (`overlay_runtime`: below the media path's priority); the current one if none.
+    let rt = overlay_runtime::handle().unwrap_or_else(tokio::runtime::Handle::current);
+    let (client, events, event_loop) = rt
+        .spawn(gossip::new(config).in_current_span())
         .await
+        .map_err(|e| NodeError::Gossip(e.to_string()))?
         .map_err(|e| NodeError::Gossip(e.to_string()))?;
-    let task = tokio::spawn(event_loop.run().in_current_span());
+    let task = rt.spawn(event_loop.run().in_current_span());
     // Listeners come up within milliseconds; print what is there after a short wait.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     let mut addrs = Vec::new();
