@@ -43,7 +43,7 @@ use crate::placement::plan_move;
 use crate::placement::{Avoid, place};
 use crate::promotion::{plan_promotion_avoiding, swap};
 use crate::record::{Children, DETACHED, LinkStats, MAX_DEPTH, Node, NodeRecord, Role};
-use crate::repair::{Repair, RepairTarget, plan_repair, plan_shed};
+use crate::repair::{Repair, RepairTarget, plan_repair, plan_shed, successor};
 use crate::view::{Merge, POOR_LOSS_PERMILLE, View};
 
 /// Settings of one agent. Defaults are documented on [`AgentConfig::new`].
@@ -67,6 +67,9 @@ pub struct AgentConfig {
     pub attach_timeout: Duration,
     /// How long a parent holds a successor's request for the slot of a child not yet known lost.
     pub replace_wait: Duration,
+    /// How long the slot of a lost child that fed children stays reserved for its successor
+    /// (the orphan that asks with `Attach { replaces }`) when the parent noticed the loss first.
+    pub slot_hold: Duration,
     /// How much more capacity a node needs to displace another.
     pub promotion_margin: u8,
     /// How many levels higher a free slot must be for a node to move there with its subtree.
@@ -98,6 +101,7 @@ impl AgentConfig {
             ttl: Duration::from_secs(90),
             attach_timeout: Duration::from_secs(2),
             replace_wait: Duration::from_secs(1),
+            slot_hold: Duration::from_secs(3),
             promotion_margin: 1,
             move_margin: crate::MOVE_MARGIN,
             promotion_interval: Duration::from_secs(30),
@@ -235,6 +239,11 @@ pub struct Agent {
     next_promotion_check: Time,
     lost_children: Vec<NodeId>,
     replacing: Vec<PendingReplace>,
+    /// Slots of lost children held for their successors, until the deadline.
+    held: Vec<(NodeId, Time)>,
+    /// While repairing: the lost parent's successor (a sibling), and how often it was asked
+    /// again after saying it was not attached yet.
+    successor: Option<(NodeId, u8)>,
     /// When this node last rose by a swap it proposed (the rate limit of proposals).
     last_promotion: Option<Time>,
     /// When this node last took part in a swap, either side.
@@ -254,6 +263,9 @@ pub struct Agent {
 
 /// How many candidates a join or repair ranks at once.
 const CANDIDATES: usize = 8;
+/// How many times an orphan asks its lost parent's successor again when the successor is not
+/// attached yet (it is taking the lost parent's slot at that moment; each ask is a round trip).
+const SUCCESSOR_RETRIES: u8 = 3;
 /// A repair plan is recomputed when the neighbourhood changes, and at least this often.
 const PLAN_MAX_AGE: Duration = Duration::from_secs(10);
 /// How long a relation may stay one-sided before it is undone (see `Agent::reconcile`).
@@ -302,6 +314,8 @@ impl Agent {
             plan_made: None,
             next_promotion_check: now + PROMOTION_CHECK,
             lost_children: Vec::new(),
+            held: Vec::new(),
+            successor: None,
             replacing: Vec::new(),
             last_promotion: None,
             last_swap: None,
@@ -587,8 +601,10 @@ impl Agent {
             Message::Reject { .. } if self.moving.is_some_and(|(to, _)| to == from) => {
                 self.moving = None;
             }
-            Message::Reject { .. } => {
-                if matches!(self.state, State::Joining { asking, .. } if asking == from) {
+            Message::Reject { reason } => {
+                if matches!(self.state, State::Joining { asking, .. } if asking == from)
+                    && !(reason == RejectReason::NotAttached && self.ask_successor_again(from))
+                {
                     self.next_candidate(Some(from));
                 }
             }
@@ -625,6 +641,9 @@ impl Agent {
             return;
         }
         self.emit(Event::Orphaned { lost });
+        self.successor = successor(&self.view, lost)
+            .filter(|&s| s != self.me.id)
+            .map(|s| (s, 0));
         // Keep the plan if it was made for this parent; otherwise plan from what we know now.
         let plan = match self.plan.take() {
             Some(p) if p.lost == lost => Some(p),
@@ -708,6 +727,14 @@ impl Agent {
             self.answer_attach(r.from);
         } else if self.me.children.contains(child) {
             self.remove_child(child);
+            // Noticed before any orphan asked: keep the slot for the successor, which takes the
+            // lost node's place with its siblings under it. Without the hold, a node moving up
+            // to a free slot (or a newcomer) takes it first and the whole orphaned subtree goes
+            // one level deeper, each orphan on its own. A leaf leaves no orphans to wait for.
+            let fed_children = self.view.get(child).is_some_and(|n| !n.children.is_empty());
+            if fed_children && self.held.len() < crate::MAX_CHILDREN {
+                self.held.push((child, self.now + self.cfg.slot_hold));
+            }
         }
     }
 
@@ -794,10 +821,20 @@ impl Agent {
                 return;
             }
         }
+        // A successor (or the lost child itself, back after all) claims its held slot.
+        if let Some(i) = self
+            .held
+            .iter()
+            .position(|&(lost, _)| Some(lost) == replaces || lost == from)
+        {
+            self.held.remove(i);
+        }
         self.answer_attach(from);
     }
 
     fn answer_attach(&mut self, from: NodeId) {
+        let now = self.now;
+        self.held.retain(|&(_, until)| until > now);
         // Attached means more than having a parent: the parent's chain must reach the root in
         // this node's view. A node inside a subtree whose top is repairing (and has said so)
         // takes no children, so two repairing subtrees cannot adopt each other.
@@ -810,7 +847,7 @@ impl Agent {
             Some(RejectReason::NotAttached)
         } else if self.me.depth >= MAX_DEPTH || self.view.in_subtree(self.me.id, from) {
             Some(RejectReason::Cycle)
-        } else if !self.me.children.contains(from) && self.me.spare() == 0 {
+        } else if !self.me.children.contains(from) && self.me.spare() <= self.held.len() {
             Some(RejectReason::Full)
         } else {
             None
@@ -902,6 +939,28 @@ impl Agent {
             until: self.now + wait,
             lost,
         };
+    }
+
+    /// The lost parent's successor said it is not attached: it is most likely taking the lost
+    /// parent's slot right now, and will have room for its siblings in a round trip. Asking it
+    /// again keeps the orphaned subtree together one level higher than a fallback would.
+    fn ask_successor_again(&mut self, from: NodeId) -> bool {
+        let Some((s, tries)) = self.successor.as_mut() else {
+            return false;
+        };
+        if *s != from || *tries >= SUCCESSOR_RETRIES {
+            return false;
+        }
+        *tries += 1;
+        let State::Joining { deadline, lost, .. } = &mut self.state else {
+            return false;
+        };
+        if lost.is_none() {
+            return false;
+        }
+        *deadline = self.now + self.cfg.attach_timeout;
+        self.send(from, Message::Attach { replaces: None });
+        true
     }
 
     fn next_candidate(&mut self, refused: Option<NodeId>) {
