@@ -327,7 +327,10 @@ impl Driver {
                         }
                     });
                 }
-                Output::Send { to, msg } => self.send(to, Body::Tree { msg }),
+                Output::Send { to, msg } => {
+                    tracing::debug!(%to, ?msg, "sending");
+                    self.send(to, Body::Tree { msg })
+                }
                 Output::Event(e) => self.on_agent_event(e),
             }
         }
@@ -517,21 +520,24 @@ impl Driver {
             self.stream.clone(),
             self.internal.clone(),
         );
-        tokio::spawn(async move {
-            let outcome =
-                match tokio::time::timeout(PROBE_TIMEOUT, client.probe(parent, stream)).await {
-                    Ok(Ok(receiving)) => Probed::Alive(receiving),
-                    Ok(Err(e)) => {
-                        tracing::info!(%parent, error = %e, "probe failed");
-                        Probed::Gone
-                    }
-                    Err(_) => {
-                        tracing::info!(%parent, "probe timed out");
-                        Probed::Silent
-                    }
-                };
-            let _ = internal.send(Internal::Probe { session, outcome }).await;
-        });
+        tokio::spawn(
+            async move {
+                let outcome =
+                    match tokio::time::timeout(PROBE_TIMEOUT, client.probe(parent, stream)).await {
+                        Ok(Ok(receiving)) => Probed::Alive(receiving),
+                        Ok(Err(e)) => {
+                            tracing::info!(%parent, error = %e, "probe failed");
+                            Probed::Gone
+                        }
+                        Err(_) => {
+                            tracing::info!(%parent, "probe timed out");
+                            Probed::Silent
+                        }
+                    };
+                let _ = internal.send(Internal::Probe { session, outcome }).await;
+            }
+            .in_current_span(),
+        );
     }
 
     fn on_probe(&mut self, session: u64, outcome: Probed) {
@@ -702,7 +708,10 @@ impl Driver {
                 body,
                 ..
             } if stream == self.stream && to == self.agent.node().id => match body {
-                Body::Tree { msg } => self.handle(Input::Message { from, msg }),
+                Body::Tree { msg } => {
+                    tracing::debug!(%from, ?msg, "tree message");
+                    self.handle(Input::Message { from, msg })
+                }
                 Body::Offer { session, sdp, live } => self.on_offer(from, session, sdp, live),
                 Body::Answer { session, sdp } => self.answer(session, Ok(sdp)),
                 Body::Refused { session, reason } => self.answer(session, Err(reason)),

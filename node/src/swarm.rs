@@ -578,13 +578,18 @@ impl Sampler {
                 && !r.flowing
                 && let (Some(t0), Some(began)) = (self.show, self.silent_since.remove(&r.id))
             {
-                let gap = Instant::now().saturating_duration_since(began) - silent.unwrap_or_default();
+                let gap =
+                    Instant::now().saturating_duration_since(began) - silent.unwrap_or_default();
                 eprintln!(
                     "swarm: gap {} at t={:.2} s, {} ms{}",
                     r.id,
                     began.saturating_duration_since(t0).as_secs_f64(),
                     gap.as_millis(),
-                    if self.affected.contains(&r.id) { " (killed subtree)" } else { "" }
+                    if self.affected.contains(&r.id) {
+                        " (killed subtree)"
+                    } else {
+                        ""
+                    }
                 );
             }
             r.flowing = flowing;
