@@ -603,7 +603,8 @@ impl Agent {
             }
             Message::Reject { reason } => {
                 if matches!(self.state, State::Joining { asking, .. } if asking == from)
-                    && !(reason == RejectReason::NotAttached && self.ask_successor_again(from))
+                    && !(matches!(reason, RejectReason::NotAttached | RejectReason::Full)
+                        && self.ask_successor_again(from))
                 {
                     self.next_candidate(Some(from));
                 }
@@ -941,9 +942,10 @@ impl Agent {
         };
     }
 
-    /// The lost parent's successor said it is not attached: it is most likely taking the lost
-    /// parent's slot right now, and will have room for its siblings in a round trip. Asking it
-    /// again keeps the orphaned subtree together one level higher than a fallback would.
+    /// The lost parent's successor said it is not attached, or full: it is most likely taking
+    /// the lost parent's slot right now, or handing its own children down to make room for its
+    /// siblings (`plan_shed`), and will have room in a round trip. Asking it again keeps the
+    /// orphaned subtree together one level higher than a fallback would.
     fn ask_successor_again(&mut self, from: NodeId) -> bool {
         let Some((s, tries)) = self.successor.as_mut() else {
             return false;

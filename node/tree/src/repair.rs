@@ -125,7 +125,12 @@ pub fn plan_repair(view: &View, me: NodeId, limit: usize) -> Option<Repair> {
     if view.get(lost)?.role == Role::Broadcaster {
         return None;
     }
-    let grandparent = view.parent_of(lost);
+    // The lost parent's parent as both say, or as the lost parent said last: a grandparent
+    // that noticed the loss first has dropped it already (and holds its slot for the
+    // successor), and the plan must not change because of that.
+    let grandparent = view
+        .parent_of(lost)
+        .or_else(|| view.get(lost).and_then(|n| n.parent));
     let succ = successor(view, lost);
     let mut targets = Vec::with_capacity(limit.min(8));
     match (succ, grandparent) {
