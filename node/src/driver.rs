@@ -78,6 +78,11 @@ const JOIN_WAIT: Duration = Duration::from_secs(2);
 /// changes is published at once anyway, and a lost parent is noticed from media silence, not
 /// from its record expiring.
 const RECORD_REFRESH: Duration = Duration::from_secs(120);
+/// Least time between two publications of our record: changes within it go out together, as
+/// one record (a record is a state, so only the newest matters). A join used to publish three
+/// records (detached, attached, receiving) and a repair as many; every node verifies and merges
+/// every record, so at 200 relays that was most of the overlay's work.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 /// Silence after which a node is forgotten: three refreshes.
 const RECORD_TTL: Duration = Duration::from_secs(360);
 /// How often media health, link figures and the tree snapshot are looked at.
@@ -246,6 +251,10 @@ struct Driver {
     capacity: u8,
     capacity_cut_at: Option<Instant>,
     measured_cap: u8,
+    /// Our newest record, waiting for [`PUBLISH_EVERY`] to pass since the last publication.
+    pending_record: Option<treecast_tree::NodeRecord>,
+    /// When the next publication may go out.
+    publish_not_before: Instant,
 }
 
 impl Driver {
@@ -294,6 +303,10 @@ impl Driver {
             capacity,
             capacity_cut_at: None,
             measured_cap: treecast_tree::MAX_CHILDREN as u8,
+            pending_record: None,
+            // The root's first record at once (newcomers wait for it); a newcomer's after one
+            // interval, by when it is usually attached and has nothing detached to say.
+            publish_not_before: if joined { epoch } else { epoch + PUBLISH_EVERY },
         };
         d.publish_info();
         d
@@ -319,13 +332,8 @@ impl Driver {
         while let Some(out) = self.agent.poll_output() {
             match out {
                 Output::Publish(record) => {
-                    let client = self.client.clone();
-                    // Local (our own event loop): quick; spawned so the loop never waits.
-                    tokio::spawn(async move {
-                        if let Err(e) = client.publish(record).await {
-                            tracing::debug!(error = %e, "publish failed");
-                        }
-                    });
+                    self.pending_record = Some(record);
+                    self.publish_due();
                 }
                 Output::Send { to, msg } => {
                     tracing::debug!(%to, ?msg, "sending");
@@ -779,8 +787,38 @@ impl Driver {
         }
     }
 
+    /// Publishes the pending record if [`PUBLISH_EVERY`] has passed since the last one.
+    fn publish_due(&mut self) {
+        let now = Instant::now();
+        if now < self.publish_not_before {
+            return;
+        }
+        let Some(record) = self.pending_record.take() else {
+            return;
+        };
+        self.publish_not_before = now + PUBLISH_EVERY;
+        let n = &record.node;
+        tracing::debug!(
+            seq = n.seq,
+            parent = ?n.parent,
+            children = n.children.len(),
+            depth = n.depth,
+            receiving = n.receiving,
+            capacity = n.capacity,
+            "publishing"
+        );
+        let client = self.client.clone();
+        // Local (our own event loop): quick; spawned so the loop never waits.
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(record).await {
+                tracing::debug!(error = %e, "publish failed");
+            }
+        });
+    }
+
     fn on_health(&mut self) {
         self.ticks += 1;
+        self.publish_due();
         self.maybe_join();
         let receiving = self.node.receiving();
         self.client.set_receiving(receiving);
