@@ -87,9 +87,10 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Defaults: refresh 30 s, ttl 90 s, attach timeout 2 s, replace wait 1 s, promotion margin
-    /// 1 slot, move to a free slot at least 2 levels higher, rise by a swap at most once per
-    /// 30 s and only after 5 s of uptime, tick 1 s, leave a parent after 10 s of poor delivery.
+    /// Defaults: refresh 30 s, ttl 90 s, attach timeout 2 s, replace wait 1 s, slot hold 3 s,
+    /// promotion margin 1 slot, move to a free slot at least 2 levels higher, rise by a swap at
+    /// most once per 30 s and only after 5 s of uptime, tick 1 s, leave a parent after 10 s of
+    /// poor delivery.
     pub fn new(node: Node, stream: StreamId) -> Self {
         AgentConfig {
             node,

@@ -287,6 +287,7 @@ impl EventLoop {
             }
             Command::Protect { nodes } => {
                 self.protected = nodes.into_iter().collect();
+                self.connect_protected();
             }
         }
     }

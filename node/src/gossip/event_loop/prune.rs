@@ -88,6 +88,28 @@ impl EventLoop {
         }
     }
 
+    /// Dials the protected nodes (tree neighbours and the repair plan's first targets) we are
+    /// not connected to, where their records gave addresses: when the parent dies, the attach
+    /// request to the backup parent then travels over a connection that is already up,
+    /// instead of waiting for a TCP and noise handshake on a machine busy with the repair.
+    pub(super) fn connect_protected(&mut self) {
+        let picks: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .protected
+            .iter()
+            .filter_map(|n| self.routes.get(n).copied())
+            .filter(|p| *p != self.local && !self.swarm.is_connected(p))
+            .filter_map(|p| self.addrs.get(&p).map(|a| (p, a.clone())))
+            .collect();
+        for (peer, addrs) in picks {
+            debug!(%peer, "dialling a tree neighbour ahead of need");
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(addrs)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
     /// Closes the connections nothing needs, beyond `max_peers`.
     pub(super) fn prune(&mut self) {
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
