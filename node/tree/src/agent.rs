@@ -43,7 +43,7 @@ use crate::placement::plan_move;
 use crate::placement::{Avoid, place};
 use crate::promotion::{plan_promotion_avoiding, swap};
 use crate::record::{Children, DETACHED, LinkStats, MAX_DEPTH, Node, NodeRecord, Role};
-use crate::repair::{Repair, RepairTarget, plan_repair, plan_shed, successor};
+use crate::repair::{Repair, RepairTarget, plan_repair, plan_shed};
 use crate::view::{Merge, POOR_LOSS_PERMILLE, View};
 
 /// Settings of one agent. Defaults are documented on [`AgentConfig::new`].
@@ -245,6 +245,9 @@ pub struct Agent {
     /// While repairing: the lost parent's successor (a sibling), and how often it was asked
     /// again after saying it was not attached yet.
     successor: Option<(NodeId, u8)>,
+    /// While repairing as the successor of this lost parent: its other children may attach
+    /// to us before we are attached again.
+    succeeding: Option<NodeId>,
     /// When this node last rose by a swap it proposed (the rate limit of proposals).
     last_promotion: Option<Time>,
     /// When this node last took part in a swap, either side.
@@ -317,6 +320,7 @@ impl Agent {
             lost_children: Vec::new(),
             held: Vec::new(),
             successor: None,
+            succeeding: None,
             replacing: Vec::new(),
             last_promotion: None,
             last_swap: None,
@@ -643,14 +647,23 @@ impl Agent {
             return;
         }
         self.emit(Event::Orphaned { lost });
-        self.successor = successor(&self.view, lost)
-            .filter(|&s| s != self.me.id)
-            .map(|s| (s, 0));
         // Keep the plan if it was made for this parent; otherwise plan from what we know now.
         let plan = match self.plan.take() {
             Some(p) if p.lost == lost => Some(p),
             _ => plan_repair(&self.view, self.me.id, CANDIDATES),
         };
+        // The sibling this plan goes to first is the successor it counted on (not whoever
+        // `successor` would name now: a sibling that took children since has fewer spare slots).
+        self.succeeding = plan
+            .as_ref()
+            .is_some_and(|p| matches!(p.targets.first(), Some(RepairTarget::Replace { .. })))
+            .then_some(lost);
+        self.successor = plan.as_ref().and_then(|p| match p.targets.first() {
+            Some(&RepairTarget::Attach(s)) if self.view.children_of(lost).any(|c| c == s) => {
+                Some((s, 0))
+            }
+            _ => None,
+        });
         // The successor makes room for its siblings at once, before they ask.
         if plan
             .as_ref()
@@ -845,6 +858,30 @@ impl Agent {
                 .me
                 .parent
                 .is_some_and(|p| self.view.depth_avoiding(p, &[self.me.id]).is_some());
+        // The successor takes its siblings while it is still asking for the lost parent's
+        // slot: they arrive together. No cycle: it asks only outside the lost subtree, and a
+        // sibling asks it only when the sibling's plan names it successor (so the sibling
+        // does not take children this way itself).
+        let sibling_depth = match (&self.state, self.succeeding) {
+            (State::Joining { lost: Some(l), .. }, Some(s)) if *l == s => self
+                .view
+                .get(s)
+                .filter(|n| n.children.contains(from) && n.depth < MAX_DEPTH)
+                .map(|n| n.depth),
+            _ => None,
+        };
+        // (Our depth once in the lost parent's place is the lost parent's.)
+        if let Some(depth) = sibling_depth
+            && (self.me.children.contains(from) || self.me.spare() > self.held.len())
+        {
+            if self.me.children.insert(from) {
+                self.lost_children.retain(|&c| c != from);
+                self.emit(Event::ChildAdded(from));
+                self.dirty = true;
+            }
+            self.send(from, Message::Accept { depth: depth + 1 });
+            return;
+        }
         let reason = if !self.is_attached() || !chain_ok {
             Some(RejectReason::NotAttached)
         } else if self.me.depth >= MAX_DEPTH || self.view.in_subtree(self.me.id, from) {
