@@ -361,9 +361,15 @@ async fn run_node(
         stop = shutdown => {
             tracing::info!(?stop, "shutting down");
             how = stop;
-            // Let the recorder finish its files (IVF frame count) before the connections go.
+            // Let the recorder finish its files (IVF frame count) before the connections go;
+            // only a recording viewer has any, and a crash finishes nothing (this used to hold
+            // every stopped node for a second, still forwarding, before it died).
             finish_recording.send_replace(true);
-            tokio::time::timeout(CLOSE_TIMEOUT, &mut work).await.unwrap_or(Ok(()))
+            if matches!(config.role, Role::View { .. }) && stop != Stop::Crash {
+                tokio::time::timeout(CLOSE_TIMEOUT, &mut work).await.unwrap_or(Ok(()))
+            } else {
+                Ok(())
+            }
         }
         r = &mut upstream, if node.parent.is_some() => match r {
             Ok(r) => r.map_err(NodeError::from),
