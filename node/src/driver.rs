@@ -62,6 +62,11 @@ pub const STARVED_PATIENCE: Duration = Duration::from_secs(8);
 pub const LEG_GRACE: Duration = Duration::from_secs(2);
 /// How long a parent may take to answer an offer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a parent holds an offer from a node it has not (yet) taken as a child: the offer
+/// comes right behind the attach request, and the agent may not have decided yet.
+const OFFER_HOLD: Duration = Duration::from_secs(1);
+/// Offers held at once; beyond, an early offer is refused at once.
+const MAX_HELD_OFFERS: usize = 16;
 /// Offers re-sent while the parent does not count us as its child yet (a move in flight).
 const OFFER_ATTEMPTS: u32 = 8;
 const OFFER_RETRY: Duration = Duration::from_millis(250);
@@ -143,6 +148,15 @@ enum Probed {
     Silent,
 }
 
+/// An offer waiting for its sender to become our child.
+#[derive(Debug)]
+struct HeldOffer {
+    session: u64,
+    sdp: String,
+    live: bool,
+    since: Instant,
+}
+
 /// Answers awaited by offer tasks, by session.
 type Answers = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<String, String>>>>>;
 
@@ -169,6 +183,9 @@ struct Up {
     /// The video feed's source number when this session started negotiating: it changes
     /// once the feed switched to the new parent (at a keyframe).
     video_source: Option<u32>,
+    /// This session's offer went out right behind an attach request, before the answer
+    /// (see [`Driver::drain`]); the agent has not said it is attached to `parent` yet.
+    speculative: bool,
 }
 
 /// Runs the driver until `stop` turns true; then leaves the tree (telling parent and
@@ -253,6 +270,9 @@ struct Driver {
     measured_cap: u8,
     /// Our newest record, waiting for [`PUBLISH_EVERY`] to pass since the last publication.
     pending_record: Option<treecast_tree::NodeRecord>,
+    /// Offers from nodes not (yet) our children, held for [`OFFER_HOLD`]: by sender, the
+    /// session, the SDP, whether live, and when it arrived.
+    held_offers: HashMap<NodeId, HeldOffer>,
     /// When the next publication may go out.
     publish_not_before: Instant,
 }
@@ -304,6 +324,7 @@ impl Driver {
             capacity_cut_at: None,
             measured_cap: treecast_tree::MAX_CHILDREN as u8,
             pending_record: None,
+            held_offers: HashMap::new(),
             // The root's first record at once (newcomers wait for it); a newcomer's after one
             // interval, by when it is usually attached and has nothing detached to say.
             publish_not_before: if joined { epoch } else { epoch + PUBLISH_EVERY },
@@ -337,7 +358,16 @@ impl Driver {
                 }
                 Output::Send { to, msg } => {
                     tracing::debug!(%to, ?msg, "sending");
-                    self.send(to, Body::Tree { msg })
+                    // A joining or repairing node offers media right behind its attach
+                    // request: the parent holds the offer until its agent has decided (see
+                    // `on_offer`), so the answer comes a round trip sooner.
+                    let offer_too = matches!(msg, treecast_tree::Message::Attach { .. })
+                        && self.settings.role != Role::Broadcaster
+                        && !self.agent.is_attached();
+                    self.send(to, Body::Tree { msg });
+                    if offer_too {
+                        self.want_parent(to, true);
+                    }
                 }
                 Output::Event(e) => self.on_agent_event(e),
             }
@@ -385,20 +415,33 @@ impl Driver {
                 depth,
             } => {
                 tracing::info!(%parent, ?previous, depth, "attached");
-                self.want_parent(parent);
+                self.want_parent(parent, false);
             }
             Event::Orphaned { lost } => {
                 tracing::info!(%lost, "parent lost; repairing");
                 self.up.lost = true;
             }
-            Event::ChildAdded(c) => tracing::info!(child = %c, "child added"),
+            Event::ChildAdded(c) => {
+                tracing::info!(child = %c, "child added");
+                if let Some(o) = self.held_offers.remove(&c) {
+                    self.on_offer(c, o.session, o.sdp, o.live);
+                }
+            }
             Event::ChildRemoved(c) => {
                 tracing::info!(child = %c, "child removed");
                 if let Some(link) = self.legs.remove(&c) {
                     self.node.close_child_later(link.id.clone(), LEG_GRACE);
                 }
             }
-            Event::NoPlace => tracing::debug!("no place in the tree yet; retrying"),
+            Event::NoPlace => {
+                tracing::debug!("no place in the tree yet; retrying");
+                // Nobody took us: an offer sent along with the last request is moot.
+                if self.up.speculative
+                    && let Some(task) = self.up.negotiating.take()
+                {
+                    task.abort();
+                }
+            }
             Event::Swapped { up, down } => tracing::info!(%up, %down, "swapped"),
         }
         self.publish_info();
@@ -407,15 +450,40 @@ impl Driver {
     // ---- child side ---------------------------------------------------------------------
 
     /// Starts negotiating media with `parent`; the current upstream keeps feeding meanwhile.
-    fn want_parent(&mut self, parent: NodeId) {
+    /// `speculative`: along with an attach request, before the agent knows the answer.
+    fn want_parent(&mut self, parent: NodeId, speculative: bool) {
+        if speculative
+            && self.up.speculative
+            && self.up.parent == Some(parent)
+            && self.up.negotiating.is_some()
+        {
+            // Asking the same candidate again (a successor not ready yet): the offer sent with
+            // the first request is still held there; a second one would only race it.
+            return;
+        }
+        if !speculative && self.up.speculative && self.up.parent == Some(parent) {
+            // The agent confirms the parent we already offered to: keep that negotiation (or
+            // the connection it brought up), unless it failed meanwhile.
+            self.up.speculative = false;
+            self.up.lost = false;
+            if self.up.negotiating.is_some() || self.up.connected_at.is_some() {
+                return;
+            }
+        }
         if let Some(task) = self.up.negotiating.take() {
             task.abort();
         }
         self.up.parent = Some(parent);
+        self.up.speculative = speculative;
         self.up.session = self.sessions.fetch_add(1, Ordering::Relaxed);
         // A repair starts with the new parent's fast-start GOP, however short the silence so
         // far: the old parent is gone, nothing would arrive until the next natural keyframe.
-        let repair = std::mem::take(&mut self.up.lost);
+        // (Kept while offers go out along with requests, until a parent is confirmed.)
+        let repair = if speculative {
+            self.up.lost
+        } else {
+            std::mem::take(&mut self.up.lost)
+        };
         self.up.reported = false;
         self.up.probing = false;
         self.up.next_probe = None;
@@ -487,6 +555,11 @@ impl Driver {
                 }
                 self.up.connected_at = Some(Instant::now());
                 self.publish_info();
+            }
+            Err(e) if self.up.speculative => {
+                // The candidate refused or did not answer: the agent hears that as a reject
+                // (or a timeout) and asks the next one, with an offer of its own.
+                tracing::debug!(parent = ?self.up.parent, error = e, "offer along with a request failed");
             }
             Err(e) => {
                 tracing::warn!(parent = ?self.up.parent, error = e, "no media from the parent");
@@ -613,6 +686,22 @@ impl Driver {
     }
 
     fn on_offer(&mut self, from: NodeId, session: u64, sdp: String, live: bool) {
+        if !self.agent.node().children.contains(from)
+            && (self.held_offers.len() < MAX_HELD_OFFERS || self.held_offers.contains_key(&from))
+        {
+            // Likely right behind its attach request: wait for the agent's decision. A newer
+            // offer from the same node replaces the older, which is refused.
+            let held = HeldOffer {
+                session,
+                sdp,
+                live,
+                since: Instant::now(),
+            };
+            if let Some(old) = self.held_offers.insert(from, held) {
+                self.refuse_offer(from, old.session);
+            }
+            return;
+        }
         if !self.agent.node().children.contains(from) {
             self.send(
                 from,
@@ -752,7 +841,10 @@ impl Driver {
             Internal::UpstreamDown { session } => {
                 if session == self.up.session {
                     tracing::info!("connection to the parent failed");
-                    self.parent_lost();
+                    self.up.connected_at = None;
+                    if !self.up.speculative {
+                        self.parent_lost();
+                    }
                 }
             }
             Internal::Probe { session, outcome } => self.on_probe(session, outcome),
@@ -816,9 +908,32 @@ impl Driver {
         });
     }
 
+    /// Refuses an offer: its sender is not our child.
+    fn refuse_offer(&mut self, to: NodeId, session: u64) {
+        self.send(
+            to,
+            Body::Refused {
+                session,
+                reason: "not a child of this node".into(),
+            },
+        );
+    }
+
     fn on_health(&mut self) {
         self.ticks += 1;
         self.publish_due();
+        // Held offers whose senders did not become children in time.
+        let now = Instant::now();
+        let expired: Vec<(NodeId, u64)> = self
+            .held_offers
+            .iter()
+            .filter(|(_, o)| now.duration_since(o.since) >= OFFER_HOLD)
+            .map(|(n, o)| (*n, o.session))
+            .collect();
+        for (n, session) in expired {
+            self.held_offers.remove(&n);
+            self.refuse_offer(n, session);
+        }
         self.maybe_join();
         let receiving = self.node.receiving();
         self.client.set_receiving(receiving);
