@@ -67,6 +67,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 const OFFER_HOLD: Duration = Duration::from_secs(1);
 /// Offers held at once; beyond, an early offer is refused at once.
 const MAX_HELD_OFFERS: usize = 16;
+/// Least time between two requests for the stream's records when no place is found.
+const RESYNC_EVERY: Duration = Duration::from_secs(3);
 /// Offers re-sent while the parent does not count us as its child yet (a move in flight).
 const OFFER_ATTEMPTS: u32 = 8;
 const OFFER_RETRY: Duration = Duration::from_millis(250);
@@ -275,6 +277,8 @@ struct Driver {
     held_offers: HashMap<NodeId, HeldOffer>,
     /// When the next publication may go out.
     publish_not_before: Instant,
+    /// When we last asked the overlay for the stream's records again (no place found).
+    last_resync: Option<Instant>,
 }
 
 impl Driver {
@@ -325,6 +329,7 @@ impl Driver {
             measured_cap: treecast_tree::MAX_CHILDREN as u8,
             pending_record: None,
             held_offers: HashMap::new(),
+            last_resync: None,
             // The root's first record at once (newcomers wait for it); a newcomer's after one
             // interval, by when it is usually attached and has nothing detached to say.
             publish_not_before: if joined { epoch } else { epoch + PUBLISH_EVERY },
@@ -435,6 +440,14 @@ impl Driver {
             }
             Event::NoPlace => {
                 tracing::debug!("no place in the tree yet; retrying");
+                // Perhaps we know too little of the tree: our first sync may have come before
+                // anyone had records to give. Ask again, at most every few seconds.
+                if self.last_resync.is_none_or(|t| t.elapsed() >= RESYNC_EVERY) {
+                    self.last_resync = Some(Instant::now());
+                    if let Err(e) = self.client.resync(self.stream.clone()) {
+                        tracing::debug!(error = %e, "cannot ask for the records again");
+                    }
+                }
                 // Nobody took us: an offer sent along with the last request is moot.
                 if self.up.speculative
                     && let Some(task) = self.up.negotiating.take()

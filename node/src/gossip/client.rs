@@ -80,6 +80,10 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    /// See [`Client::resync`].
+    Resync {
+        stream: StreamId,
+    },
     Protect {
         nodes: Vec<NodeId>,
     },
@@ -194,6 +198,17 @@ impl Client {
     pub fn protect(&self, nodes: Vec<NodeId>) -> Result<(), ClientError> {
         self.commands
             .try_send(Command::Protect { nodes })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ClientError::Busy,
+                mpsc::error::TrySendError::Closed(_) => ClientError::Closed,
+            })
+    }
+
+    /// Asks the peers following `stream` for its records again (a newcomer whose first sync
+    /// came too early to hold anything). Fails only when the event loop is gone or busy.
+    pub fn resync(&self, stream: StreamId) -> Result<(), ClientError> {
+        self.commands
+            .try_send(Command::Resync { stream })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ClientError::Busy,
                 mpsc::error::TrySendError::Closed(_) => ClientError::Closed,

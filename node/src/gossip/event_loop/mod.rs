@@ -289,6 +289,21 @@ impl EventLoop {
                 self.protected = nodes.into_iter().collect();
                 self.connect_protected();
             }
+            Command::Resync { stream } => {
+                self.synced.remove(&stream);
+                let hash = topic(&stream).hash();
+                let following: Vec<PeerId> = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&hash))
+                    .map(|(p, _)| *p)
+                    .collect();
+                for peer in following {
+                    self.sync_from(peer, &stream);
+                }
+            }
         }
     }
 
@@ -352,6 +367,9 @@ impl EventLoop {
 
     fn try_publish(&mut self, record: &NodeRecord) -> Result<(), PublishError> {
         let sealed = self.seal(record);
+        // Held like the records we accepted, so that a sync asked of us hands on ours too (a
+        // newcomer's bootstrap node is often the root, whose record it needs first).
+        self.seqs.accepted(record, sealed.clone());
         let len = sealed.len() as u64;
         let result = self
             .swarm
