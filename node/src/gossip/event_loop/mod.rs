@@ -291,18 +291,7 @@ impl EventLoop {
             }
             Command::Resync { stream } => {
                 self.synced.remove(&stream);
-                let hash = topic(&stream).hash();
-                let following: Vec<PeerId> = self
-                    .swarm
-                    .behaviour()
-                    .gossipsub
-                    .all_peers()
-                    .filter(|(_, topics)| topics.contains(&&hash))
-                    .map(|(p, _)| *p)
-                    .collect();
-                for peer in following {
-                    self.sync_from(peer, &stream);
-                }
+                self.sync_from_followers(&stream);
             }
         }
     }
@@ -319,20 +308,25 @@ impl EventLoop {
                 .map_err(|e| ClientError::Subscribe(e.to_string()))?;
             self.streams.insert(topic.hash(), stream.clone());
             info!(%stream, "following stream");
-            let hash = topic.hash();
-            let following: Vec<PeerId> = self
-                .swarm
-                .behaviour()
-                .gossipsub
-                .all_peers()
-                .filter(|(_, topics)| topics.contains(&&hash))
-                .map(|(p, _)| *p)
-                .collect();
-            for peer in following {
-                self.sync_from(peer, stream);
-            }
+            self.sync_from_followers(stream);
         }
         Ok(())
+    }
+
+    /// Asks every peer following `stream` for its records (within [`SYNC_PEERS`]).
+    fn sync_from_followers(&mut self, stream: &StreamId) {
+        let hash = topic(stream).hash();
+        let following: Vec<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&hash))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in following {
+            self.sync_from(peer, stream);
+        }
     }
 
     fn publish(&mut self, record: NodeRecord) -> Result<(), ClientError> {

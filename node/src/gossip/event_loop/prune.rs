@@ -78,14 +78,19 @@ impl EventLoop {
             .collect();
         for (peer, addrs) in picks {
             debug!(%peer, "dialling a known peer to stay connected");
-            let opts = DialOpts::peer_id(peer)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .addresses(addrs)
-                .build();
-            if self.swarm.dial(opts).is_ok() {
+            if self.dial_known(peer, addrs) {
                 self.stats.tended += 1;
             }
         }
+    }
+
+    /// Dials `peer` at `addrs` unless connected or dialling already; whether a dial started.
+    fn dial_known(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .build();
+        self.swarm.dial(opts).is_ok()
     }
 
     /// Dials the protected nodes (tree neighbours and the repair plan's first targets) we are
@@ -102,11 +107,7 @@ impl EventLoop {
             .collect();
         for (peer, addrs) in picks {
             debug!(%peer, "dialling a tree neighbour ahead of need");
-            let opts = DialOpts::peer_id(peer)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .addresses(addrs)
-                .build();
-            let _ = self.swarm.dial(opts);
+            self.dial_known(peer, addrs);
         }
     }
 
