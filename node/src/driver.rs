@@ -716,13 +716,7 @@ impl Driver {
             return;
         }
         if !self.agent.node().children.contains(from) {
-            self.send(
-                from,
-                Body::Refused {
-                    session,
-                    reason: "not a child of this node".into(),
-                },
-            );
+            self.refuse_offer(from, session);
             return;
         }
         let Some(tracks) = self.node.tracks() else {

@@ -721,11 +721,7 @@ impl Agent {
         }
         self.make_room(nodes.len());
         for n in nodes {
-            if self.me.children.insert(n) {
-                self.lost_children.retain(|&c| c != n);
-                self.emit(Event::ChildAdded(n));
-                self.dirty = true;
-            }
+            self.take_child(n);
         }
     }
 
@@ -874,11 +870,7 @@ impl Agent {
         if let Some(depth) = sibling_depth
             && (self.me.children.contains(from) || self.me.spare() > self.held.len())
         {
-            if self.me.children.insert(from) {
-                self.lost_children.retain(|&c| c != from);
-                self.emit(Event::ChildAdded(from));
-                self.dirty = true;
-            }
+            self.take_child(from);
             self.send(from, Message::Accept { depth: depth + 1 });
             return;
         }
@@ -894,11 +886,7 @@ impl Agent {
         match reason {
             Some(reason) => self.send(from, Message::Reject { reason }),
             None => {
-                if self.me.children.insert(from) {
-                    self.lost_children.retain(|&c| c != from);
-                    self.emit(Event::ChildAdded(from));
-                    self.dirty = true;
-                }
+                self.take_child(from);
                 self.send(
                     from,
                     Message::Accept {
@@ -906,6 +894,15 @@ impl Agent {
                     },
                 );
             }
+        }
+    }
+
+    /// Counts `child` as ours (it is no longer a lost one).
+    fn take_child(&mut self, child: NodeId) {
+        if self.me.children.insert(child) {
+            self.lost_children.retain(|&c| c != child);
+            self.emit(Event::ChildAdded(child));
+            self.dirty = true;
         }
     }
 
