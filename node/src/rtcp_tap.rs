@@ -53,7 +53,9 @@ pub struct LinkCounters {
     pub nacks_forwarded: AtomicU64,
     /// NACKed packets not resent because the leg's resend budget was spent (child leg).
     pub resends_refused: AtomicU64,
-    /// Last reported fraction lost, in 1/256 (RFC 3550 section 6.4.1).
+    /// Last fraction lost, in 1/256 (RFC 3550 section 6.4.1): on a child leg as the child's
+    /// receiver report says; on the upstream leg as this node measures it
+    /// (`treecast_media::loss`), since no receiver report passes the tap there.
     pub fraction_lost: AtomicU64,
     /// Last round-trip time from a receiver report, in microseconds; 0 when unknown.
     pub rtt_us: AtomicU64,

@@ -11,6 +11,7 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use treecast_media::keyframe_requests::KeyframeRequests;
+use treecast_media::loss::LossMeter;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
@@ -344,6 +345,8 @@ async fn switch_to_track(
         let requests = feed.switch_source();
         feed.set_origin(&origin);
         let c = &node.upstream;
+        // A new link: the old one's loss says nothing about it.
+        c.fraction_lost.store(0, Ordering::Relaxed);
         c.packets.fetch_add(1, Ordering::Relaxed);
         c.bytes
             .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
@@ -368,10 +371,19 @@ async fn read_track(
     source: u32,
 ) {
     let c = node.upstream.clone();
+    // The loss this link leaves after NACK repair, for our record: children judge their parent
+    // by it (`View::is_struggling`), and the agent leaves a parent that keeps it high.
+    let mut loss = LossMeter::default();
+    let epoch = tokio::time::Instant::now();
     while let Some(ev) = track.poll().await {
         match ev {
             TrackRemoteEvent::OnRtpPacket(_) if feed.source_id() != source => {}
             TrackRemoteEvent::OnRtpPacket(packet) => {
+                if let Some(fraction) = loss.packet(packet.header.sequence_number, epoch.elapsed())
+                {
+                    c.fraction_lost
+                        .store(u64::from(fraction), Ordering::Relaxed);
+                }
                 c.packets.fetch_add(1, Ordering::Relaxed);
                 c.bytes
                     .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);

@@ -13,6 +13,7 @@
 //! - [`munger`]: sequence/timestamp continuity for children across parent changes.
 //! - [`cache`]: recent packets by sequence number, for answering NACKs.
 //! - [`nack_requests`]: merge the NACKs a node forwards upstream for its children's cache misses.
+//! - [`loss`]: the loss a receiver measures on an RTP stream, per interval.
 //! - [`retransmit_budget`]: how much a child's NACKs may make its parent resend.
 //! - [`keyframe_requests`]: merge PLI/FIR from children into at most one upstream request per interval.
 //! - [`child_queue`]: bounded per-child queue; a child that falls behind is dropped to the next keyframe.
@@ -28,6 +29,7 @@ pub mod gop;
 pub mod impairment;
 pub mod keyframe;
 pub mod keyframe_requests;
+pub mod loss;
 pub mod munger;
 pub mod nack_requests;
 pub mod retransmit_budget;
