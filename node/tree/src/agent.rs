@@ -28,8 +28,9 @@
 //! - **Promotion**: now and then moves to a free slot much higher up ([`crate::plan_move`]),
 //!   or else checks [`crate::plan_promotion`] and asks the weaker node, which coordinates the
 //!   swap by sending every node involved its new place ([`Message::Move`]).
-//! - **Gossip**: republishes its own record on change and every `refresh` (jittered), forgets
-//!   nodes silent for `ttl`, and follows its parent's depth.
+//! - **Gossip**: republishes its own record on change and, when nothing changed, every
+//!   [`Agent::refresh_interval`] (jittered; the record declares it); forgets nodes silent
+//!   for `ttl` or three of their declared intervals, and follows its parent's depth.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -59,10 +60,18 @@ pub struct AgentConfig {
     pub seq_start: u64,
     /// Seed for timer jitter.
     pub seed: u64,
-    /// How often the own record is republished without a change.
+    /// How often the own record is republished without a change, at least (see
+    /// `refresh_per_node`; at most [`MAX_REFRESH`]).
     pub refresh: Duration,
-    /// Silence after which a node is forgotten.
+    /// Silence after which a node is forgotten, at least (a node that declares a longer
+    /// refresh interval is kept for three of them: `Node::lifetime`).
     pub ttl: Duration,
+    /// Refresh interval per node in the view (zero: a fixed `refresh`). Every node receives
+    /// every refresh, so a swarm of N nodes refreshing every T costs each node N records per
+    /// T: with T = N x this, that cost stays the same share of the stream however large the
+    /// swarm grows. The shell sets it from the stream's bitrate and its record size
+    /// ([`Input::SetRefreshPerNode`]). Capped at [`MAX_REFRESH`].
+    pub refresh_per_node: Duration,
     /// How long to wait for an answer to an attach request.
     pub attach_timeout: Duration,
     /// How long a parent holds a successor's request for the slot of a child not yet known lost.
@@ -100,6 +109,7 @@ impl AgentConfig {
             seed: node.id.0,
             refresh: Duration::from_secs(30),
             ttl: Duration::from_secs(90),
+            refresh_per_node: Duration::ZERO,
             attach_timeout: Duration::from_secs(2),
             replace_wait: Duration::from_secs(1),
             slot_hold: Duration::from_secs(3),
@@ -137,6 +147,8 @@ pub enum Input {
     ChildLost(NodeId),
     /// A new capacity measurement or declaration.
     SetCapacity(u8),
+    /// A new [`AgentConfig::refresh_per_node`] (the stream's bitrate became known or changed).
+    SetRefreshPerNode(Duration),
     /// Statistics of the link from the parent, and whether media arrives.
     SetLink {
         /// The statistics.
@@ -267,6 +279,9 @@ pub struct Agent {
 
 /// How many candidates a join or repair ranks at once.
 const CANDIDATES: usize = 8;
+/// The longest refresh interval [`AgentConfig::refresh_per_node`] leads to: past it a larger
+/// swarm costs more gossip rather than keep records of the departed for hours.
+pub const MAX_REFRESH: Duration = Duration::from_secs(30 * 60);
 /// How many times an orphan asks its lost parent's successor again when the successor is not
 /// attached yet (it is taking the lost parent's slot at that moment; each ask is a round trip).
 const SUCCESSOR_RETRIES: u8 = 3;
@@ -401,6 +416,7 @@ impl Agent {
                 }
             }
             Input::SetLink { link, receiving } => self.on_link(link, receiving),
+            Input::SetRefreshPerNode(d) => self.cfg.refresh_per_node = d,
         }
         self.flush();
     }
@@ -444,7 +460,8 @@ impl Agent {
             self.maybe_promote();
         }
         if now >= self.next_refresh {
-            self.next_refresh = now + jitter(&mut self.rng, self.cfg.refresh);
+            let every = self.refresh_interval();
+            self.next_refresh = now + jitter(&mut self.rng, every);
             self.dirty = true;
         }
         if self.moving.is_some_and(|(_, deadline)| now >= deadline) {
@@ -1281,6 +1298,16 @@ impl Agent {
 
     // ---- gossip -------------------------------------------------------------------------
 
+    /// How often the own record is republished without a change now: `refresh`, or longer in
+    /// a large swarm (see [`AgentConfig::refresh_per_node`]).
+    pub fn refresh_interval(&self) -> Duration {
+        let n = u32::try_from(self.view.len()).unwrap_or(u32::MAX);
+        self.cfg
+            .refresh
+            .max(self.cfg.refresh_per_node.saturating_mul(n))
+            .min(MAX_REFRESH)
+    }
+
     fn expire(&mut self) {
         for gone in self.view.expire(self.now, self.cfg.ttl, self.me.id) {
             self.plan_stale = true;
@@ -1302,6 +1329,13 @@ impl Agent {
         // Our relations changed: a new one may be one-sided until the other side publishes.
         self.note_suspects();
         self.me.seq += 1;
+        // The record says how long until the next one at the latest, so receivers keep it
+        // that long (`Node::lifetime`): the refresh interval, or the time to the refresh
+        // already timed if that is further (the interval shrank since).
+        let next = self
+            .refresh_interval()
+            .max(self.next_refresh.since(self.now));
+        self.me.refresh_tens = u8::try_from(next.as_secs().div_ceil(10)).unwrap_or(u8::MAX);
         self.me.uptime_s =
             u32::try_from(self.now.since(self.started).as_secs()).unwrap_or(u32::MAX);
         // Our own record is valid by construction; keep it in our view as others see it.

@@ -5,7 +5,8 @@
 //! ```text
 //! 0   2  magic "TC"
 //! 2   1  format = 1
-//! 3   1  flags: bit0 parent present, bit1 via present, bit2 receiving, bit3 browser
+//! 3   1  flags: bit0 parent present, bit1 via present, bit2 receiving, bit3 browser,
+//!          bit4 refresh interval present
 //! 4   1  role (0 broadcaster, 1 relay, 2 viewer)
 //! 5   1  reachability (0 public, 1 nat, 2 relay-only)
 //! 6   1  capacity (0..=4)
@@ -22,6 +23,7 @@
 //! ..  8  parent id, if flagged
 //! ..  8  via id, if flagged
 //! ..  8  each child id
+//! ..  1  refresh interval, tens of seconds (1..), if flagged
 //! ```
 //!
 //! Decoding checks every field and the record rules ([`crate::Node::validate`]); hostile bytes
@@ -41,6 +43,7 @@ const F_PARENT: u8 = 1;
 const F_VIA: u8 = 2;
 const F_RECEIVING: u8 = 4;
 const F_BROWSER: u8 = 8;
+const F_REFRESH: u8 = 16;
 
 /// Why bytes are not a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +91,9 @@ impl NodeRecord {
         if n.platform == Platform::Browser {
             flags |= F_BROWSER;
         }
+        if n.refresh_tens != 0 {
+            flags |= F_REFRESH;
+        }
         out.push(flags);
         out.push(match n.role {
             Role::Broadcaster => 0,
@@ -120,6 +126,9 @@ impl NodeRecord {
         {
             out.extend_from_slice(&id.0.to_le_bytes());
         }
+        if n.refresh_tens != 0 {
+            out.push(n.refresh_tens);
+        }
         out
     }
 
@@ -137,7 +146,7 @@ impl NodeRecord {
             return Err(DecodeError::Format(format));
         }
         let flags = r.u8()?;
-        if flags & !(F_PARENT | F_VIA | F_RECEIVING | F_BROWSER) != 0 {
+        if flags & !(F_PARENT | F_VIA | F_RECEIVING | F_BROWSER | F_REFRESH) != 0 {
             return Err(DecodeError::Field("flags"));
         }
         let role = match r.u8()? {
@@ -198,6 +207,15 @@ impl NodeRecord {
             last = Some(id);
             children.insert(id);
         }
+        let refresh_tens = if flags & F_REFRESH != 0 {
+            // Zero travels as an absent field: one encoding per record.
+            match r.u8()? {
+                0 => return Err(DecodeError::Field("refresh")),
+                s => s,
+            }
+        } else {
+            0
+        };
         if !r.0.is_empty() {
             return Err(DecodeError::Trailing(r.0.len()));
         }
@@ -217,6 +235,7 @@ impl NodeRecord {
             capacity,
             uptime_s,
             version,
+            refresh_tens,
             receiving: flags & F_RECEIVING != 0,
             via,
             link,
@@ -290,8 +309,30 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_refresh_round_trips_and_zero_has_one_encoding() {
+        let mut rec = sample();
+        let plain = rec.encode();
+        rec.node.refresh_tens = 120;
+        let bytes = rec.encode();
+        assert_eq!(bytes.len(), plain.len() + 1);
+        assert_eq!(NodeRecord::decode(&bytes), Ok(rec));
+        // The flag with a zero interval: zero travels as no field.
+        let mut zero = bytes.clone();
+        *zero.last_mut().unwrap() = 0;
+        assert_eq!(
+            NodeRecord::decode(&zero),
+            Err(DecodeError::Field("refresh"))
+        );
+        // The flag without the byte.
+        let mut short = plain.clone();
+        short[3] |= F_REFRESH;
+        assert_eq!(NodeRecord::decode(&short), Err(DecodeError::Truncated));
+    }
+
+    #[test]
     fn largest_record_fits_the_cap() {
         let mut rec = sample();
+        rec.node.refresh_tens = u8::MAX;
         rec.stream = StreamId::new("s".repeat(64)).unwrap();
         rec.node.children =
             Children::from_ids([NodeId(11), NodeId(12), NodeId(13), NodeId(14)]).unwrap();

@@ -31,7 +31,7 @@ pub mod snapshot;
 mod store;
 mod view;
 
-pub use agent::{Agent, AgentConfig, Event, Input, Output, PROMOTION_CHECK};
+pub use agent::{Agent, AgentConfig, Event, Input, MAX_REFRESH, Output, PROMOTION_CHECK};
 pub use apply::ApplyError;
 pub use codec::{DecodeError, MAX_RECORD_BYTES};
 pub use id::{InvalidStreamId, MAX_STREAM_ID_LEN, NodeId, StreamId, Time};

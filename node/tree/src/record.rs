@@ -4,6 +4,7 @@
 //! names the parent and the parent lists the child); see [`crate::View`].
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,10 @@ pub const DETACHED: u16 = u16::MAX;
 /// The deepest a tree may grow; graph walks stop here, so hostile or cyclic gossip cannot
 /// make them loop.
 pub const MAX_DEPTH: u16 = 64;
+
+/// How many of its declared refresh intervals ([`Node::refresh_tens`]) a record is kept without
+/// news of its author.
+pub const TTL_REFRESHES: u32 = 3;
 
 /// What a node does for the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -204,6 +209,12 @@ pub struct Node {
     pub depth: u16,
     /// How many children it can feed (0..=4), from measured or declared upload.
     pub capacity: u8,
+    /// The longest the author goes without republishing this record unchanged, in tens of
+    /// seconds (0: not said). Receivers keep the record for [`TTL_REFRESHES`] such intervals
+    /// at least, so an author that refreshes rarely (a large swarm, see
+    /// `AgentConfig::refresh_per_node`) is not forgotten by receivers that would refresh more
+    /// often. Counted up to [`crate::MAX_REFRESH`]. One byte: it fits the record's padding.
+    pub refresh_tens: u8,
     /// Seconds since the node joined the stream: the stability it offers.
     pub uptime_s: u32,
     /// Protocol version of the author.
@@ -235,10 +246,20 @@ impl Node {
             capacity: capacity.min(MAX_CHILDREN as u8),
             uptime_s: 0,
             version: crate::PROTOCOL_VERSION,
+            refresh_tens: 0,
             receiving: false,
             via: None,
             link: LinkStats::default(),
         }
+    }
+
+    /// How long a receiver keeps this record without news: `ttl`, or [`TTL_REFRESHES`] of the
+    /// author's declared refresh intervals if that is longer (counted up to
+    /// [`crate::MAX_REFRESH`], so a hostile record cannot make itself kept for days).
+    pub fn lifetime(&self, ttl: Duration) -> Duration {
+        let declared =
+            Duration::from_secs(10 * u64::from(self.refresh_tens)).min(crate::MAX_REFRESH);
+        ttl.max(declared * TTL_REFRESHES)
     }
 
     /// Child slots this node can offer at all (relay-only nodes are leaves).

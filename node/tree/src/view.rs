@@ -19,8 +19,9 @@ use crate::store::{Keyed, Store};
 /// How many of the nodes heard longest ago [`View::expire`] keeps an eye on between scans.
 pub const EXPIRY_CANDIDATES: usize = 32;
 
-/// Loss on the link from a parent, per mille before repair, from which the child counts the
-/// link as poor (see [`View::is_struggling`]).
+/// Loss on the link from a parent, per mille, from which the child counts the link as poor
+/// (see [`View::is_struggling`]). The shell measures it after NACK repair: what is lost for
+/// good, which is what a viewer sees.
 pub const POOR_LOSS_PERMILLE: u16 = 80;
 
 /// One stream's tree as this node knows it.
@@ -41,16 +42,16 @@ pub struct View {
     /// How many of `ranks` there are at each depth with each capacity (0..=4): the weakest
     /// capacity at a depth in O(1), so promotion skips hopeless levels without a B-tree search.
     rank_counts: Vec<[u32; MAX_CHILDREN + 1]>,
-    /// No node was heard before this (a lower bound, exact after each expiry scan): refreshes
+    /// No node expires before this (a lower bound, exact after each expiry scan): refreshes
     /// cost no index update, and `expire` scans only when something may really be due.
-    oldest_heard: Option<Time>,
-    /// The nodes heard longest ago at the last expiry scan, oldest first, each with when it
-    /// was heard then (see [`View::expire`]).
+    earliest_expiry: Option<Time>,
+    /// The nodes due to expire first at the last expiry scan, earliest first, each with when
+    /// it was due then (see [`View::expire`]).
     expiring: Vec<(Time, NodeId)>,
-    /// Every node outside `expiring` (bar the scan's `keep`) was heard at or after this.
-    heard_floor: Option<Time>,
-    /// The `keep` of the last expiry scan.
-    scanned_keep: Option<NodeId>,
+    /// Every node outside `expiring` (bar the scan's `keep`) expires at or after this.
+    expiry_floor: Option<Time>,
+    /// The `keep` and `ttl` of the last expiry scan.
+    scanned: Option<(NodeId, Duration)>,
     /// How many records report a poor link from their parent: while none does, no node is
     /// struggling, and placement need not look at anyone's children.
     poor_links: usize,
@@ -63,6 +64,13 @@ pub struct View {
 struct Entry {
     node: Node,
     heard: Time,
+}
+
+impl Entry {
+    /// When this record expires if nothing newer comes, for a view's `ttl`.
+    fn expires(&self, ttl: Duration) -> Time {
+        self.heard + self.node.lifetime(ttl)
+    }
 }
 
 impl Keyed for Entry {
@@ -156,10 +164,10 @@ impl View {
             open_counts: Vec::new(),
             ranks: Lazy::default(),
             rank_counts: Vec::new(),
-            oldest_heard: None,
+            earliest_expiry: None,
             expiring: Vec::new(),
-            heard_floor: None,
-            scanned_keep: None,
+            expiry_floor: None,
+            scanned: None,
             poor_links: 0,
         }
     }
@@ -272,91 +280,94 @@ impl View {
         Some(entry.node)
     }
 
-    /// Forgets every node not heard from for `ttl`, except `keep` (this node itself).
+    /// Forgets every node not heard from for its lifetime, except `keep` (this node itself):
+    /// `ttl`, or longer for a node that declares a long refresh interval
+    /// ([`Node::lifetime`]). A view is expired with one `ttl` throughout.
     ///
     /// Returns them in the order of a scan of the store. A full scan notes the
-    /// [`EXPIRY_CANDIDATES`] nodes heard longest ago; until one heard after them may be due,
-    /// only those are looked at. Live nodes are heard every refresh, so the due ones are the
-    /// silent (crashed or departed) ones, and under churn they fall due one after another: a
-    /// scan of the whole view each time took 6% of the message-level simulator.
+    /// [`EXPIRY_CANDIDATES`] nodes due first; until one due after them may be due, only those
+    /// are looked at. Live nodes are heard every refresh, so the due ones are the silent
+    /// (crashed or departed) ones, and under churn they fall due one after another: a scan of
+    /// the whole view each time took 6% of the message-level simulator.
     pub fn expire(&mut self, now: Time, ttl: Duration, keep: NodeId) -> Vec<NodeId> {
-        let due = |t: Time| now.since(t) > ttl;
-        if self.oldest_heard.is_none_or(|t| !due(t)) {
+        let due = |t: Time| now > t;
+        if self.earliest_expiry.is_none_or(|t| !due(t)) {
             return Vec::new();
         }
-        let gone: Vec<NodeId> =
-            if self.heard_floor.is_some_and(due) || self.scanned_keep != Some(keep) {
-                self.nodes
-                    .values()
-                    .filter(|e| e.node.id != keep && due(e.heard))
-                    .map(|e| e.node.id)
-                    .collect()
-            } else {
-                // Nobody else can be due: every other node was heard at or after the floor, and
-                // merging only ever moves `heard` later (an insert lowers the floor).
-                let mut due_slots: Vec<(usize, NodeId)> = self
-                    .expiring
-                    .iter()
-                    .filter_map(|&(_, id)| {
-                        let slot = self.nodes.slot(&id)?;
-                        (id != keep && due(self.nodes.at(slot).heard)).then_some((slot, id))
-                    })
-                    .collect();
-                due_slots.sort_unstable();
-                due_slots.into_iter().map(|(_, id)| id).collect()
-            };
+        let scan = |v: &View| v.expiry_floor.is_some_and(due) || v.scanned != Some((keep, ttl));
+        let gone: Vec<NodeId> = if scan(self) {
+            self.nodes
+                .values()
+                .filter(|e| e.node.id != keep && due(e.expires(ttl)))
+                .map(|e| e.node.id)
+                .collect()
+        } else {
+            // Nobody else can be due: every other node expires at or after the floor, and
+            // merging only ever moves an expiry later (or lowers the floor, see `index`).
+            let mut due_slots: Vec<(usize, NodeId)> = self
+                .expiring
+                .iter()
+                .filter_map(|&(_, id)| {
+                    let slot = self.nodes.slot(&id)?;
+                    (id != keep && due(self.nodes.at(slot).expires(ttl))).then_some((slot, id))
+                })
+                .collect();
+            due_slots.sort_unstable();
+            due_slots.into_iter().map(|(_, id)| id).collect()
+        };
         for &id in &gone {
             self.remove(id);
         }
-        if self.heard_floor.is_some_and(due) || self.scanned_keep != Some(keep) {
-            self.scan_expiring(keep);
+        if scan(self) {
+            self.scan_expiring(keep, ttl);
         } else {
             let nodes = &self.nodes;
             self.expiring.retain_mut(|(t, id)| match nodes.get(id) {
                 Some(e) => {
-                    *t = e.heard;
+                    *t = e.expires(ttl);
                     true
                 }
                 None => false,
             });
         }
-        self.oldest_heard = self
+        self.earliest_expiry = self
             .expiring
             .iter()
             .map(|&(t, _)| t)
-            .chain(self.heard_floor)
+            .chain(self.expiry_floor)
             .min();
         gone
     }
 
-    /// Notes the [`EXPIRY_CANDIDATES`] nodes (other than `keep`) heard longest ago, and when
-    /// the others were heard at the earliest: one pass over the view.
-    fn scan_expiring(&mut self, keep: NodeId) {
-        let mut oldest: Vec<(Time, NodeId)> = Vec::with_capacity(EXPIRY_CANDIDATES + 1);
+    /// Notes the [`EXPIRY_CANDIDATES`] nodes (other than `keep`) due to expire first, and
+    /// when the others expire at the earliest: one pass over the view.
+    fn scan_expiring(&mut self, keep: NodeId, ttl: Duration) {
+        let mut first: Vec<(Time, NodeId)> = Vec::with_capacity(EXPIRY_CANDIDATES + 1);
         let mut floor: Option<Time> = None;
         for e in self.nodes.values().filter(|e| e.node.id != keep) {
-            let item = (e.heard, e.node.id);
-            let later = |f: Option<Time>, t: Time| Some(f.map_or(t, |f| f.min(t)));
-            if oldest.len() == EXPIRY_CANDIDATES && oldest.last().is_some_and(|&l| item >= l) {
-                floor = later(floor, e.heard);
+            let item = (e.expires(ttl), e.node.id);
+            let earlier = |f: Option<Time>, t: Time| Some(f.map_or(t, |f| f.min(t)));
+            if first.len() == EXPIRY_CANDIDATES && first.last().is_some_and(|&l| item >= l) {
+                floor = earlier(floor, item.0);
                 continue;
             }
-            let pos = oldest.partition_point(|&x| x < item);
-            oldest.insert(pos, item);
-            if oldest.len() > EXPIRY_CANDIDATES
-                && let Some((t, _)) = oldest.pop()
+            let pos = first.partition_point(|&x| x < item);
+            first.insert(pos, item);
+            if first.len() > EXPIRY_CANDIDATES
+                && let Some((t, _)) = first.pop()
             {
-                floor = later(floor, t);
+                floor = earlier(floor, t);
             }
         }
-        self.expiring = oldest;
-        self.heard_floor = floor;
-        self.scanned_keep = Some(keep);
+        self.expiring = first;
+        self.expiry_floor = floor;
+        self.scanned = Some((keep, ttl));
     }
 
-    /// The earliest time a node (other than `keep`) may expire (possibly early: a bound).
-    pub fn next_expiry(&self, ttl: Duration, _keep: NodeId) -> Option<Time> {
-        self.oldest_heard.map(|t| t + ttl)
+    /// The earliest time a node (other than `keep`) may expire (possibly early: a bound),
+    /// for the `ttl` the view is expired with.
+    pub fn next_expiry(&self, _ttl: Duration, _keep: NodeId) -> Option<Time> {
+        self.earliest_expiry
     }
 
     /// The parent of `id`, if both sides agree on it.
@@ -669,8 +680,7 @@ impl View {
     }
 
     fn index(&mut self, e: &Entry) {
-        self.oldest_heard = Some(self.oldest_heard.map_or(e.heard, |t| t.min(e.heard)));
-        self.heard_floor = Some(self.heard_floor.map_or(e.heard, |t| t.min(e.heard)));
+        self.lower_expiry_bounds(e);
         self.poor_links += usize::from(poor_link(&e.node));
         if e.node.role == Role::Broadcaster {
             self.broadcasters.insert(e.node.id);
@@ -681,6 +691,10 @@ impl View {
     /// Moves a node's index entries from `old` to `new`, touching only the indexes whose key
     /// changed: most edits change one of them, and each touch is a B-tree remove and insert.
     fn reindex(&mut self, old: &Entry, new: &Entry) {
+        // A record may declare a shorter refresh than its last: it may expire sooner.
+        if new.node.refresh_tens < old.node.refresh_tens {
+            self.lower_expiry_bounds(new);
+        }
         self.poor_links =
             self.poor_links + usize::from(poor_link(&new.node)) - usize::from(poor_link(&old.node));
         if old.node.role != new.node.role {
@@ -690,6 +704,14 @@ impl View {
             }
         }
         self.move_keys(Some(&old.node), Some(&new.node));
+    }
+
+    /// Keeps `earliest_expiry` and `expiry_floor` lower bounds with `e` in the view: its
+    /// expiry for the ttl of the last scan (for none yet, a ttl of zero: a bound still).
+    fn lower_expiry_bounds(&mut self, e: &Entry) {
+        let at = e.expires(self.scanned.map_or(Duration::ZERO, |(_, ttl)| ttl));
+        self.earliest_expiry = Some(self.earliest_expiry.map_or(at, |t| t.min(at)));
+        self.expiry_floor = Some(self.expiry_floor.map_or(at, |t| t.min(at)));
     }
 
     fn unindex(&mut self, e: &Entry) {
@@ -926,33 +948,43 @@ mod tests {
         }
 
         /// `expire` forgets exactly the nodes a scan of the whole view finds due, in the
-        /// order of that scan, whether it scans or looks only at the oldest it noted.
+        /// order of that scan, whether it scans or looks only at the first it noted, with
+        /// records declaring refresh intervals that grow and shrink.
         #[test]
         fn expiry_finds_what_a_full_scan_finds(
-            steps in proptest::collection::vec((0u64..120, 0u64..8, any::<bool>()), 1..400),
+            steps in proptest::collection::vec(
+                (0u64..120, 0u64..8, any::<bool>(), prop_oneof![Just(0u8), 1u8..12]),
+                1..400,
+            ),
         ) {
             let ttl = Duration::from_secs(90);
             let keep = NodeId(3);
             let mut v = View::new(stream());
             let mut now = Time::ZERO;
-            for (i, &(id, advance, expire)) in steps.iter().enumerate() {
+            for (i, &(id, advance, expire, declared)) in steps.iter().enumerate() {
                 now = now + Duration::from_secs(advance);
                 if expire {
                     let want: Vec<NodeId> = v
                         .nodes
                         .values()
-                        .filter(|e| e.node.id != keep && now.since(e.heard) > ttl)
+                        .filter(|e| e.node.id != keep && now.since(e.heard) > e.node.lifetime(ttl))
                         .map(|e| e.node.id)
                         .collect();
                     prop_assert_eq!(v.expire(now, ttl, keep), want);
-                    let oldest = v.nodes.values().filter(|e| e.node.id != keep).map(|e| e.heard).min();
+                    let first = v
+                        .nodes
+                        .values()
+                        .filter(|e| e.node.id != keep)
+                        .map(|e| e.heard + e.node.lifetime(ttl))
+                        .min();
                     // A bound: nobody expires before it.
-                    if let Some(t) = oldest {
-                        prop_assert!(v.next_expiry(ttl, keep).is_some_and(|n| n <= t + ttl));
+                    if let Some(t) = first {
+                        prop_assert!(v.next_expiry(ttl, keep).is_some_and(|n| n <= t));
                     }
                 } else {
                     let mut n = Node::new(NodeId(id), Role::Relay, 2);
                     n.seq = i as u64 + 1;
+                    n.refresh_tens = declared;
                     prop_assert!(v.merge_node(n, now).is_ok());
                 }
             }
