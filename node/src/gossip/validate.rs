@@ -152,6 +152,8 @@ struct Held {
     seq: u64,
     envelope: Vec<u8>,
     at: Instant,
+    /// How long a sync still hands it on: the record's lifetime (`Node::lifetime`).
+    keep: std::time::Duration,
 }
 
 impl Seqs {
@@ -159,29 +161,32 @@ impl Seqs {
         Seqs(BoundedMap::new(cap))
     }
 
-    /// Remembers that `record`, sealed in `envelope`, reached the driver.
-    pub(crate) fn accepted(&mut self, record: &NodeRecord, envelope: Vec<u8>) {
+    /// Remembers that `record`, sealed in `envelope`, reached the driver; a sync hands it on
+    /// for its lifetime, `min_age` at least (see [`Seqs::recent`]).
+    pub(crate) fn accepted(
+        &mut self,
+        record: &NodeRecord,
+        envelope: Vec<u8>,
+        min_age: std::time::Duration,
+    ) {
         self.0.insert(
             (record.stream.clone(), record.node.id),
             Held {
                 seq: record.node.seq,
                 envelope,
                 at: Instant::now(),
+                keep: record.node.lifetime(min_age),
             },
         );
     }
 
-    /// The envelopes of `stream` accepted within `max_age`, at most `limit`, newest first.
-    pub(crate) fn recent(
-        &self,
-        stream: &StreamId,
-        max_age: std::time::Duration,
-        limit: usize,
-    ) -> Vec<Vec<u8>> {
+    /// The envelopes of `stream` still within their lifetime (as [`Seqs::accepted`] noted
+    /// it), at most `limit`, newest first.
+    pub(crate) fn recent(&self, stream: &StreamId, limit: usize) -> Vec<Vec<u8>> {
         let mut held: Vec<&Held> = self
             .0
             .iter()
-            .filter(|((s, _), h)| s == stream && h.at.elapsed() <= max_age)
+            .filter(|((s, _), h)| s == stream && h.at.elapsed() <= h.keep)
             .map(|(_, h)| h)
             .collect();
         held.sort_by_key(|h| std::cmp::Reverse(h.at));
@@ -288,7 +293,7 @@ mod tests {
         let rec = record(id(&p), 5);
         let v = validate(Some(&demo), &sealed(&p, &rec), &seqs);
         assert_eq!(v, accept(&p, &rec));
-        seqs.accepted(&rec, sealed(&p, &rec));
+        seqs.accepted(&rec, sealed(&p, &rec), std::time::Duration::from_secs(60));
         let again = validate(Some(&demo), &sealed(&p, &rec), &seqs);
         assert_eq!(again, Verdict::Ignore(Ignored::Stale));
         let older = validate(Some(&demo), &sealed(&p, &record(id(&p), 4)), &seqs);
@@ -296,10 +301,21 @@ mod tests {
         let newer = record(id(&p), 6);
         let v = validate(Some(&demo), &sealed(&p, &newer), &seqs);
         assert_eq!(v, accept(&p, &newer));
-        assert_eq!(
-            seqs.recent(&demo, std::time::Duration::from_secs(60), 10),
-            vec![sealed(&p, &rec)]
-        );
+        assert_eq!(seqs.recent(&demo, 10), vec![sealed(&p, &rec)]);
+    }
+
+    #[test]
+    fn a_sync_hands_on_a_record_for_its_declared_lifetime() {
+        let (p, q) = (key(), key());
+        let demo = StreamId::new("demo").expect("valid name");
+        let mut seqs = Seqs::new(16);
+        let silent = record(id(&p), 5);
+        let mut paced = record(id(&q), 5);
+        paced.node.refresh_tens = 60; // 10 minutes: kept 30
+        seqs.accepted(&silent, sealed(&p, &silent), std::time::Duration::ZERO);
+        seqs.accepted(&paced, sealed(&q, &paced), std::time::Duration::ZERO);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(seqs.recent(&demo, 10), vec![sealed(&q, &paced)]);
     }
 
     #[test]

@@ -40,9 +40,10 @@ const MAX_QUEUED_RECORDS: usize = 1024;
 const MAX_ROUTES: usize = 65_536;
 /// How many peers a newcomer asks for the records of a stream.
 const SYNC_PEERS: usize = 2;
-/// Records handed on in a sync are those heard within this long: older ones are likely of
-/// nodes gone (native nodes republish every 120 s, less up to 10% jitter; the signal server's
-/// browsers every 30 s).
+/// Records handed on in a sync are those heard within this long, or within their lifetime if
+/// longer (three of the refresh intervals they declare, `Node::lifetime`): older ones are
+/// likely of nodes gone (native nodes republish every 120 s or more, less up to 10% jitter;
+/// the signal server's browsers every 30 s).
 const SYNC_MAX_AGE: Duration = Duration::from_secs(150);
 
 /// While a node has no peer at all, its bootstrap nodes are dialled again this often (the
@@ -363,7 +364,7 @@ impl EventLoop {
         let sealed = self.seal(record);
         // Held like the records we accepted, so that a sync asked of us hands on ours too (a
         // newcomer's bootstrap node is often the root, whose record it needs first).
-        self.seqs.accepted(record, sealed.clone());
+        self.seqs.accepted(record, sealed.clone(), SYNC_MAX_AGE);
         let len = sealed.len() as u64;
         let result = self
             .swarm
@@ -632,7 +633,7 @@ impl EventLoop {
             from: signer,
             record,
         }) {
-            Ok(()) => self.seqs.accepted(&accepted, envelope),
+            Ok(()) => self.seqs.accepted(&accepted, envelope, SYNC_MAX_AGE),
             Err(mpsc::error::TrySendError::Full(_)) => self.stats.dropped_records += 1,
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
@@ -683,7 +684,7 @@ impl EventLoop {
     fn sync_answer(&self, stream: &StreamId) -> super::protocol::Ack {
         let records = self
             .seqs
-            .recent(stream, SYNC_MAX_AGE, super::protocol::MAX_SYNC_RECORDS)
+            .recent(stream, super::protocol::MAX_SYNC_RECORDS)
             .into_iter()
             .map(serde_bytes::ByteBuf::from)
             .collect();
