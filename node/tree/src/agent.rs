@@ -270,6 +270,10 @@ pub struct Agent {
     refused: Vec<(NodeId, Time)>,
     dirty: bool,
     poor_since: Option<Time>,
+    /// The band of loss on the parent's link our last records carried (see [`loss_band`]),
+    /// and since when the measurements say another, if they do.
+    band_published: u16,
+    band_change: Option<Time>,
     shunned: Vec<(NodeId, Time)>,
     /// A move to a higher free slot under way: the target and when to give up.
     moving: Option<(NodeId, Time)>,
@@ -294,6 +298,17 @@ const RECONCILE_GRACE: Duration = Duration::from_secs(3);
 const SWAP_SETTLE: Duration = Duration::from_secs(5);
 /// How long a node stays away from a parent it left for poor delivery.
 const SHUN_FOR: Duration = Duration::from_secs(300);
+/// How long a new band of loss on the parent's link must hold before our record says so: a
+/// loss burst (a CPU stall, a switch of parents) must not make every node republish, and
+/// every node merge, a record per burst.
+const BAND_SETTLE: Duration = Duration::from_secs(3);
+
+/// Loss in bands of half the poor threshold: a record is republished when its author's loss
+/// moves to another band, so children can tell the loss their parent adds from the loss it
+/// receives with (a parent with 7% loss says so, and a child with 14% sees 7% added).
+fn loss_band(loss_permille: u16) -> u16 {
+    (loss_permille / (POOR_LOSS_PERMILLE / 2)).min(8)
+}
 /// How often a node looks for a promotion or a move to a higher free slot (jittered).
 /// Promotions are further limited to one per `promotion_interval`; moves only ever go up, so
 /// they need no limit beyond this.
@@ -343,6 +358,8 @@ impl Agent {
             refused: Vec::new(),
             dirty: true,
             poor_since: None,
+            band_published: 0,
+            band_change: None,
             shunned: Vec::new(),
             moving: None,
             suspects: Vec::new(),
@@ -767,11 +784,35 @@ impl Agent {
     }
 
     fn on_link(&mut self, link: LinkStats, receiving: bool) {
-        let poor = receiving && link.loss_permille >= POOR_LOSS_PERMILLE;
-        let was_poor = self.me.receiving && self.me.link.loss_permille >= POOR_LOSS_PERMILLE;
-        // Others judge the parent by these figures: publish when the verdict changes.
-        if receiving != self.me.receiving || poor != was_poor {
+        // The loss this hop adds: what the parent itself receives with is not its fault, and
+        // leaving it would not help (under a lossy or overloaded path, every node below sees
+        // the loss of the hops above it).
+        let upstream = self
+            .me
+            .parent
+            .and_then(|p| self.view.get(p))
+            .filter(|p| p.receiving)
+            .map_or(0, |p| p.link.loss_permille);
+        let poor = receiving && link.loss_permille.saturating_sub(upstream) >= POOR_LOSS_PERMILLE;
+        // Others judge the parent, and our children this node, by these figures: publish when
+        // the band of loss changes and holds.
+        if receiving != self.me.receiving {
             self.dirty = true;
+        }
+        let band = if receiving {
+            loss_band(link.loss_permille)
+        } else {
+            0
+        };
+        if band == self.band_published {
+            self.band_change = None;
+        } else {
+            let since = *self.band_change.get_or_insert(self.now);
+            if self.now.since(since) >= BAND_SETTLE {
+                self.band_published = band;
+                self.band_change = None;
+                self.dirty = true;
+            }
         }
         self.me.link = link;
         self.me.receiving = receiving;

@@ -415,17 +415,24 @@ impl View {
     }
 
     /// Whether `id` fails its children: at least half of its agreed children (and at least one)
-    /// report loss of [`POOR_LOSS_PERMILLE`] or more on the link from it. Capacity is declared
+    /// report loss on the link from it that is [`POOR_LOSS_PERMILLE`] or more above the loss
+    /// `id` reports itself (the loss its hop adds: under a lossy path every node below sees
+    /// the loss of the hops above, and no parent there is to blame). Capacity is declared
     /// by the node itself; this is what its children measure, so a node that overstates its
     /// upload is found out by the records of the nodes it feeds.
     pub fn is_struggling(&self, id: NodeId) -> bool {
         if self.poor_links == 0 {
             return false;
         }
+        // What `id` itself receives with is not its fault: count the loss its hop adds.
+        let upstream = self
+            .get(id)
+            .filter(|n| n.receiving)
+            .map_or(0, |n| n.link.loss_permille);
         let (mut total, mut poor) = (0, 0);
         for c in self.children_of(id).filter_map(|c| self.get(c)) {
             total += 1;
-            if poor_link(c) {
+            if poor_link(c) && c.link.loss_permille.saturating_sub(upstream) >= POOR_LOSS_PERMILLE {
                 poor += 1;
             }
         }

@@ -599,6 +599,53 @@ fn children_of_a_node_that_cannot_deliver_move_away() {
     }
 }
 
+/// Loss a parent reports itself is loss from above (an overloaded or lossy path), not its
+/// fault: its children, with 14% loss where it has 7%, see it add only 7%, below the 8% of a
+/// poor link, so it is not struggling and nobody leaves it (by the children's 14% alone
+/// they would).
+#[test]
+fn loss_from_above_is_not_the_parents_fault() {
+    let mut net = Net::new(11);
+    net.spawn(NodeId(50), Role::Relay, 4);
+    net.run_until(Time::from_millis(200));
+    for i in 0..10 {
+        net.spawn(NodeId(100 + i), Role::Relay, 4);
+        let t = net.now + Duration::from_millis(50);
+        net.run_until(t);
+    }
+    // Long enough for moves and swaps to be over: what follows is about loss only.
+    settle(&mut net, 60);
+    let children: Vec<NodeId> = net.truth().children_of(NodeId(50)).collect();
+    assert!(!children.is_empty());
+    let lossy = |loss_permille| LinkStats {
+        kbps: 300,
+        loss_permille,
+        rtt_ms: 30,
+    };
+    for _ in 0..20 {
+        let t = net.now;
+        // The parent receives with 25% loss; its children with 26%.
+        for (id, loss) in
+            std::iter::once((NodeId(50), 70)).chain(children.iter().map(|&c| (c, 140)))
+        {
+            net.agents.get_mut(&id).unwrap().handle(
+                t,
+                Input::SetLink {
+                    link: lossy(loss),
+                    receiving: true,
+                },
+            );
+            net.drain(id);
+        }
+        net.run_until(t + Duration::from_secs(1));
+        assert!(!net.truth().is_struggling(NodeId(50)));
+    }
+    let truth = net.truth();
+    for c in children {
+        assert_eq!(truth.parent_of(c), Some(NodeId(50)), "{c:?} stayed");
+    }
+}
+
 /// The tree is settled whenever the network is quiet, even while promotions come in waves.
 /// Found by the simulator: a settled check at a fixed time after the last join
 /// (`treecast-sim --mode messages --viewers 200 --join-rate 50 --duration 30 --seed 1`) caught

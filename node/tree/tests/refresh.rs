@@ -129,3 +129,44 @@ fn the_pace_and_a_declared_interval_are_capped() {
     );
     assert_eq!(r.left, vec![99, 0]);
 }
+
+/// The times a detached relay agent published while told, each second for 20 s, the link
+/// loss `loss(s)` with media arriving.
+fn publications_under(loss: impl Fn(u64) -> u16) -> Vec<u64> {
+    let stream = StreamId::new("s").unwrap();
+    let cfg = AgentConfig::new(Node::new(NodeId(7), Role::Relay, 4), stream);
+    let mut agent = Agent::new(cfg, Time::ZERO);
+    let mut published = Vec::new();
+    for s in 0..=20 {
+        let link = LinkStats {
+            kbps: 300,
+            loss_permille: loss(s),
+            rtt_ms: 20,
+        };
+        agent.handle(
+            Time::from_secs(s),
+            Input::SetLink {
+                link,
+                receiving: true,
+            },
+        );
+        agent.handle(Time::from_secs(s), Input::Tick);
+        while let Some(out) = agent.poll_output() {
+            if matches!(out, Output::Publish(_)) {
+                published.push(s);
+            }
+        }
+    }
+    published
+}
+
+#[test]
+fn a_poor_link_is_published_once_it_holds() {
+    // Steady heavy loss: one record (besides the first ones, which say media arrives) once
+    // the verdict held 3 s.
+    let steady = publications_under(|_| 250);
+    assert_eq!(steady, vec![0, 0, 3], "{steady:?}");
+    // Bursts every other second: the verdict never holds, nothing more is published.
+    let bursts = publications_under(|s| if s % 2 == 0 { 250 } else { 0 });
+    assert_eq!(bursts, vec![0, 0], "{bursts:?}");
+}
