@@ -79,19 +79,27 @@ pub const MAX_SENDS_IN_FLIGHT: usize = 64;
 /// How long a newcomer waits for the root's record (normally there within one sync) before
 /// asking to join anyway.
 const JOIN_WAIT: Duration = Duration::from_secs(2);
-/// A record is republished this often when nothing changed (the core's default is 30 s).
-/// Every node receives every record, so a swarm of N nodes costs each node N records per
-/// refresh: at 200 nodes and 30 s that was more gossip than a low-bitrate stream's 1%. What
-/// changes is published at once anyway, and a lost parent is noticed from media silence, not
-/// from its record expiring.
+/// A record is republished at least this often when nothing changed (the core's default is
+/// 30 s). Every node receives every record, so a swarm of N nodes costs each node N records
+/// per refresh: at 200 nodes and 30 s that was more gossip than a low-bitrate stream's 1%, and
+/// a larger swarm stretches it further ([`REFRESH_SHARE`]). What changes is published at once
+/// anyway, a lost parent is noticed from media silence, not from its record expiring, and a
+/// departed node's record is harmless meanwhile: nobody counts a relation its parent no longer
+/// confirms, so placement and repair never pick it.
 const RECORD_REFRESH: Duration = Duration::from_secs(120);
 /// Least time between two publications of our record: changes within it go out together, as
 /// one record (a record is a state, so only the newest matters). A join used to publish three
 /// records (detached, attached, receiving) and a repair as many; every node verifies and merges
 /// every record, so at 200 relays that was most of the overlay's work.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(500);
-/// Silence after which a node is forgotten: three refreshes.
+/// Silence after which a node is forgotten: three refreshes, or three of the refresh
+/// intervals its record declares if longer (`Node::lifetime`; see [`REFRESH_SHARE`]).
 const RECORD_TTL: Duration = Duration::from_secs(360);
+/// The share of the stream's bitrate that refreshes of unchanged records may cost each node:
+/// half of the 1% the overlay's records may take, the other half left for changes. In a
+/// large swarm or on a low-bitrate stream the refresh interval grows past
+/// [`RECORD_REFRESH`] to keep it (capped at `treecast_tree::MAX_REFRESH`).
+const REFRESH_SHARE: f64 = 0.005;
 /// How often media health, link figures and the tree snapshot are looked at.
 const HEALTH_TICK: Duration = Duration::from_millis(50);
 /// How long the old parent's connection stays open after the new one is up, at most, while
@@ -279,6 +287,11 @@ struct Driver {
     publish_not_before: Instant,
     /// When we last asked the overlay for the stream's records again (no place found).
     last_resync: Option<Instant>,
+    /// When the stream's bytes were first seen, and how many there were: the bitrate the
+    /// refresh pace follows is the mean since then (a video's bitrate swings with its GOP).
+    pace_from: Option<(Instant, u64)>,
+    /// The refresh pace last handed to the agent.
+    refresh_per_node: Duration,
 }
 
 impl Driver {
@@ -330,6 +343,8 @@ impl Driver {
             pending_record: None,
             held_offers: HashMap::new(),
             last_resync: None,
+            pace_from: None,
+            refresh_per_node: Duration::ZERO,
             // The root's first record at once (newcomers wait for it); a newcomer's after one
             // interval, by when it is usually attached and has nothing detached to say.
             publish_not_before: if joined { epoch } else { epoch + PUBLISH_EVERY },
@@ -975,6 +990,9 @@ impl Driver {
         if self.ticks.is_multiple_of(10) {
             self.publish_info();
         }
+        if self.ticks.is_multiple_of(100) {
+            self.pace_refresh();
+        }
         if self.ticks.is_multiple_of(40) {
             self.protect_neighbours();
         }
@@ -994,6 +1012,48 @@ impl Driver {
         }
         if let Err(e) = self.client.protect(nodes) {
             tracing::debug!(error = %e, "cannot tell the overlay which peers to keep");
+        }
+    }
+
+    /// Sets the agent's refresh pace so that the refreshes of every node's unchanged record
+    /// cost each node [`REFRESH_SHARE`] of the stream (see `AgentConfig::refresh_per_node`):
+    /// from the mean size of the records we sealed and the stream's mean bitrate. Both are
+    /// measured, so the pace follows the real stream and the real records. The bitrate counts
+    /// RTP payload only, a little under what the stream costs on the wire, so the refreshes
+    /// stay within their share.
+    fn pace_refresh(&mut self) {
+        let bytes = self.node.upstream.bytes.load(Ordering::Relaxed);
+        let Some((since, base)) = self.pace_from else {
+            if bytes > 0 {
+                self.pace_from = Some((Instant::now(), bytes));
+            }
+            return;
+        };
+        let secs = since.elapsed().as_secs_f64();
+        let stream_bytes_s = bytes.saturating_sub(base) as f64 / secs.max(1.0);
+        let record_bytes = self
+            .node
+            .overlay_stats
+            .lock()
+            .ok()
+            .and_then(|s| (s.published > 0).then(|| s.bytes_out as f64 / s.published as f64));
+        let (Some(record_bytes), true) = (record_bytes, stream_bytes_s >= 1.0) else {
+            return;
+        };
+        let per_node = record_bytes / (REFRESH_SHARE * stream_bytes_s);
+        let Ok(per_node) = Duration::try_from_secs_f64(per_node.min(3600.0)) else {
+            return;
+        };
+        let old = self.refresh_per_node.as_secs_f64();
+        if (per_node.as_secs_f64() - old).abs() > old * 0.1 {
+            tracing::debug!(
+                per_node_ms = per_node.as_millis() as u64,
+                stream_bytes_s,
+                record_bytes,
+                "refresh pace"
+            );
+            self.refresh_per_node = per_node;
+            self.handle(Input::SetRefreshPerNode(per_node));
         }
     }
 
@@ -1020,10 +1080,23 @@ impl Driver {
         if self.settings.role == Role::Viewer && self.settings.upload_kbps.is_none() {
             declared = 0;
         }
+        let upstream_lost = if self.settings.role == Role::Broadcaster {
+            0
+        } else {
+            self.node.upstream.fraction_lost.load(Ordering::Relaxed)
+        };
         let legs: Vec<_> = self.legs.values().collect();
         let lossy = legs
             .iter()
-            .filter(|l| l.counters.fraction_lost.load(Ordering::Relaxed) >= POOR_FRACTION)
+            .filter(|l| {
+                // The loss this node receives with reaches its children too: only what its
+                // own upload adds says it is over capacity (as View::is_struggling judges).
+                l.counters
+                    .fraction_lost
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(upstream_lost)
+                    >= POOR_FRACTION
+            })
             .count();
         // Most children lose packets: the upload is short, not one child's link.
         if self.settings.overstate_capacity {

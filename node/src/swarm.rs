@@ -98,6 +98,17 @@ pub struct Report {
     /// All overlay bytes per node per second (in + out): every protocol on every connection
     /// (gossipsub messages, duplicates and control, identify, ping, Kademlia, direct messages).
     pub overlay_bytes_per_node_s: f64,
+    /// The loss each relay reports on the link from its parent at the end (per mille, after
+    /// NACK repair), as the records in the root's view say.
+    pub link_loss_permille: Percentiles,
+    /// The refresh intervals the records in the root's view declare at the end, s: how often
+    /// an unchanged record is republished (see `AgentConfig::refresh_per_node`).
+    pub refresh_s: Percentiles,
+    /// What the refreshes alone cost each node, B/s (in): the sum over the records in the
+    /// root's view of the mean sealed record size (all nodes' record bytes published over
+    /// their records published) over the record's declared interval. The steady state once
+    /// nothing changes; a run shorter than the intervals does not see it.
+    pub refresh_bytes_per_node_s: f64,
     /// The stream's bitrate, bit/s: the median of what the live relays receive.
     pub stream_bps: u64,
     /// Gossip records as a share of the stream bitrate, percent.
@@ -433,6 +444,36 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
         }
     };
     let orphans = affected.len().saturating_sub(killed.len());
+    let losses: Vec<u64> = tree
+        .as_ref()
+        .map(|t| {
+            t.nodes
+                .iter()
+                .filter(|n| n.parent.is_some())
+                .map(|n| u64::from(n.link.loss_permille))
+                .collect()
+        })
+        .unwrap_or_default();
+    let declared: Vec<u64> = tree
+        .as_ref()
+        .map(|t| t.nodes.iter().map(|n| u64::from(n.refresh_s)).collect())
+        .unwrap_or_default();
+    let (published, published_bytes) = std::iter::once(&root)
+        .chain(relays.iter().filter(|r| !r.dead))
+        .filter_map(|r| {
+            r.state
+                .overlay_stats
+                .lock()
+                .ok()
+                .map(|s| (s.published, s.bytes_out))
+        })
+        .fold((0, 0), |(n, b), (pn, pb)| (n + pn, b + pb));
+    let record_bytes = published_bytes as f64 / published.max(1) as f64;
+    let refresh_bytes_per_node_s = declared
+        .iter()
+        .filter(|&&s| s > 0)
+        .map(|&s| record_bytes / s as f64)
+        .sum::<f64>();
     let report = Report {
         nodes: cfg.nodes,
         joined: relays.iter().filter(|r| r.first_frame.is_some()).count(),
@@ -470,6 +511,9 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
             .count(),
         gossip_bytes_per_node_s: gossip_per_node_s,
         overlay_bytes_per_node_s: overlay_per_node_s,
+        link_loss_permille: Percentiles::of(losses),
+        refresh_s: Percentiles::of(declared),
+        refresh_bytes_per_node_s,
         stream_bps,
         gossip_percent_of_stream: percent(gossip_per_node_s),
         overlay_percent_of_stream: percent(overlay_per_node_s),
@@ -650,8 +694,11 @@ impl Report {
              orphans repaired       {} of {}\n\
              repair time            {}\n\
              interruptions outside  {}\n\
+             link loss              p50 {}, p95 {}, max {} per mille (after NACK repair)\n\
              gossip per node        {:.0} B/s of records ({:.2}% of the {} kbit/s stream)\n\
              overlay per node       {:.0} B/s, every protocol ({:.2}% of the stream)\n\
+             refresh interval       p50 {} s, p95 {} s, max {} s (declared in the records)\n\
+             refreshes alone        {:.0} B/s per node ({:.2}% of the stream), once nothing changes\n\
              memory per node        {} KiB (process RSS / nodes)\n",
             self.nodes,
             self.joined,
@@ -668,11 +715,23 @@ impl Report {
             self.orphans,
             p(&self.repair_ms),
             self.interruptions_outside,
+            self.link_loss_permille.p50,
+            self.link_loss_permille.p95,
+            self.link_loss_permille.max,
             self.gossip_bytes_per_node_s,
             self.gossip_percent_of_stream,
             self.stream_bps / 1000,
             self.overlay_bytes_per_node_s,
             self.overlay_percent_of_stream,
+            self.refresh_s.p50,
+            self.refresh_s.p95,
+            self.refresh_s.max,
+            self.refresh_bytes_per_node_s,
+            if self.stream_bps > 0 {
+                self.refresh_bytes_per_node_s * 8.0 * 100.0 / self.stream_bps as f64
+            } else {
+                0.0
+            },
             self.rss_kib_per_node,
         )
     }

@@ -48,6 +48,9 @@ pub struct TreeNode {
     pub via: Option<String>,
     /// Seconds since it joined.
     pub uptime_s: u32,
+    /// The longest it goes without republishing its record, as the record declares (0: not
+    /// said); see `Node::refresh_tens`.
+    pub refresh_s: u32,
     /// The link from its parent.
     pub link: LinkStats,
 }
@@ -95,6 +98,7 @@ fn tree_node(view: &View, n: &Node, depth: Option<u16>) -> TreeNode {
         platform: n.platform,
         via: n.via.map(hex),
         uptime_s: n.uptime_s,
+        refresh_s: 10 * u32::from(n.refresh_tens),
         link: n.link,
     }
 }
