@@ -1,0 +1,321 @@
+//! What the agents of the message-level mode know: one view for all of them, plus what each
+//! knows differently.
+//!
+//! Every agent hears every gossip round at the same time, so all agents hold the same records
+//! but for three things, kept here beside the one shared view (the *gossip view*):
+//! - its own newest record, which an agent knows before the round that carries it;
+//! - a newcomer's sync: the newest record of every live node at its arrival, some of which
+//!   gossip has yet to deliver (or, for a node gone meanwhile, will deliver as news);
+//! - when it heard what its sync gave it (at its arrival), which decides when it forgets a
+//!   node that falls silent before saying anything new.
+//!
+//! [`Knowledge::lend`] shows an agent the gossip view with its differences on top, for the
+//! length of one of its calls ([`View::replace`], undone after). Each record is merged once,
+//! where every agent used to merge it into a copy of its own: 2,000 agents made over a
+//! billion merges an hour. `node/tree/tests/shared.rs` checks that agents over a shared view
+//! decide exactly as agents with views of their own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use treecast_tree::{Children, Merge, Node, NodeId, NodeRecord, Time, View};
+
+/// The gossip view and what each agent knows differently (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Knowledge {
+    /// The records every agent has heard.
+    gossip: View,
+    /// Each agent's newest published record, which it sees in place of the gossip view's.
+    own: BTreeMap<NodeId, Node>,
+    /// What newcomers know differently from the gossip view, by agent and node: records of
+    /// their sync that gossip has yet to deliver (`None`: a node gone before the agent
+    /// arrived, whose last records are still travelling). Dropped once gossip caught up.
+    differ: BTreeMap<NodeId, BTreeMap<NodeId, Option<(Node, Time)>>>,
+    /// Each node's arrival and (once gone) departure, numbered in the order they happened,
+    /// as long as the gossip view holds it: who was alive when whom arrived.
+    life: BTreeMap<NodeId, (u64, Option<u64>)>,
+    /// Arrivals and departures so far.
+    lives: u64,
+    /// When each agent arrived (it heard its sync then).
+    arrived_at: BTreeMap<NodeId, Time>,
+    /// When the gossip view last took a record of each node.
+    last_heard: BTreeMap<NodeId, Time>,
+    /// Expiries an agent notices later than the gossip view: after this time, this node.
+    late: BTreeMap<NodeId, Vec<(Time, NodeId)>>,
+    /// Relations as the gossip view's records claim them: the nodes naming the key as their
+    /// parent, and the nodes listing the key among their children.
+    claimed_by: Relations,
+    listed_by: Relations,
+}
+
+impl Knowledge {
+    /// Nothing known yet; `view` is the empty view of the stream.
+    pub fn new(view: View) -> Self {
+        Knowledge {
+            gossip: view,
+            own: BTreeMap::new(),
+            differ: BTreeMap::new(),
+            life: BTreeMap::new(),
+            lives: 0,
+            arrived_at: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
+            late: BTreeMap::new(),
+            claimed_by: Relations::default(),
+            listed_by: Relations::default(),
+        }
+    }
+
+    /// Agent `id` arrives at `now` and syncs: it gets `truth` (the newest record of every
+    /// live node), which differs from the gossip view only for the nodes whose records are
+    /// still `travelling`.
+    pub fn arrive(
+        &mut self,
+        id: NodeId,
+        now: Time,
+        truth: &View,
+        travelling: impl IntoIterator<Item = NodeId>,
+    ) {
+        self.lives += 1;
+        self.life.insert(id, (self.lives, None));
+        self.arrived_at.insert(id, now);
+        let mut differ = BTreeMap::new();
+        for x in travelling {
+            let (known, heard) = (truth.get(x), self.gossip.get(x));
+            if x != id && known != heard {
+                differ.insert(x, known.map(|n| (*n, now)));
+            }
+        }
+        if !differ.is_empty() {
+            self.differ.insert(id, differ);
+        }
+    }
+
+    /// Agent `id` is gone (its records stay in the gossip view until they expire).
+    pub fn depart(&mut self, id: NodeId) {
+        self.own.remove(&id);
+        self.differ.remove(&id);
+        self.arrived_at.remove(&id);
+        self.late.remove(&id);
+        self.lives += 1;
+        if let Some(life) = self.life.get_mut(&id) {
+            life.1 = Some(self.lives);
+        }
+    }
+
+    /// Agent `id` published `node`: from now on it sees that as its own record.
+    pub fn published(&mut self, id: NodeId, node: Node) {
+        self.own.insert(id, node);
+    }
+
+    /// Merges a delivered record into the gossip view (`None`: rejected, as every agent
+    /// would reject it).
+    pub fn merge(&mut self, rec: &NodeRecord, now: Time) -> Option<Merge> {
+        let id = rec.node.id;
+        let old = self.gossip.get(id).copied();
+        let merge = self.gossip.merge(rec, now).ok()?;
+        if merge.taken() {
+            self.last_heard.insert(id, now);
+        }
+        if matches!(merge, Merge::Inserted | Merge::Updated) {
+            self.claimed_by
+                .replace(id, old.and_then(|n| n.parent), rec.node.parent);
+            let before = old.map(|n| n.children).unwrap_or_default();
+            self.listed_by.replace_all(id, before, rec.node.children);
+        }
+        Some(merge)
+    }
+
+    /// The nodes whose records name `id` as their parent or list it as a child.
+    pub fn related(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.claimed_by.of(id).chain(self.listed_by.of(id))
+    }
+
+    /// The agents that know something differently from the gossip view: they hear of every
+    /// record, since what concerns them is not what the gossip view says.
+    pub fn differing(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.differ.keys().copied()
+    }
+
+    /// What merging `node` (just merged into the gossip view with outcome `merge`) does to
+    /// agent `a`'s view; drops `a`'s difference about the node once gossip caught up.
+    pub fn merge_for(&mut self, a: NodeId, node: &Node, merge: Merge, now: Time) -> Merge {
+        let Some(differ) = self.differ.get_mut(&a) else {
+            return merge;
+        };
+        let Some(&mine) = differ.get(&node.id) else {
+            return merge;
+        };
+        let outcome = Merge::of(mine.as_ref().map(|(n, _)| n), node);
+        let after = if outcome.taken() {
+            Some((*node, mine.map_or(now, |(_, h)| h.max(now))))
+        } else {
+            mine
+        };
+        if after.map(|(n, _)| n).as_ref() == self.gossip.get(node.id) {
+            differ.remove(&node.id);
+            if differ.is_empty() {
+                self.differ.remove(&a);
+            }
+        } else {
+            differ.insert(node.id, after);
+        }
+        outcome
+    }
+
+    /// Forgets the nodes silent for `ttl` and says which of `agents` forget which now. An
+    /// agent forgets only nodes it knew, and one heard by gossip only before the agent
+    /// arrived one `ttl` after its arrival (see [`Knowledge::noticed_late`]); until it
+    /// does, the node is gone from its view all the same (only a crashed node can be
+    /// silent so long).
+    pub fn expire(
+        &mut self,
+        now: Time,
+        ttl: Duration,
+        agents: impl IntoIterator<Item = NodeId>,
+    ) -> Vec<(NodeId, Vec<NodeId>)> {
+        // Nobody is kept: a live agent is heard every refresh.
+        let gone = self.gossip.expire(now, ttl, NodeId(0));
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        for &x in &gone {
+            self.claimed_by.remove_from_all(x);
+            self.listed_by.remove_from_all(x);
+        }
+        let mut told = Vec::new();
+        for a in agents {
+            let arrived = self.arrived_at.get(&a).copied().unwrap_or(Time::ZERO);
+            let mut now_gone = Vec::new();
+            for &x in &gone {
+                if !self.knew(a, x) {
+                    continue;
+                }
+                if let Some(d) = self.differ.get_mut(&a) {
+                    d.remove(&x);
+                }
+                if now.since(arrived) > ttl {
+                    now_gone.push(x);
+                } else {
+                    self.late.entry(a).or_default().push((arrived + ttl, x));
+                }
+            }
+            if self.differ.get(&a).is_some_and(BTreeMap::is_empty) {
+                self.differ.remove(&a);
+            }
+            if !now_gone.is_empty() {
+                told.push((a, now_gone));
+            }
+        }
+        for x in gone {
+            self.life.remove(&x);
+            self.last_heard.remove(&x);
+        }
+        told
+    }
+
+    /// The expiries agent `a` notices by `now` later than the gossip view.
+    pub fn noticed_late(&mut self, a: NodeId, now: Time) -> Vec<NodeId> {
+        let Some(late) = self.late.get_mut(&a) else {
+            return Vec::new();
+        };
+        let due = late
+            .iter()
+            .filter(|&&(t, _)| now > t)
+            .map(|&(_, x)| x)
+            .collect();
+        late.retain(|&(t, _)| now <= t);
+        if late.is_empty() {
+            self.late.remove(&a);
+        }
+        due
+    }
+
+    /// Runs `f` over the gossip view as agent `a` knows it (its own newest record, a
+    /// newcomer's sync on top), then puts the gossip view back.
+    pub fn lend<R>(&mut self, a: NodeId, now: Time, f: impl FnOnce(&mut View) -> R) -> R {
+        let mut undo = Vec::new();
+        if let Some(differ) = self.differ.get(&a) {
+            for (&x, &mine) in differ {
+                undo.push((x, self.gossip.replace(x, mine)));
+            }
+        }
+        if let Some(&mine) = self.own.get(&a)
+            && self.gossip.get(a) != Some(&mine)
+        {
+            undo.push((a, self.gossip.replace(a, Some((mine, now)))));
+        }
+        let r = f(&mut self.gossip);
+        for (x, old) in undo.into_iter().rev() {
+            self.gossip.replace(x, old);
+        }
+        r
+    }
+
+    /// Whether agent `a` knew node `x` when the gossip view forgot it: `x` was alive when
+    /// `a` arrived, or gossip delivered a record of `x` since.
+    fn knew(&self, a: NodeId, x: NodeId) -> bool {
+        let Some(&(born, _)) = self.life.get(&a) else {
+            return false;
+        };
+        let alive_then = self
+            .life
+            .get(&x)
+            .is_some_and(|&(xb, xd)| xb < born && xd.is_none_or(|d| d > born));
+        let heard_since = match (self.last_heard.get(&x), self.arrived_at.get(&a)) {
+            (Some(h), Some(at)) => h > at,
+            _ => false,
+        };
+        alive_then || heard_since
+    }
+}
+
+/// Who relates to whom, by id: for each key, the set of ids related to it.
+#[derive(Debug, Default)]
+pub(crate) struct Relations(BTreeMap<NodeId, BTreeSet<NodeId>>);
+
+impl Relations {
+    /// The ids related to `key`.
+    pub fn of(&self, key: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.0.get(&key).into_iter().flatten().copied()
+    }
+
+    /// `id` relates to `new` now, and no longer to `old`.
+    pub fn replace(&mut self, id: NodeId, old: Option<NodeId>, new: Option<NodeId>) {
+        if old == new {
+            return;
+        }
+        if let Some(k) = old {
+            self.unlink(k, id);
+        }
+        if let Some(k) = new {
+            self.0.entry(k).or_default().insert(id);
+        }
+    }
+
+    /// `id` relates to the ids of `new` now, and no longer to those of `old`.
+    pub fn replace_all(&mut self, id: NodeId, old: Children, new: Children) {
+        for k in old.iter().filter(|&k| !new.contains(k)) {
+            self.unlink(k, id);
+        }
+        for k in new.iter().filter(|&k| !old.contains(k)) {
+            self.0.entry(k).or_default().insert(id);
+        }
+    }
+
+    /// `id` relates to nothing any more (it was forgotten).
+    fn remove_from_all(&mut self, id: NodeId) {
+        self.0.retain(|_, ids| {
+            ids.remove(&id);
+            !ids.is_empty()
+        });
+    }
+
+    fn unlink(&mut self, key: NodeId, id: NodeId) {
+        if let Some(ids) = self.0.get_mut(&key) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.0.remove(&key);
+            }
+        }
+    }
+}
