@@ -130,10 +130,24 @@ impl Knowledge {
         self.claimed_by.of(id).chain(self.listed_by.of(id))
     }
 
-    /// The agents that know something differently from the gossip view: they hear of every
-    /// record, since what concerns them is not what the gossip view says.
-    pub fn differing(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.differ.keys().copied()
+    /// The agents a record of `id` concerns by what they know differently from the gossip
+    /// view (see [`Knowledge::related`]): those whose record of their parent (`parents`: each
+    /// agent's) names `id` as its parent or child, and those whose record of `id` differs
+    /// (the merge comes out differently for them).
+    pub fn concerned_differently<'a>(
+        &'a self,
+        id: NodeId,
+        parents: &'a BTreeMap<NodeId, NodeId>,
+    ) -> impl Iterator<Item = NodeId> + 'a {
+        self.differ.iter().filter_map(move |(&a, differ)| {
+            let near = parents
+                .get(&a)
+                .and_then(|p| differ.get(p))
+                .is_some_and(|p| {
+                    p.is_some_and(|(p, _)| p.parent == Some(id) || p.children.contains(id))
+                });
+            (near || differ.contains_key(&id)).then_some(a)
+        })
     }
 
     /// What merging `node` (just merged into the gossip view with outcome `merge`) does to

@@ -323,7 +323,7 @@ impl<'c> Net<'c> {
                     concerned.extend(self.followers.of(p));
                 }
             }
-            concerned.extend(self.known.differing());
+            concerned.extend(self.known.concerned_differently(id, &self.parents));
             concerned.sort_unstable();
             concerned.dedup();
             for a in concerned {
@@ -358,8 +358,10 @@ impl<'c> Net<'c> {
     /// Forgets the nodes silent for the agents' `ttl` and tells the agents that knew them.
     fn expire(&mut self) {
         let ttl = Duration::from_secs_f64(self.cfg.heartbeat) * 3;
-        let agents: Vec<NodeId> = self.agents.keys().copied().collect();
-        for (a, gone) in self.known.expire(self.now, ttl, agents) {
+        let told = self
+            .known
+            .expire(self.now, ttl, self.agents.keys().copied());
+        for (a, gone) in told {
             if let Some(agent) = self.agents.get_mut(&a) {
                 agent.forget(&gone);
             }
