@@ -228,20 +228,6 @@ impl View {
         self.nodes.get(&id).map(|e| e.heard)
     }
 
-    /// Reads the stored records of `ids` and throws them away, so that merging their new
-    /// records right after finds them in the cache.
-    ///
-    /// For a caller about to merge a batch into a view that is cold (the simulator runs
-    /// thousands of views): the reads in this loop do not depend on each other, so the
-    /// processor overlaps their cache misses, where the merges, one after another, would
-    /// wait for each. Changes nothing.
-    pub fn prefetch(&self, ids: impl IntoIterator<Item = NodeId>) {
-        for id in ids {
-            // Both cache lines of the entry (`seq` starts the second).
-            std::hint::black_box(self.nodes.get(&id).map(|e| (e.node.parent, e.node.seq)));
-        }
-    }
-
     /// All records, in no particular order (the same order for the same history).
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.nodes.values().map(|e| &e.node)
