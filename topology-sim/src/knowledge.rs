@@ -333,3 +333,101 @@ impl Relations {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use treecast_tree::{Role, StreamId};
+
+    fn stream() -> StreamId {
+        StreamId::new("sim").expect("a valid name")
+    }
+
+    fn view() -> View {
+        let mut v = View::new(stream());
+        v.set_trusted_root(NodeId(1));
+        v
+    }
+
+    fn record(id: u64, seq: u64) -> NodeRecord {
+        let mut node = Node::new(NodeId(id), Role::Viewer, 2);
+        node.seq = seq;
+        NodeRecord {
+            stream: stream(),
+            node,
+        }
+    }
+
+    fn at(secs: u64) -> Time {
+        Time::ZERO + Duration::from_secs(secs)
+    }
+
+    /// What agent `a` sees of node `x`.
+    fn seen(k: &mut Knowledge, a: u64, x: u64) -> Option<u64> {
+        k.lend(NodeId(a), at(0), |v| v.get(NodeId(x)).map(|n| n.seq))
+    }
+
+    #[test]
+    fn a_newcomer_sees_its_sync_until_gossip_delivers_it() {
+        let mut k = Knowledge::new(view());
+        let mut truth = view();
+        k.merge(&record(2, 1), at(1));
+        truth.merge(&record(2, 2), at(1)).expect("valid");
+        k.arrive(NodeId(10), at(2), &truth, [NodeId(2)]);
+        assert_eq!(seen(&mut k, 10, 2), Some(2), "its sync");
+        assert_eq!(
+            seen(&mut k, 11, 2),
+            Some(1),
+            "what gossip delivered, put back"
+        );
+        let merge = k.merge(&record(2, 2), at(3)).expect("valid");
+        assert_eq!(merge, Merge::Refreshed);
+        let merge = k.merge_for(NodeId(10), &record(2, 2).node, merge, at(3));
+        assert_eq!(merge, Merge::Stale, "the newcomer had it already");
+        assert!(k.differ.is_empty(), "gossip caught up");
+    }
+
+    #[test]
+    fn a_node_gone_before_a_newcomer_arrived_is_news_to_it() {
+        let mut k = Knowledge::new(view());
+        let truth = view(); // node 3 is gone: not among the live nodes' records
+        k.merge(&record(3, 1), at(1));
+        k.arrive(NodeId(10), at(2), &truth, [NodeId(3)]);
+        assert_eq!(seen(&mut k, 10, 3), None);
+        let merge = k.merge(&record(3, 2), at(3)).expect("valid");
+        let merge = k.merge_for(NodeId(10), &record(3, 2).node, merge, at(3));
+        assert_eq!(merge, Merge::Inserted);
+        assert_eq!(seen(&mut k, 10, 3), Some(2));
+    }
+
+    #[test]
+    fn an_agent_sees_its_own_newest_record_and_no_one_else_does() {
+        let mut k = Knowledge::new(view());
+        k.merge(&record(5, 1), at(1));
+        k.published(NodeId(5), record(5, 4).node);
+        assert_eq!(seen(&mut k, 5, 5), Some(4));
+        assert_eq!(seen(&mut k, 6, 5), Some(1));
+    }
+
+    #[test]
+    fn an_agent_forgets_what_it_knew_when_it_would() {
+        let ttl = Duration::from_secs(90);
+        let mut k = Knowledge::new(view());
+        let truth = view();
+        k.arrive(NodeId(2), at(0), &truth, []);
+        k.merge(&record(2, 1), at(0));
+        k.arrive(NodeId(7), at(50), &truth, []);
+        k.merge(&record(7, 1), at(50)); // x, heard last at 50 s
+        k.arrive(NodeId(10), at(60), &truth, []); // arrives after x fell silent
+        k.depart(NodeId(7));
+        k.arrive(NodeId(11), at(70), &truth, []); // arrives after x was gone
+        k.merge(&record(2, 2), at(120));
+        let told = k.expire(at(141), ttl, [NodeId(2), NodeId(10), NodeId(11)]);
+        // Agent 2 heard x at 50 s; agent 10 got it in its sync at 60 s and forgets it one
+        // ttl later; agent 11 never knew it.
+        assert_eq!(told, vec![(NodeId(2), vec![NodeId(7)])]);
+        assert!(k.noticed_late(NodeId(10), at(150)).is_empty());
+        assert_eq!(k.noticed_late(NodeId(10), at(151)), vec![NodeId(7)]);
+        assert!(k.noticed_late(NodeId(11), at(151)).is_empty());
+    }
+}
