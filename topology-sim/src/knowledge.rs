@@ -36,8 +36,8 @@ pub(crate) struct Knowledge {
     life: BTreeMap<NodeId, (u64, Option<u64>)>,
     /// Arrivals and departures so far.
     lives: u64,
-    /// When each agent arrived (it heard its sync then).
-    arrived_at: BTreeMap<NodeId, Time>,
+    /// Each agent's arrival, numbered as in `life`, and when it was (it heard its sync then).
+    arrived: BTreeMap<NodeId, (u64, Time)>,
     /// When the gossip view last took a record of each node.
     last_heard: BTreeMap<NodeId, Time>,
     /// Expiries an agent notices later than the gossip view: after this time, this node.
@@ -57,7 +57,7 @@ impl Knowledge {
             differ: BTreeMap::new(),
             life: BTreeMap::new(),
             lives: 0,
-            arrived_at: BTreeMap::new(),
+            arrived: BTreeMap::new(),
             last_heard: BTreeMap::new(),
             late: BTreeMap::new(),
             claimed_by: Relations::default(),
@@ -77,7 +77,7 @@ impl Knowledge {
     ) {
         self.lives += 1;
         self.life.insert(id, (self.lives, None));
-        self.arrived_at.insert(id, now);
+        self.arrived.insert(id, (self.lives, now));
         let mut differ = BTreeMap::new();
         for x in travelling {
             let (known, heard) = (truth.get(x), self.gossip.get(x));
@@ -94,7 +94,7 @@ impl Knowledge {
     pub fn depart(&mut self, id: NodeId) {
         self.own.remove(&id);
         self.differ.remove(&id);
-        self.arrived_at.remove(&id);
+        self.arrived.remove(&id);
         self.late.remove(&id);
         self.lives += 1;
         if let Some(life) = self.life.get_mut(&id) {
@@ -131,21 +131,18 @@ impl Knowledge {
     }
 
     /// The agents a record of `id` concerns by what they know differently from the gossip
-    /// view (see [`Knowledge::related`]): those whose record of their parent (`parents`: each
-    /// agent's) names `id` as its parent or child, and those whose record of `id` differs
-    /// (the merge comes out differently for them).
+    /// view (see [`Knowledge::related`]): those whose record of their parent (`parent_of`:
+    /// each agent's) names `id` as its parent or child, and those whose record of `id`
+    /// differs (the merge comes out differently for them).
     pub fn concerned_differently<'a>(
         &'a self,
         id: NodeId,
-        parents: &'a BTreeMap<NodeId, NodeId>,
+        parent_of: impl Fn(NodeId) -> Option<NodeId> + 'a,
     ) -> impl Iterator<Item = NodeId> + 'a {
         self.differ.iter().filter_map(move |(&a, differ)| {
-            let near = parents
-                .get(&a)
-                .and_then(|p| differ.get(p))
-                .is_some_and(|p| {
-                    p.is_some_and(|(p, _)| p.parent == Some(id) || p.children.contains(id))
-                });
+            let near = parent_of(a).and_then(|p| differ.get(&p)).is_some_and(|p| {
+                p.is_some_and(|(p, _)| p.parent == Some(id) || p.children.contains(id))
+            });
             (near || differ.contains_key(&id)).then_some(a)
         })
     }
@@ -176,55 +173,61 @@ impl Knowledge {
         outcome
     }
 
-    /// Forgets the nodes silent for `ttl` and says which of `agents` forget which now. An
-    /// agent forgets only nodes it knew, and one heard by gossip only before the agent
-    /// arrived one `ttl` after its arrival (see [`Knowledge::noticed_late`]); until it
-    /// does, the node is gone from its view all the same (only a crashed node can be
-    /// silent so long).
-    pub fn expire(
-        &mut self,
-        now: Time,
-        ttl: Duration,
-        agents: impl IntoIterator<Item = NodeId>,
-    ) -> Vec<(NodeId, Vec<NodeId>)> {
+    /// Forgets the nodes silent for `ttl` and tells (`tell`) each agent which of them it
+    /// forgets now. An agent forgets only nodes it knew (alive when it arrived, or heard by
+    /// gossip since), and one heard by gossip only before the agent arrived one `ttl` after
+    /// its arrival (see [`Knowledge::noticed_late`]); until it does, the node is gone from
+    /// its view all the same (only a crashed node can be silent so long).
+    pub fn expire(&mut self, now: Time, ttl: Duration, mut tell: impl FnMut(NodeId, &[NodeId])) {
         // Nobody is kept: a live agent is heard every refresh.
         let gone = self.gossip.expire(now, ttl, NodeId(0));
         if gone.is_empty() {
-            return Vec::new();
+            return;
         }
         for &x in &gone {
             self.claimed_by.remove_from_all(x);
             self.listed_by.remove_from_all(x);
         }
-        let mut told = Vec::new();
-        for a in agents {
-            let arrived = self.arrived_at.get(&a).copied().unwrap_or(Time::ZERO);
-            let mut now_gone = Vec::new();
-            for &x in &gone {
-                if !self.knew(a, x) {
-                    continue;
-                }
-                if let Some(d) = self.differ.get_mut(&a) {
-                    d.remove(&x);
-                }
+        self.differ.retain(|_, d| {
+            d.retain(|x, _| !gone.contains(x));
+            !d.is_empty()
+        });
+        let facts: Vec<Gone> = gone
+            .iter()
+            .map(|&id| Gone {
+                id,
+                life: self.life.get(&id).copied(),
+                heard: self.last_heard.get(&id).copied(),
+            })
+            .collect();
+        let mut some = Vec::new();
+        for (&a, &(born, arrived)) in &self.arrived {
+            let knew = |g: &Gone| {
+                let alive_then = g
+                    .life
+                    .is_some_and(|(xb, xd)| xb < born && xd.is_none_or(|d| d > born));
+                alive_then || g.heard.is_some_and(|h| h > arrived)
+            };
+            if now.since(arrived) > ttl && facts.iter().all(knew) {
+                tell(a, &gone); // the common case: an agent that has been here a while
+                continue;
+            }
+            some.clear();
+            for g in facts.iter().filter(|g| knew(g)) {
                 if now.since(arrived) > ttl {
-                    now_gone.push(x);
+                    some.push(g.id);
                 } else {
-                    self.late.entry(a).or_default().push((arrived + ttl, x));
+                    self.late.entry(a).or_default().push((arrived + ttl, g.id));
                 }
             }
-            if self.differ.get(&a).is_some_and(BTreeMap::is_empty) {
-                self.differ.remove(&a);
-            }
-            if !now_gone.is_empty() {
-                told.push((a, now_gone));
+            if !some.is_empty() {
+                tell(a, &some);
             }
         }
         for x in gone {
             self.life.remove(&x);
             self.last_heard.remove(&x);
         }
-        told
     }
 
     /// The expiries agent `a` notices by `now` later than the gossip view.
@@ -264,23 +267,14 @@ impl Knowledge {
         }
         r
     }
+}
 
-    /// Whether agent `a` knew node `x` when the gossip view forgot it: `x` was alive when
-    /// `a` arrived, or gossip delivered a record of `x` since.
-    fn knew(&self, a: NodeId, x: NodeId) -> bool {
-        let Some(&(born, _)) = self.life.get(&a) else {
-            return false;
-        };
-        let alive_then = self
-            .life
-            .get(&x)
-            .is_some_and(|&(xb, xd)| xb < born && xd.is_none_or(|d| d > born));
-        let heard_since = match (self.last_heard.get(&x), self.arrived_at.get(&a)) {
-            (Some(h), Some(at)) => h > at,
-            _ => false,
-        };
-        alive_then || heard_since
-    }
+/// A node the gossip view forgot: its arrival and departure (as in `Knowledge::life`) and when
+/// gossip last heard it.
+struct Gone {
+    id: NodeId,
+    life: Option<(u64, Option<u64>)>,
+    heard: Option<Time>,
 }
 
 /// Who relates to whom, by id: for each key, the set of ids related to it.
@@ -422,7 +416,8 @@ mod tests {
         k.depart(NodeId(7));
         k.arrive(NodeId(11), at(70), &truth, []); // arrives after x was gone
         k.merge(&record(2, 2), at(120));
-        let told = k.expire(at(141), ttl, [NodeId(2), NodeId(10), NodeId(11)]);
+        let mut told = Vec::new();
+        k.expire(at(141), ttl, |a, gone| told.push((a, gone.to_vec())));
         // Agent 2 heard x at 50 s; agent 10 got it in its sync at 60 s and forgets it one
         // ttl later; agent 11 never knew it.
         assert_eq!(told, vec![(NodeId(2), vec![NodeId(7)])]);

@@ -83,6 +83,17 @@ enum Ev {
     },
 }
 
+/// One agent, and what the simulator noted of it after its last input.
+#[derive(Debug)]
+struct Slot {
+    agent: Agent,
+    /// The timer scheduled for it (an older `Wake` in the queue is stale).
+    wake: Option<Time>,
+    /// Its parent and children, as `Net::followers` and `Net::feeders` have them.
+    parent: Option<NodeId>,
+    children: Children,
+}
+
 /// The records published during one gossip round.
 #[derive(Debug, Default)]
 struct Round {
@@ -112,19 +123,13 @@ struct Net<'c> {
     in_flight: u64,
     /// Gossip rounds published and not yet delivered, by round index.
     rounds: BTreeMap<u64, Round>,
-    agents: BTreeMap<NodeId, Agent>,
+    agents: BTreeMap<NodeId, Slot>,
     /// What the agents know: one view for all, and each one's differences.
     known: Knowledge,
     /// The agents whose parent is the key (as each agent has it, not as gossip does).
     followers: Relations,
-    /// Each agent's parent, as `followers` has it.
-    parents: BTreeMap<NodeId, NodeId>,
     /// The agents listing the key among their children.
     feeders: Relations,
-    /// Each agent's children, as `feeders` has them.
-    kids: BTreeMap<NodeId, Children>,
-    /// The timer scheduled for each agent (an older `Wake` in the queue is stale).
-    wake: BTreeMap<NodeId, Time>,
     truth: View,
     arrived: u64,
     next_id: u64,
@@ -152,10 +157,7 @@ impl<'c> Net<'c> {
             agents: BTreeMap::new(),
             known,
             followers: Relations::default(),
-            parents: BTreeMap::new(),
             feeders: Relations::default(),
-            kids: BTreeMap::new(),
-            wake: BTreeMap::new(),
             truth,
             arrived: 0,
             next_id: ROOT_ID + 1,
@@ -215,8 +217,10 @@ impl<'c> Net<'c> {
                     self.fail(&victims, LeaveKind::Crash);
                 }
                 Ev::Wake(id) => {
-                    if self.wake.get(&id) == Some(&at) {
-                        self.wake.remove(&id);
+                    if let Some(slot) = self.agents.get_mut(&id)
+                        && slot.wake == Some(at)
+                    {
+                        slot.wake = None;
                         self.input(id, Input::Tick);
                     }
                 }
@@ -249,7 +253,7 @@ impl<'c> Net<'c> {
     /// waiting for an answer or reconciling (`Agent::is_busy`). Refreshes that change nothing
     /// may still travel. If every agent follows the protocol, the tree is settled now.
     fn quiet(&self) -> bool {
-        self.in_flight == 0 && !self.agents.values().any(Agent::is_busy)
+        self.in_flight == 0 && !self.agents.values().any(|s| s.agent.is_busy())
     }
 
     fn advance(&mut self, to: Time) {
@@ -281,7 +285,15 @@ impl<'c> Net<'c> {
         while let Some(o) = agent.poll_output() {
             outs.push(o);
         }
-        self.agents.insert(id, agent);
+        self.agents.insert(
+            id,
+            Slot {
+                agent,
+                wake: None,
+                parent: None,
+                children: Children::new(),
+            },
+        );
         for o in outs {
             self.output(id, o);
         }
@@ -323,7 +335,9 @@ impl<'c> Net<'c> {
                     concerned.extend(self.followers.of(p));
                 }
             }
-            concerned.extend(self.known.concerned_differently(id, &self.parents));
+            let agents = &self.agents;
+            let parent_of = |a: NodeId| agents.get(&a).and_then(|s| s.parent);
+            concerned.extend(self.known.concerned_differently(id, parent_of));
             concerned.sort_unstable();
             concerned.dedup();
             for a in concerned {
@@ -332,7 +346,7 @@ impl<'c> Net<'c> {
                 }
                 let now = self.now;
                 let merge = self.known.merge_for(a, &rec.node, merge, now);
-                if let Some(agent) = self.agents.get_mut(&a) {
+                if let Some(Slot { agent, .. }) = self.agents.get_mut(&a) {
                     self.known
                         .lend(a, now, |view| agent.merged_in(view, now, id, merge));
                     told.insert(a);
@@ -341,7 +355,7 @@ impl<'c> Net<'c> {
         }
         let mut outs = Vec::new();
         for &id in &told {
-            if let Some(agent) = self.agents.get_mut(&id) {
+            if let Some(Slot { agent, .. }) = self.agents.get_mut(&id) {
                 while let Some(o) = agent.poll_output() {
                     outs.push((id, o));
                 }
@@ -358,14 +372,12 @@ impl<'c> Net<'c> {
     /// Forgets the nodes silent for the agents' `ttl` and tells the agents that knew them.
     fn expire(&mut self) {
         let ttl = Duration::from_secs_f64(self.cfg.heartbeat) * 3;
-        let told = self
-            .known
-            .expire(self.now, ttl, self.agents.keys().copied());
-        for (a, gone) in told {
-            if let Some(agent) = self.agents.get_mut(&a) {
-                agent.forget(&gone);
+        let agents = &mut self.agents;
+        self.known.expire(self.now, ttl, |a, gone| {
+            if let Some(Slot { agent, .. }) = agents.get_mut(&a) {
+                agent.forget(gone);
             }
-        }
+        });
     }
 
     /// Feeds one input to an agent and carries out what it asks for.
@@ -377,7 +389,7 @@ impl<'c> Net<'c> {
         let now = self.now;
         let late = self.known.noticed_late(id, now);
         let mut outs = Vec::new();
-        if let Some(agent) = self.agents.get_mut(&id) {
+        if let Some(Slot { agent, .. }) = self.agents.get_mut(&id) {
             agent.forget(&late);
             self.known
                 .lend(id, now, |view| agent.handle_in(view, now, input));
@@ -393,47 +405,23 @@ impl<'c> Net<'c> {
 
     /// Schedules the agent's next timer and notes its parent, after an input.
     fn after_input(&mut self, id: NodeId) {
-        let Some(agent) = self.agents.get(&id) else {
+        let Some(slot) = self.agents.get_mut(&id) else {
             return;
         };
-        let wake = agent.poll_timeout();
-        let parent = agent.node().parent;
-        let children = agent.node().children;
-        if let Some(t) = wake
-            && self.wake.get(&id) != Some(&t)
-        {
-            self.wake.insert(id, t);
+        let wake = slot.agent.poll_timeout().filter(|&t| slot.wake != Some(t));
+        if wake.is_some() {
+            slot.wake = wake;
+        }
+        let me = slot.agent.node();
+        let parent = std::mem::replace(&mut slot.parent, me.parent);
+        self.followers.replace(id, parent, me.parent);
+        let children = std::mem::replace(&mut slot.children, me.children);
+        if children != me.children {
+            self.feeders.replace_all(id, children, me.children);
+        }
+        if let Some(t) = wake {
             self.queue.push(t.max(self.now), Ev::Wake(id));
         }
-        self.follow(id, parent);
-        self.feed(id, children);
-    }
-
-    /// Records that `id`'s children are now `children`.
-    fn feed(&mut self, id: NodeId, children: Children) {
-        let before = self.kids.get(&id).copied().unwrap_or_default();
-        if before == children {
-            return;
-        }
-        self.feeders.replace_all(id, before, children);
-        if children.is_empty() {
-            self.kids.remove(&id);
-        } else {
-            self.kids.insert(id, children);
-        }
-    }
-
-    /// Records that `id`'s parent is now `parent`.
-    fn follow(&mut self, id: NodeId, parent: Option<NodeId>) {
-        let old = self.parents.get(&id).copied();
-        if old == parent {
-            return;
-        }
-        self.followers.replace(id, old, parent);
-        match parent {
-            Some(p) => self.parents.insert(id, p),
-            None => self.parents.remove(&id),
-        };
     }
 
     fn output(&mut self, id: NodeId, out: Output) {
@@ -498,7 +486,7 @@ impl<'c> Net<'c> {
             if v == NodeId(ROOT_ID) || !self.agents.contains_key(&v) {
                 continue;
             }
-            let me = *self.agents[&v].node();
+            let me = *self.agents[&v].agent.node();
             for c in me.children.iter() {
                 self.orphaned.entry(c).or_insert(self.now);
             }
@@ -525,11 +513,11 @@ impl<'c> Net<'c> {
                     }
                 }
             }
-            self.agents.remove(&v);
+            if let Some(slot) = self.agents.remove(&v) {
+                self.followers.replace(v, slot.parent, None);
+                self.feeders.replace_all(v, slot.children, Children::new());
+            }
             self.known.depart(v);
-            self.follow(v, None);
-            self.feed(v, Children::new());
-            self.wake.remove(&v);
             self.orphaned.remove(&v);
             self.truth.remove(v);
             if self.cfg.churn.is_some_and(|c| c.rejoin) {
@@ -552,13 +540,13 @@ impl<'c> Net<'c> {
             CrashSelect::Interior => self
                 .agents
                 .iter()
-                .filter(|(id, a)| **id != root && !a.node().children.is_empty())
+                .filter(|(id, s)| **id != root && !s.agent.node().children.is_empty())
                 .map(|(id, _)| *id)
                 .collect(),
             CrashSelect::Depth => self
                 .agents
                 .iter()
-                .filter(|(id, a)| **id != root && Some(a.node().depth) == spec.depth)
+                .filter(|(id, s)| **id != root && Some(s.agent.node().depth) == spec.depth)
                 .map(|(id, _)| *id)
                 .collect(),
         };
