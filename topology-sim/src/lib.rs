@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 mod dist;
 mod fast;
+mod knowledge;
 mod messages;
 pub mod metrics;
 pub mod output;

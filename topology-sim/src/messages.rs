@@ -8,34 +8,38 @@
 //! one round is delivered only its newer record, which merging makes equivalent (a view is a
 //! semilattice). A direct message reaches its one receiver after one latency. Both get jitter.
 //!
-//! Delivered records go to a log; an agent reads the log up to now, each record with the time
-//! it was delivered, before its next input (timer, message, loss). Only the record of an
-//! agent's own parent makes it act (it follows the parent's depth and republishes), so those
-//! agents read at once, at delivery. Every agent thus handles exactly the inputs it would if
-//! each round were handed to every agent at delivery, at the same times and in the same order,
-//! and answers the same; it just handles a second of records at a time, with its view in cache.
-//! A newcomer receives the current records of everyone at once when it arrives (the sync a
-//! shell does from a gossip peer on joining). A crash is noticed by the crashed node's parent
+//! All agents hear every round at the same time, so they all hold the same records: they
+//! share one view, merged once per record, and each sees its own newest record (and a
+//! newcomer its sync) on top of it (see `knowledge.rs`). A record is handed to the agents it
+//! may concern ([`Agent::merged_in`]): the children and parent of its node, and, when its
+//! place changed, the agents whose parent it names as a child or as its parent (their repair
+//! plans); an agent reacts to nothing else in a record. Every agent thus handles what it would
+//! if each round were handed to every agent at delivery, at the same times and in the same
+//! order, over the view it would have. A newcomer gets the newest record of every live node
+//! when it arrives (the sync a shell does from a gossip peer on joining). Silent nodes are
+//! forgotten as agents would forget them ([`Agent::forget`]).
+//! A crash is noticed by the crashed node's parent
 //! and children after the detection time (media silence); a graceful leaver runs
 //! `Input::Leave`, whose messages tell its neighbours.
 //!
 //! Beside the agents the simulator keeps a *truth* view: the latest record each live node
 //! published. Metrics and invariant checks look at it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use treecast_tree::{
-    Agent, AgentConfig, Event, Input, Message, Node, NodeId, NodeRecord, Output, Role, StreamId,
-    Time, View,
+    Agent, AgentConfig, Children, Event, Input, Merge, Message, Node, NodeId, NodeRecord, Output,
+    Role, StreamId, Time, View,
 };
 
 use crate::check::{Checker, subtree_size};
 use crate::config::{Config, CrashSelect, LeaveKind, ROOT_ID};
 use crate::dist;
 use crate::fast::Run;
+use crate::knowledge::{Knowledge, Relations};
 use crate::metrics::{Depths, Shape, Tally};
 use crate::queue::Queue;
 
@@ -79,6 +83,17 @@ enum Ev {
     },
 }
 
+/// One agent, and what the simulator noted of it after its last input.
+#[derive(Debug)]
+struct Slot {
+    agent: Agent,
+    /// The timer scheduled for it (an older `Wake` in the queue is stale).
+    wake: Option<Time>,
+    /// Its parent and children, as `Net::followers` and `Net::feeders` have them.
+    parent: Option<NodeId>,
+    children: Children,
+}
+
 /// The records published during one gossip round.
 #[derive(Debug, Default)]
 struct Round {
@@ -108,19 +123,13 @@ struct Net<'c> {
     in_flight: u64,
     /// Gossip rounds published and not yet delivered, by round index.
     rounds: BTreeMap<u64, Round>,
-    agents: BTreeMap<NodeId, Agent>,
-    /// Delivered records, with their delivery time, from position `log_base` on.
-    log: VecDeque<(Time, NodeRecord)>,
-    log_base: u64,
-    /// How far in the log each agent has read.
-    cursor: BTreeMap<NodeId, u64>,
-    /// The agents whose parent is the key: they read a round at once when it carries the
-    /// parent's record.
-    followers: BTreeMap<NodeId, BTreeSet<NodeId>>,
-    /// Each agent's parent, as `followers` has it.
-    parents: BTreeMap<NodeId, NodeId>,
-    /// The timer scheduled for each agent (an older `Wake` in the queue is stale).
-    wake: BTreeMap<NodeId, Time>,
+    agents: BTreeMap<NodeId, Slot>,
+    /// What the agents know: one view for all, and each one's differences.
+    known: Knowledge,
+    /// The agents whose parent is the key (as each agent has it, not as gossip does).
+    followers: Relations,
+    /// The agents listing the key among their children.
+    feeders: Relations,
     truth: View,
     arrived: u64,
     next_id: u64,
@@ -135,6 +144,7 @@ impl<'c> Net<'c> {
         let stream = StreamId::new("sim").expect("a valid constant stream name");
         let mut truth = View::new(stream.clone());
         truth.set_trusted_root(NodeId(ROOT_ID));
+        let known = Knowledge::new(truth.clone());
         let mut net = Net {
             cfg,
             stream,
@@ -145,12 +155,9 @@ impl<'c> Net<'c> {
             in_flight: 0,
             rounds: BTreeMap::new(),
             agents: BTreeMap::new(),
-            log: VecDeque::new(),
-            log_base: 0,
-            cursor: BTreeMap::new(),
-            followers: BTreeMap::new(),
-            parents: BTreeMap::new(),
-            wake: BTreeMap::new(),
+            known,
+            followers: Relations::default(),
+            feeders: Relations::default(),
             truth,
             arrived: 0,
             next_id: ROOT_ID + 1,
@@ -210,8 +217,10 @@ impl<'c> Net<'c> {
                     self.fail(&victims, LeaveKind::Crash);
                 }
                 Ev::Wake(id) => {
-                    if self.wake.get(&id) == Some(&at) {
-                        self.wake.remove(&id);
+                    if let Some(slot) = self.agents.get_mut(&id)
+                        && slot.wake == Some(at)
+                    {
+                        slot.wake = None;
                         self.input(id, Input::Tick);
                     }
                 }
@@ -244,7 +253,7 @@ impl<'c> Net<'c> {
     /// waiting for an answer or reconciling (`Agent::is_busy`). Refreshes that change nothing
     /// may still travel. If every agent follows the protocol, the tree is settled now.
     fn quiet(&self) -> bool {
-        self.in_flight == 0 && !self.agents.values().any(Agent::is_busy)
+        self.in_flight == 0 && !self.agents.values().any(|s| s.agent.is_busy())
     }
 
     fn advance(&mut self, to: Time) {
@@ -265,18 +274,29 @@ impl<'c> Net<'c> {
         if self.cfg.promotion_interval > 0.0 {
             ac.promotion_interval = Duration::from_secs_f64(self.cfg.promotion_interval);
         }
-        let mut agent = Agent::new(ac, self.now);
-        for n in self.truth.nodes() {
-            let rec = NodeRecord {
-                stream: self.stream.clone(),
-                node: *n,
-            };
-            agent.handle(self.now, Input::Record(rec));
+        let mut agent = Agent::new_shared(ac, self.now);
+        let travelling: BTreeSet<NodeId> = self
+            .rounds
+            .values()
+            .flat_map(|r| r.records.iter().map(|rec| rec.node.id))
+            .collect();
+        self.known.arrive(id, self.now, &self.truth, travelling);
+        let mut outs = Vec::new();
+        while let Some(o) = agent.poll_output() {
+            outs.push(o);
         }
-        self.agents.insert(id, agent);
-        // Everything delivered so far is in the records it was just given.
-        self.cursor
-            .insert(id, self.log_base + self.log.len() as u64);
+        self.agents.insert(
+            id,
+            Slot {
+                agent,
+                wake: None,
+                parent: None,
+                children: Children::new(),
+            },
+        );
+        for o in outs {
+            self.output(id, o);
+        }
         self.input(id, Input::Join);
     }
 
@@ -294,22 +314,48 @@ impl<'c> Net<'c> {
         self.spawn(node);
     }
 
-    /// Delivers the records of one gossip round: to the log for every agent, and at once to the
-    /// agents whose parent published in it; then carries out what those ask for, in id order.
+    /// Delivers the records of one gossip round: merges each into the gossip view and hands
+    /// it to the agents it may concern; then carries out what those ask for, in id order.
     fn deliver(&mut self, records: &[NodeRecord]) {
+        self.expire();
+        let mut told = BTreeSet::new();
         for rec in records {
-            self.log.push_back((self.now, rec.clone()));
+            let id = rec.node.id;
+            let Some(merge) = self.known.merge(rec, self.now) else {
+                continue; // every agent rejects it alike
+            };
+            // Who reacts to it (see `Agent::after_merge`): its children (they follow its
+            // depth) and its parent (reconciliation), and, when its place changed, the agents
+            // whose parent it is a child or the parent of (their repair plans). Newcomers
+            // that know things gossip does not yet are told everything.
+            let mut concerned: Vec<NodeId> =
+                self.followers.of(id).chain(self.feeders.of(id)).collect();
+            if matches!(merge, Merge::Inserted | Merge::Updated) {
+                for p in self.known.related(id) {
+                    concerned.extend(self.followers.of(p));
+                }
+            }
+            let agents = &self.agents;
+            let parent_of = |a: NodeId| agents.get(&a).and_then(|s| s.parent);
+            concerned.extend(self.known.concerned_differently(id, parent_of));
+            concerned.sort_unstable();
+            concerned.dedup();
+            for a in concerned {
+                if a == id {
+                    continue;
+                }
+                let now = self.now;
+                let merge = self.known.merge_for(a, &rec.node, merge, now);
+                if let Some(Slot { agent, .. }) = self.agents.get_mut(&a) {
+                    self.known
+                        .lend(a, now, |view| agent.merged_in(view, now, id, merge));
+                    told.insert(a);
+                }
+            }
         }
-        let due: BTreeSet<NodeId> = records
-            .iter()
-            .filter_map(|r| self.followers.get(&r.node.id))
-            .flatten()
-            .copied()
-            .collect();
         let mut outs = Vec::new();
-        for &id in &due {
-            self.read_log(id);
-            if let Some(agent) = self.agents.get_mut(&id) {
+        for &id in &told {
+            if let Some(Slot { agent, .. }) = self.agents.get_mut(&id) {
                 while let Some(o) = agent.poll_output() {
                     outs.push((id, o));
                 }
@@ -318,56 +364,38 @@ impl<'c> Net<'c> {
         for (id, o) in outs {
             self.output(id, o);
         }
-        for id in due {
+        for id in told {
             self.after_input(id);
         }
-        self.trim_log();
     }
 
-    /// Hands `id` the records delivered since it last read, each at its delivery time (not
-    /// its own: nobody speaks for a node but itself).
-    fn read_log(&mut self, id: NodeId) {
-        let end = self.log_base + self.log.len() as u64;
-        let Some(agent) = self.agents.get_mut(&id) else {
-            return;
-        };
-        let cursor = self.cursor.entry(id).or_insert(end);
-        let from = usize::try_from(*cursor - self.log_base).unwrap_or(usize::MAX);
-        let batch = self.log.range(from.min(self.log.len())..);
-        agent
-            .view()
-            .prefetch(batch.clone().map(|(_, rec)| rec.node.id));
-        for (at, rec) in batch {
-            if rec.node.id != id {
-                agent.handle(*at, Input::Record(rec.clone()));
+    /// Forgets the nodes silent for the agents' `ttl` and tells the agents that knew them.
+    fn expire(&mut self) {
+        let ttl = Duration::from_secs_f64(self.cfg.heartbeat) * 3;
+        let agents = &mut self.agents;
+        self.known.expire(self.now, ttl, |a, gone| {
+            if let Some(Slot { agent, .. }) = agents.get_mut(&a) {
+                agent.forget(gone);
             }
-        }
-        *cursor = end;
+        });
     }
 
-    /// Forgets what every agent has read (now and then: finding the slowest reader is a scan).
-    fn trim_log(&mut self) {
-        if self.log.len() < 4096 {
-            return;
-        }
-        let end = self.log_base + self.log.len() as u64;
-        let oldest = self.cursor.values().copied().min().unwrap_or(end);
-        let n = usize::try_from(oldest - self.log_base).unwrap_or(0);
-        self.log.drain(..n.min(self.log.len()));
-        self.log_base += n as u64;
-    }
-
-    /// Feeds one input to an agent (after the records delivered to it so far) and carries out
-    /// what it asks for.
+    /// Feeds one input to an agent and carries out what it asks for.
     fn input(&mut self, id: NodeId, input: Input) {
-        self.read_log(id);
-        let Some(agent) = self.agents.get_mut(&id) else {
+        if !self.agents.contains_key(&id) {
             return; // gone: messages to it are lost
-        };
-        agent.handle(self.now, input);
+        }
+        self.expire();
+        let now = self.now;
+        let late = self.known.noticed_late(id, now);
         let mut outs = Vec::new();
-        while let Some(o) = agent.poll_output() {
-            outs.push(o);
+        if let Some(Slot { agent, .. }) = self.agents.get_mut(&id) {
+            agent.forget(&late);
+            self.known
+                .lend(id, now, |view| agent.handle_in(view, now, input));
+            while let Some(o) = agent.poll_output() {
+                outs.push(o);
+            }
         }
         for o in outs {
             self.output(id, o);
@@ -377,48 +405,29 @@ impl<'c> Net<'c> {
 
     /// Schedules the agent's next timer and notes its parent, after an input.
     fn after_input(&mut self, id: NodeId) {
-        let Some(agent) = self.agents.get(&id) else {
+        let Some(slot) = self.agents.get_mut(&id) else {
             return;
         };
-        let wake = agent.poll_timeout();
-        let parent = agent.node().parent;
-        if let Some(t) = wake
-            && self.wake.get(&id) != Some(&t)
-        {
-            self.wake.insert(id, t);
+        let wake = slot.agent.poll_timeout().filter(|&t| slot.wake != Some(t));
+        if wake.is_some() {
+            slot.wake = wake;
+        }
+        let me = slot.agent.node();
+        let parent = std::mem::replace(&mut slot.parent, me.parent);
+        self.followers.replace(id, parent, me.parent);
+        let children = std::mem::replace(&mut slot.children, me.children);
+        if children != me.children {
+            self.feeders.replace_all(id, children, me.children);
+        }
+        if let Some(t) = wake {
             self.queue.push(t.max(self.now), Ev::Wake(id));
-        }
-        self.follow(id, parent);
-    }
-
-    /// Records that `id`'s parent is now `parent`.
-    fn follow(&mut self, id: NodeId, parent: Option<NodeId>) {
-        let old = self.parents.get(&id).copied();
-        if old == parent {
-            return;
-        }
-        if let Some(p) = old
-            && let Some(f) = self.followers.get_mut(&p)
-        {
-            f.remove(&id);
-            if f.is_empty() {
-                self.followers.remove(&p);
-            }
-        }
-        match parent {
-            Some(p) => {
-                self.followers.entry(p).or_default().insert(id);
-                self.parents.insert(id, p);
-            }
-            None => {
-                self.parents.remove(&id);
-            }
         }
     }
 
     fn output(&mut self, id: NodeId, out: Output) {
         match out {
             Output::Publish(rec) => {
+                self.known.published(id, rec.node);
                 self.tally.publications += 1;
                 self.tally.publication_bytes += rec.encode().len() as u64;
                 let changed = self.truth.get(id).is_none_or(|old| {
@@ -477,7 +486,7 @@ impl<'c> Net<'c> {
             if v == NodeId(ROOT_ID) || !self.agents.contains_key(&v) {
                 continue;
             }
-            let me = *self.agents[&v].node();
+            let me = *self.agents[&v].agent.node();
             for c in me.children.iter() {
                 self.orphaned.entry(c).or_insert(self.now);
             }
@@ -504,10 +513,11 @@ impl<'c> Net<'c> {
                     }
                 }
             }
-            self.agents.remove(&v);
-            self.cursor.remove(&v);
-            self.follow(v, None);
-            self.wake.remove(&v);
+            if let Some(slot) = self.agents.remove(&v) {
+                self.followers.replace(v, slot.parent, None);
+                self.feeders.replace_all(v, slot.children, Children::new());
+            }
+            self.known.depart(v);
             self.orphaned.remove(&v);
             self.truth.remove(v);
             if self.cfg.churn.is_some_and(|c| c.rejoin) {
@@ -530,13 +540,13 @@ impl<'c> Net<'c> {
             CrashSelect::Interior => self
                 .agents
                 .iter()
-                .filter(|(id, a)| **id != root && !a.node().children.is_empty())
+                .filter(|(id, s)| **id != root && !s.agent.node().children.is_empty())
                 .map(|(id, _)| *id)
                 .collect(),
             CrashSelect::Depth => self
                 .agents
                 .iter()
-                .filter(|(id, a)| **id != root && Some(a.node().depth) == spec.depth)
+                .filter(|(id, s)| **id != root && Some(s.agent.node().depth) == spec.depth)
                 .map(|(id, _)| *id)
                 .collect(),
         };

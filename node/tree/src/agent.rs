@@ -279,6 +279,11 @@ pub struct Agent {
     moving: Option<(NodeId, Time)>,
     /// Neighbours whose records disagree with ours, and since when (see `reconcile`).
     suspects: Vec<(NodeId, Time)>,
+    /// The view is the shell's, lent for each call (see [`Agent::new_shared`]): records,
+    /// expiry and our own record are the shell's business.
+    shared: bool,
+    /// Nodes the shared view forgot since our last housekeeping tick.
+    forgotten: Vec<NodeId>,
 }
 
 /// How many candidates a join or repair ranks at once.
@@ -317,6 +322,30 @@ pub const PROMOTION_CHECK: Duration = Duration::from_secs(5);
 impl Agent {
     /// A new agent; publishes its first record at once.
     pub fn new(cfg: AgentConfig, now: Time) -> Self {
+        Self::make(cfg, now, false)
+    }
+
+    /// A new agent that keeps no view of its own: the shell lends it one with every call
+    /// ([`Agent::handle_in`], [`Agent::merged_in`]). For a simulator running thousands of
+    /// agents that all hear the same records at the same times: one view merged once, instead
+    /// of every agent merging every record into its own copy.
+    ///
+    /// The contract, for the agent to decide exactly as one with its own view would:
+    /// - the lent view holds every record the agent has heard, with the time it heard each,
+    ///   and, in place of what others heard of this node, the newest record the agent
+    ///   published ([`View::replace`]), as its own view would;
+    /// - when the shell merges a record into the view, it calls [`Agent::merged_in`] with
+    ///   the outcome for every agent that record may concern (its parent and children, the
+    ///   nodes it names as parent or children, and their children); the agent never merges
+    ///   and never writes to the view;
+    /// - the shell expires silent nodes from the view (after the agents' `ttl`) and tells
+    ///   the agent with [`Agent::forget`]; it reacts (a lost parent or child) at its next
+    ///   housekeeping tick, as it does to its own expiry.
+    pub fn new_shared(cfg: AgentConfig, now: Time) -> Self {
+        Self::make(cfg, now, true)
+    }
+
+    fn make(cfg: AgentConfig, now: Time, shared: bool) -> Self {
         let mut view = View::new(cfg.stream.clone());
         if let Some(root) = cfg.root {
             view.set_trusted_root(root);
@@ -363,6 +392,8 @@ impl Agent {
             shunned: Vec::new(),
             moving: None,
             suspects: Vec::new(),
+            shared,
+            forgotten: Vec::new(),
         };
         a.flush();
         a
@@ -378,7 +409,8 @@ impl Agent {
         &self.me
     }
 
-    /// The tree as this node knows it.
+    /// The tree as this node knows it (empty for an agent made with [`Agent::new_shared`]:
+    /// its view is the shell's).
     pub fn view(&self) -> &View {
         &self.view
     }
@@ -436,6 +468,50 @@ impl Agent {
             Input::SetRefreshPerNode(d) => self.cfg.refresh_per_node = d,
         }
         self.flush();
+    }
+
+    /// [`Agent::handle`] for an agent made with [`Agent::new_shared`], over the shell's
+    /// `view` (see there for what it must hold); the agent only reads it. An
+    /// [`Input::Record`] is ignored here: the shell merges records and calls
+    /// [`Agent::merged_in`]. An agent with its own view ignores `view`.
+    pub fn handle_in(&mut self, view: &mut View, now: Time, input: Input) {
+        if !self.shared {
+            return self.handle(now, input);
+        }
+        if matches!(input, Input::Record(_)) {
+            return;
+        }
+        self.lend(view, |a| a.handle(now, input));
+    }
+
+    /// The shell merged a record of `id` into the lent `view` (heard at `now`), with outcome
+    /// `merge`: the agent reacts as it does to a record it merged itself. Only for an agent
+    /// made with [`Agent::new_shared`].
+    pub fn merged_in(&mut self, view: &mut View, now: Time, id: NodeId, merge: Merge) {
+        if !self.shared || id == self.me.id {
+            return;
+        }
+        self.lend(view, |a| {
+            a.now = a.now.max(now);
+            a.after_merge(id, merge);
+            a.flush();
+        });
+    }
+
+    /// The shell's view forgot these nodes (silent for `ttl`): the agent reacts at its next
+    /// housekeeping tick. Only for an agent made with [`Agent::new_shared`].
+    pub fn forget(&mut self, ids: &[NodeId]) {
+        if self.shared {
+            self.forgotten
+                .extend(ids.iter().copied().filter(|&id| id != self.me.id));
+        }
+    }
+
+    /// Runs `f` with the shell's view in place of our own (empty) one.
+    fn lend(&mut self, view: &mut View, f: impl FnOnce(&mut Self)) {
+        std::mem::swap(&mut self.view, view);
+        f(self);
+        std::mem::swap(&mut self.view, view);
     }
 
     /// The next output, if any.
@@ -588,10 +664,18 @@ impl Agent {
         if rec.node.id == self.me.id {
             return; // nobody speaks for this node but itself
         }
+        if self.shared {
+            return; // the shell merges (see `merged_in`)
+        }
         let id = rec.node.id;
         let Ok(merge) = self.view.merge(&rec, self.now) else {
             return;
         };
+        self.after_merge(id, merge);
+    }
+
+    /// What a merged record of `id` changes for us.
+    fn after_merge(&mut self, id: NodeId, merge: Merge) {
         // The repair plan depends on the parent, the grandparent and the siblings; other
         // changes only touch its fallbacks, which are re-ranked anyway when they run out.
         if merge == Merge::Updated || merge == Merge::Inserted {
@@ -1350,7 +1434,12 @@ impl Agent {
     }
 
     fn expire(&mut self) {
-        for gone in self.view.expire(self.now, self.cfg.ttl, self.me.id) {
+        let gone = if self.shared {
+            std::mem::take(&mut self.forgotten)
+        } else {
+            self.view.expire(self.now, self.cfg.ttl, self.me.id)
+        };
+        for gone in gone {
             self.plan_stale = true;
             if self.me.parent == Some(gone) {
                 self.on_parent_lost();
@@ -1379,8 +1468,11 @@ impl Agent {
         self.me.refresh_tens = u8::try_from(next.as_secs().div_ceil(10)).unwrap_or(u8::MAX);
         self.me.uptime_s =
             u32::try_from(self.now.since(self.started).as_secs()).unwrap_or(u32::MAX);
-        // Our own record is valid by construction; keep it in our view as others see it.
-        let _ = self.view.merge_node(self.me, self.now);
+        // Our own record is valid by construction; keep it in our view as others see it (a
+        // shared view gets it from the shell, see `new_shared`).
+        if !self.shared {
+            let _ = self.view.merge_node(self.me, self.now);
+        }
         self.out.push_back(Output::Publish(NodeRecord {
             stream: self.cfg.stream.clone(),
             node: self.me,

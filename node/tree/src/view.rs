@@ -111,6 +111,23 @@ pub enum Merge {
     Stale,
 }
 
+impl Merge {
+    /// What merging a valid record `new` does to a view holding `old` for its node.
+    pub fn of(old: Option<&Node>, new: &Node) -> Merge {
+        match old {
+            None => Merge::Inserted,
+            Some(old) if (old.seq, *old) >= (new.seq, *new) => Merge::Stale,
+            Some(old) if same_place(old, new) => Merge::Refreshed,
+            Some(_) => Merge::Updated,
+        }
+    }
+
+    /// Whether the record was taken (it is the view's record of its node now).
+    pub fn taken(self) -> bool {
+        self != Merge::Stale
+    }
+}
+
 /// Why a record was not merged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
@@ -219,20 +236,6 @@ impl View {
         self.nodes.get(&id).map(|e| e.heard)
     }
 
-    /// Reads the stored records of `ids` and throws them away, so that merging their new
-    /// records right after finds them in the cache.
-    ///
-    /// For a caller about to merge a batch into a view that is cold (the simulator runs
-    /// thousands of views): the reads in this loop do not depend on each other, so the
-    /// processor overlaps their cache misses, where the merges, one after another, would
-    /// wait for each. Changes nothing.
-    pub fn prefetch(&self, ids: impl IntoIterator<Item = NodeId>) {
-        for id in ids {
-            // Both cache lines of the entry (`seq` starts the second).
-            std::hint::black_box(self.nodes.get(&id).map(|e| (e.node.parent, e.node.seq)));
-        }
-    }
-
     /// All records, in no particular order (the same order for the same history).
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.nodes.values().map(|e| &e.node)
@@ -256,21 +259,47 @@ impl View {
             self.insert(node, now);
             return Ok(Merge::Inserted);
         };
-        if (old.node.seq, old.node) >= (node.seq, node) {
-            return Ok(Merge::Stale);
+        let merge = Merge::of(Some(&old.node), &node);
+        if merge == Merge::Stale {
+            return Ok(merge);
         }
-        let refresh_only = same_place(&old.node, &node);
         let new = Entry {
             node,
             heard: now.max(old.heard),
         };
         self.reindex(&old, &new);
         self.nodes.insert(new);
-        Ok(if refresh_only {
-            Merge::Refreshed
-        } else {
-            Merge::Updated
-        })
+        Ok(merge)
+    }
+
+    /// Sets what the view holds for `id` to `entry` (a record and when it was heard; `None`:
+    /// nothing), whatever it held (no check, no ordering by `seq`), and returns what it held.
+    ///
+    /// For a shell that runs many agents over one shared view (see [`Agent::new_shared`]):
+    /// what one agent knows differently (its own newest record, above all) goes in for the
+    /// length of one of its calls, and a second `replace` with what the first returned puts
+    /// back what everyone else knows. The indexes answer as if the view had been merged
+    /// that way; only the order of [`View::nodes`] may change.
+    ///
+    /// [`Agent::new_shared`]: crate::Agent::new_shared
+    pub fn replace(&mut self, id: NodeId, entry: Option<(Node, Time)>) -> Option<(Node, Time)> {
+        let old = self.nodes.get(&id).copied();
+        match entry {
+            Some((node, heard)) if node.id == id => {
+                let new = Entry { node, heard };
+                match old {
+                    Some(old) => {
+                        self.reindex(&old, &new);
+                        self.nodes.insert(new);
+                    }
+                    None => self.insert(node, heard),
+                }
+            }
+            _ => {
+                self.remove(id);
+            }
+        }
+        old.map(|e| (e.node, e.heard))
     }
 
     /// Forgets a node (it crashed, left or expired). Returns its last record.
