@@ -178,6 +178,13 @@ impl Knowledge {
     /// gossip since), and one heard by gossip only before the agent arrived one `ttl` after
     /// its arrival (see [`Knowledge::noticed_late`]); until it does, the node is gone from
     /// its view all the same (only a crashed node can be silent so long).
+    ///
+    /// The gossip view expires a node after its record's lifetime (`Node::lifetime`: `ttl`,
+    /// or three of its declared refresh intervals if longer); a late notice comes `ttl` after
+    /// arrival. The two agree because the simulator's agents use `ttl` = 3 x `refresh` and
+    /// never set `refresh_per_node`, so a record declares `refresh` (rounded up to 10 s: a
+    /// `--heartbeat` that is not whole tens of seconds lets a record outlive `ttl` by up to
+    /// 30 s in the gossip view).
     pub fn expire(&mut self, now: Time, ttl: Duration, mut tell: impl FnMut(NodeId, &[NodeId])) {
         // Nobody is kept: a live agent is heard every refresh.
         let gone = self.gossip.expire(now, ttl, NodeId(0));

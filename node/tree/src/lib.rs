@@ -40,7 +40,7 @@ pub use placement::{Avoid, Candidate, MOVE_MARGIN, Placement, place, plan_move};
 pub use promotion::{Link, Placed, Promotion, plan_promotion, plan_promotion_avoiding, swap};
 pub use record::{
     Children, DETACHED, LinkStats, MAX_CHILDREN, MAX_DEPTH, Node, NodeRecord, Platform,
-    Reachability, RecordError, Role, capacity_for,
+    Reachability, RecordError, Role, TTL_REFRESHES, capacity_for,
 };
 pub use repair::{Repair, RepairTarget, Shed, plan_repair, plan_shed, successor};
 pub use view::{Merge, MergeError, POOR_LOSS_PERMILLE, View, Violation};

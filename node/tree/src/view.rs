@@ -314,7 +314,7 @@ impl View {
     /// ([`Node::lifetime`]). A view is expired with one `ttl` throughout.
     ///
     /// Returns them in the order of a scan of the store. A full scan notes the
-    /// [`EXPIRY_CANDIDATES`] nodes due first; until one due after them may be due, only those
+    /// `EXPIRY_CANDIDATES` nodes due first; until one due after them may be due, only those
     /// are looked at. Live nodes are heard every refresh, so the due ones are the silent
     /// (crashed or departed) ones, and under churn they fall due one after another: a scan of
     /// the whole view each time took 6% of the message-level simulator.
@@ -368,7 +368,7 @@ impl View {
         gone
     }
 
-    /// Notes the [`EXPIRY_CANDIDATES`] nodes (other than `keep`) due to expire first, and
+    /// Notes the `EXPIRY_CANDIDATES` nodes (other than `keep`) due to expire first, and
     /// when the others expire at the earliest: one pass over the view.
     fn scan_expiring(&mut self, keep: NodeId, ttl: Duration) {
         let mut first: Vec<(Time, NodeId)> = Vec::with_capacity(EXPIRY_CANDIDATES + 1);
