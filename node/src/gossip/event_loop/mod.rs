@@ -100,6 +100,8 @@ pub struct EventLoop {
     protected: HashSet<NodeId>,
     /// When a peer last carried a direct message.
     direct_at: BoundedMap<PeerId, std::time::Instant>,
+    /// When we last dialled a protected node ahead of need (see `connect_protected`).
+    protect_dialled: BoundedMap<PeerId, std::time::Instant>,
     /// When the current connection to a peer opened.
     connected_since: BoundedMap<PeerId, std::time::Instant>,
     /// Seals our records.
@@ -184,6 +186,7 @@ impl EventLoop {
             max_peers: config.max_peers,
             protected: HashSet::new(),
             direct_at: BoundedMap::new(MAX_ROUTES),
+            protect_dialled: BoundedMap::new(256),
             connected_since: BoundedMap::new(MAX_ROUTES),
             keypair: config.keypair.clone(),
             syncs: HashMap::new(),

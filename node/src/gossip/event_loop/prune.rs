@@ -41,6 +41,11 @@ const MAX_PER_ROUND: usize = 8;
 pub(super) const MIN_PEERS: usize = 6;
 /// At most this many such dials per round.
 const DIALS_PER_ROUND: usize = 3;
+/// A protected node is dialled ahead of need at most this often. The node we protect need
+/// not protect us, and may close our connection as one it does not need: dialling it again
+/// at every `Protect` (every 2 s) made an open-and-close cycle, about 3 connections a second
+/// in a quiet 120-relay swarm, each a handshake and an identify exchange.
+const PROTECT_REDIAL: Duration = Duration::from_secs(60);
 
 impl EventLoop {
     /// Notes that `peer` carried a direct message now.
@@ -103,10 +108,16 @@ impl EventLoop {
             .iter()
             .filter_map(|n| self.routes.get(n).copied())
             .filter(|p| *p != self.local && !self.swarm.is_connected(p))
+            .filter(|p| {
+                self.protect_dialled
+                    .get(p)
+                    .is_none_or(|t| t.elapsed() >= PROTECT_REDIAL)
+            })
             .filter_map(|p| self.addrs.get(&p).map(|a| (p, a.clone())))
             .collect();
         for (peer, addrs) in picks {
             debug!(%peer, "dialling a tree neighbour ahead of need");
+            self.protect_dialled.insert(peer, Instant::now());
             self.dial_known(peer, addrs);
         }
     }
