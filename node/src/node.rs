@@ -183,10 +183,13 @@ impl NodeState {
         })
     }
 
-    /// Notes that a media packet arrived now.
-    pub fn media_arrived(&self) {
-        let ms = self.started.elapsed().as_millis() as u64 + 1;
-        self.last_media_ms.store(ms, Ordering::Relaxed);
+    /// Notes that a media packet arrived now; returns now, as time since the node started (one
+    /// clock read per packet serves every per-packet figure).
+    pub fn media_arrived(&self) -> Duration {
+        let now = self.started.elapsed();
+        self.last_media_ms
+            .store(now.as_millis() as u64 + 1, Ordering::Relaxed);
+        now
     }
 
     /// How long since the last media packet; `None` before the first.

@@ -374,20 +374,18 @@ async fn read_track(
     // The loss this link leaves after NACK repair, for our record: children judge their parent
     // by it (`View::is_struggling`), and the agent leaves a parent that keeps it high.
     let mut loss = LossMeter::default();
-    let epoch = tokio::time::Instant::now();
     while let Some(ev) = track.poll().await {
         match ev {
             TrackRemoteEvent::OnRtpPacket(_) if feed.source_id() != source => {}
             TrackRemoteEvent::OnRtpPacket(packet) => {
-                if let Some(fraction) = loss.packet(packet.header.sequence_number, epoch.elapsed())
-                {
+                let now = node.media_arrived();
+                if let Some(fraction) = loss.packet(packet.header.sequence_number, now) {
                     c.fraction_lost
                         .store(u64::from(fraction), Ordering::Relaxed);
                 }
                 c.packets.fetch_add(1, Ordering::Relaxed);
                 c.bytes
                     .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
-                node.media_arrived();
                 feed.push(packet);
             }
             TrackRemoteEvent::OnEnded => break,

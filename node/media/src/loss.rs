@@ -58,12 +58,12 @@ impl LossMeter {
             return None;
         };
         let ext = highest + i64::from(seq.wrapping_sub(highest as u16) as i16);
-        self.highest = Some(highest.max(ext));
+        let top = highest.max(ext);
+        self.highest = Some(top);
         self.received += 1;
         if now.saturating_sub(self.started) < self.interval {
             return None;
         }
-        let top = self.highest.unwrap_or(ext);
         let expected = u64::try_from(top - self.base).unwrap_or(0);
         if expected < MIN_EXPECTED {
             return None;
