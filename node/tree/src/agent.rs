@@ -45,7 +45,7 @@ use crate::placement::{Avoid, place};
 use crate::promotion::{plan_promotion_avoiding, swap};
 use crate::record::{Children, DETACHED, LinkStats, MAX_DEPTH, Node, NodeRecord, Role};
 use crate::repair::{Repair, RepairTarget, plan_repair, plan_shed};
-use crate::view::{Merge, POOR_LOSS_PERMILLE, View};
+use crate::view::{Merge, POOR_LOSS_PERMILLE, View, adds_poor_loss};
 
 /// Settings of one agent. Defaults are documented on [`AgentConfig::new`].
 #[derive(Debug, Clone)]
@@ -868,16 +868,10 @@ impl Agent {
     }
 
     fn on_link(&mut self, link: LinkStats, receiving: bool) {
-        // The loss this hop adds: what the parent itself receives with is not its fault, and
-        // leaving it would not help (under a lossy or overloaded path, every node below sees
-        // the loss of the hops above it).
-        let upstream = self
-            .me
-            .parent
-            .and_then(|p| self.view.get(p))
-            .filter(|p| p.receiving)
-            .map_or(0, |p| p.link.loss_permille);
-        let poor = receiving && link.loss_permille.saturating_sub(upstream) >= POOR_LOSS_PERMILLE;
+        // The loss this hop adds: under a lossy or overloaded path, every node below sees the
+        // loss of the hops above it.
+        let parent = self.me.parent.and_then(|p| self.view.get(p));
+        let poor = receiving && adds_poor_loss(link.loss_permille, parent);
         // Others judge the parent, and our children this node, by these figures: publish when
         // the band of loss changes and holds.
         if receiving != self.me.receiving {

@@ -453,15 +453,11 @@ impl View {
         if self.poor_links == 0 {
             return false;
         }
-        // What `id` itself receives with is not its fault: count the loss its hop adds.
-        let upstream = self
-            .get(id)
-            .filter(|n| n.receiving)
-            .map_or(0, |n| n.link.loss_permille);
+        let parent = self.get(id);
         let (mut total, mut poor) = (0, 0);
         for c in self.children_of(id).filter_map(|c| self.get(c)) {
             total += 1;
-            if poor_link(c) && c.link.loss_permille.saturating_sub(upstream) >= POOR_LOSS_PERMILLE {
+            if poor_link(c) && adds_poor_loss(c.link.loss_permille, parent) {
                 poor += 1;
             }
         }
@@ -888,6 +884,17 @@ pub(crate) fn stability(uptime_s: u32) -> u8 {
 /// Whether `n` reports a poor link from its parent (see [`View::is_struggling`]).
 fn poor_link(n: &Node) -> bool {
     n.receiving && n.link.loss_permille >= POOR_LOSS_PERMILLE
+}
+
+/// Whether a link from `parent` with `loss_permille` is poor by the loss the parent's hop adds:
+/// at least [`POOR_LOSS_PERMILLE`] beyond what the parent reports receiving with itself (that
+/// loss is not its fault, and leaving it would not help). The agent judges its own parent
+/// and [`View::is_struggling`] judges others by this one rule.
+pub(crate) fn adds_poor_loss(loss_permille: u16, parent: Option<&Node>) -> bool {
+    let upstream = parent
+        .filter(|p| p.receiving)
+        .map_or(0, |p| p.link.loss_permille);
+    loss_permille.saturating_sub(upstream) >= POOR_LOSS_PERMILLE
 }
 
 fn attached(n: &Node) -> bool {
