@@ -537,10 +537,10 @@ fn a_leaving_node_hands_its_children_on() {
     }
 }
 
-#[test]
-fn children_of_a_node_that_cannot_deliver_move_away() {
+/// Node 50 joins first, so it sits right under the root with four slots; ten more follow
+/// (some under it), then the network runs `settle_secs`.
+fn fifty_and_ten_more(settle_secs: u64) -> Net {
     let mut net = Net::new(11);
-    // The liar declares four slots and joins first, so it sits right under the root.
     net.spawn(NodeId(50), Role::Relay, 4);
     net.run_until(Time::from_millis(200));
     for i in 0..10 {
@@ -548,7 +548,14 @@ fn children_of_a_node_that_cannot_deliver_move_away() {
         let t = net.now + Duration::from_millis(50);
         net.run_until(t);
     }
-    settle(&mut net, 3);
+    settle(&mut net, settle_secs);
+    net
+}
+
+#[test]
+fn children_of_a_node_that_cannot_deliver_move_away() {
+    // The liar (50) declares four slots and joins first, so it sits right under the root.
+    let mut net = fifty_and_ten_more(3);
     let victims: Vec<NodeId> = net.truth().children_of(NodeId(50)).collect();
     assert!(!victims.is_empty(), "the liar got children");
     // Its children measure heavy loss on the link from it, every second.
@@ -605,16 +612,8 @@ fn children_of_a_node_that_cannot_deliver_move_away() {
 /// they would).
 #[test]
 fn loss_from_above_is_not_the_parents_fault() {
-    let mut net = Net::new(11);
-    net.spawn(NodeId(50), Role::Relay, 4);
-    net.run_until(Time::from_millis(200));
-    for i in 0..10 {
-        net.spawn(NodeId(100 + i), Role::Relay, 4);
-        let t = net.now + Duration::from_millis(50);
-        net.run_until(t);
-    }
     // Long enough for moves and swaps to be over: what follows is about loss only.
-    settle(&mut net, 60);
+    let mut net = fifty_and_ten_more(60);
     let children: Vec<NodeId> = net.truth().children_of(NodeId(50)).collect();
     assert!(!children.is_empty());
     let lossy = |loss_permille| LinkStats {
