@@ -315,7 +315,7 @@ impl Broadcast {
             .browsers
             .values()
             .flat_map(|b| b.asked.values().map(|(_, t)| *t));
-        let expiry = self.view.next_expiry(RECORD_TTL, self.server);
+        let expiry = self.view.next_expiry();
         agents.chain(asked).chain(expiry).min()
     }
 
