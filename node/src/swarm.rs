@@ -109,6 +109,8 @@ pub struct Report {
     /// their records published) over the record's declared interval. The steady state once
     /// nothing changes; a run shorter than the intervals does not see it.
     pub refresh_bytes_per_node_s: f64,
+    /// The same as a share of the stream bitrate, percent.
+    pub refresh_percent_of_stream: f64,
     /// The stream's bitrate, bit/s: the median of what the live relays receive.
     pub stream_bps: u64,
     /// Gossip records as a share of the stream bitrate, percent.
@@ -514,6 +516,7 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
         link_loss_permille: Percentiles::of(losses),
         refresh_s: Percentiles::of(declared),
         refresh_bytes_per_node_s,
+        refresh_percent_of_stream: percent(refresh_bytes_per_node_s),
         stream_bps,
         gossip_percent_of_stream: percent(gossip_per_node_s),
         overlay_percent_of_stream: percent(overlay_per_node_s),
@@ -727,11 +730,7 @@ impl Report {
             self.refresh_s.p95,
             self.refresh_s.max,
             self.refresh_bytes_per_node_s,
-            if self.stream_bps > 0 {
-                self.refresh_bytes_per_node_s * 8.0 * 100.0 / self.stream_bps as f64
-            } else {
-                0.0
-            },
+            self.refresh_percent_of_stream,
             self.rss_kib_per_node,
         )
     }
