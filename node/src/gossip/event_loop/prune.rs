@@ -36,7 +36,7 @@ pub(super) const KEEP_DIRECT: Duration = Duration::from_secs(30);
 pub(super) const MIN_AGE: Duration = Duration::from_secs(10);
 /// At most this many connections are closed per round, so the meshes adjust gradually.
 const MAX_PER_ROUND: usize = 8;
-/// Fewer connected peers than this: dial known ones. Above gossipsub's mesh target (4), so
+/// Fewer connected peers than this: dial known ones. Above gossipsub's mesh target (3), so
 /// a mesh can form from our own dials, and well below the peer bound.
 pub(super) const MIN_PEERS: usize = 6;
 /// At most this many such dials per round.
