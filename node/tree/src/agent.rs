@@ -274,6 +274,9 @@ pub struct Agent {
     /// and since when the measurements say another, if they do.
     band_published: u16,
     band_change: Option<Time>,
+    /// Whether our last record said media arrives, and since when it has not, if it has not.
+    receiving_published: bool,
+    silent_since: Option<Time>,
     shunned: Vec<(NodeId, Time)>,
     /// A move to a higher free slot under way: the target and when to give up.
     moving: Option<(NodeId, Time)>,
@@ -307,6 +310,11 @@ const SHUN_FOR: Duration = Duration::from_secs(300);
 /// loss burst (a CPU stall, a switch of parents) must not make every node republish, and
 /// every node merge, a record per burst.
 const BAND_SETTLE: Duration = Duration::from_secs(3);
+/// How long media must stay away before our record says so. A repair ends most silences
+/// within a second, and every node below a lost relay would otherwise publish twice (silent,
+/// then receiving again), most of the records a repair cost. Nothing places or repairs by
+/// this flag: it tells the tree API, and the loss rule (`adds_poor_loss`), how things stand.
+const SILENCE_SETTLE: Duration = Duration::from_secs(3);
 
 /// Loss in bands of half the poor threshold: a record is republished when its author's loss
 /// moves to another band, so children can tell the loss their parent adds from the loss it
@@ -389,6 +397,8 @@ impl Agent {
             poor_since: None,
             band_published: 0,
             band_change: None,
+            receiving_published: false,
+            silent_since: None,
             shunned: Vec::new(),
             moving: None,
             suspects: Vec::new(),
@@ -874,8 +884,17 @@ impl Agent {
         let poor = receiving && adds_poor_loss(link.loss_permille, parent);
         // Others judge the parent, and our children this node, by these figures: publish when
         // the band of loss changes and holds.
-        if receiving != self.me.receiving {
+        // Media arriving is news at once (a newcomer's first frames, a subtree back after a
+        // silence that was published); silence once it holds (see `SILENCE_SETTLE`).
+        if receiving == self.receiving_published {
+            self.silent_since = None;
+        } else if receiving {
             self.dirty = true;
+        } else {
+            let since = *self.silent_since.get_or_insert(self.now);
+            if self.now.since(since) >= SILENCE_SETTLE {
+                self.dirty = true;
+            }
         }
         let band = if receiving {
             loss_band(link.loss_permille)
@@ -1462,6 +1481,7 @@ impl Agent {
         self.me.refresh_tens = u8::try_from(next.as_secs().div_ceil(10)).unwrap_or(u8::MAX);
         self.me.uptime_s =
             u32::try_from(self.now.since(self.started).as_secs()).unwrap_or(u32::MAX);
+        self.receiving_published = self.me.receiving;
         // Our own record is valid by construction; keep it in our view as others see it (a
         // shared view gets it from the shell, see `new_shared`).
         if !self.shared {

@@ -133,27 +133,31 @@ fn the_pace_and_a_declared_interval_are_capped() {
 /// The times a detached relay agent published while told, each second for 20 s, the link
 /// loss `loss(s)` with media arriving.
 fn publications_under(loss: impl Fn(u64) -> u16) -> Vec<u64> {
+    publications_with(|s| (loss(s), true))
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// The times a detached relay agent published, and whether each record said media arrives,
+/// while told each second for 20 s the link loss and whether media arrives, `link(s)`.
+fn publications_with(link: impl Fn(u64) -> (u16, bool)) -> Vec<(u64, bool)> {
     let stream = StreamId::new("s").unwrap();
     let cfg = AgentConfig::new(Node::new(NodeId(7), Role::Relay, 4), stream);
     let mut agent = Agent::new(cfg, Time::ZERO);
     let mut published = Vec::new();
     for s in 0..=20 {
+        let (loss_permille, receiving) = link(s);
         let link = LinkStats {
             kbps: 300,
-            loss_permille: loss(s),
+            loss_permille,
             rtt_ms: 20,
         };
-        agent.handle(
-            Time::from_secs(s),
-            Input::SetLink {
-                link,
-                receiving: true,
-            },
-        );
+        agent.handle(Time::from_secs(s), Input::SetLink { link, receiving });
         agent.handle(Time::from_secs(s), Input::Tick);
         while let Some(out) = agent.poll_output() {
-            if matches!(out, Output::Publish(_)) {
-                published.push(s);
+            if let Output::Publish(record) = out {
+                published.push((s, record.node.receiving));
             }
         }
     }
@@ -169,4 +173,18 @@ fn a_poor_link_is_published_once_it_holds() {
     // Bursts every other second: the verdict never holds, nothing more is published.
     let bursts = publications_under(|s| if s % 2 == 0 { 250 } else { 0 });
     assert_eq!(bursts, vec![0, 0], "{bursts:?}");
+}
+
+#[test]
+fn a_silence_is_published_once_it_holds_and_its_end_at_once() {
+    // Two seconds without media (a repair, say): no record says so.
+    let short = publications_with(|s| (0, !(5..7).contains(&s)));
+    assert_eq!(short, vec![(0, false), (0, true)], "{short:?}");
+    // Silence from 5 s to 12 s: published once it held 3 s, and its end at once.
+    let long = publications_with(|s| (0, !(5..12).contains(&s)));
+    assert_eq!(
+        long,
+        vec![(0, false), (0, true), (8, false), (12, true)],
+        "{long:?}"
+    );
 }
