@@ -95,6 +95,8 @@ pub struct Report {
     pub interruptions_outside: usize,
     /// Gossip record bytes per node per second (in + out): the records' own bytes.
     pub gossip_bytes_per_node_s: f64,
+    /// Records the live nodes published while observed (after the kills, if any).
+    pub records_published: u64,
     /// All overlay bytes per node per second (in + out): every protocol on every connection
     /// (gossipsub messages, duplicates and control, identify, ping, Kademlia, direct messages).
     pub overlay_bytes_per_node_s: f64,
@@ -319,6 +321,7 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     // Observe.
     let gossip_start = all_bytes(&root, &relays, |s| &s.gossip_bytes);
     let overlay_start = all_bytes(&root, &relays, |s| &s.overlay_bytes);
+    let published_start = overlay_totals(&root, &relays).published;
     let observe_from = Instant::now();
     // Per orphan: the longest silence seen since the kill, whether media came back, and when
     // (since the kill) it last came back after a silence of GAP or more: an orphan attached
@@ -375,22 +378,7 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     let overlay_per_node_s =
         per_node_s(all_bytes(&root, &relays, |s| &s.overlay_bytes).saturating_sub(overlay_start));
 
-    let totals = std::iter::once(&root)
-        .chain(relays.iter().filter(|r| !r.dead))
-        .filter_map(|r| r.state.overlay_stats.lock().ok().map(|s| *s))
-        .fold(crate::gossip::Stats::default(), |mut a, s| {
-            a.opened += s.opened;
-            a.pruned += s.pruned;
-            a.published += s.published;
-            a.accepted += s.accepted;
-            a.ignored_stale += s.ignored_stale;
-            a.synced += s.synced;
-            a.messages += s.messages;
-            a.connected += s.connected;
-            a.lookups += s.lookups;
-            a.tended += s.tended;
-            a
-        });
+    let totals = overlay_totals(&root, &relays);
     eprintln!(
         "swarm: overlay totals over the live nodes: {} connections opened, {} pruned, {} open now, \
          {} records published, {} accepted ({} by sync), {} stale, {} direct messages, \
@@ -512,6 +500,7 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
             .filter(|id| !affected.contains(*id))
             .count(),
         gossip_bytes_per_node_s: gossip_per_node_s,
+        records_published: totals.published.saturating_sub(published_start),
         overlay_bytes_per_node_s: overlay_per_node_s,
         link_loss_permille: Percentiles::of(losses),
         refresh_s: Percentiles::of(declared),
@@ -600,6 +589,26 @@ pub(crate) async fn root_overlay_addr(root: &NodeState) -> Result<String, NodeEr
 }
 
 /// The sum of one byte counter over the live nodes.
+/// The overlay counters of the live nodes (as last read), added up.
+fn overlay_totals(root: &Running, relays: &[Running]) -> crate::gossip::Stats {
+    std::iter::once(root)
+        .chain(relays.iter().filter(|r| !r.dead))
+        .filter_map(|r| r.state.overlay_stats.lock().ok().map(|s| *s))
+        .fold(crate::gossip::Stats::default(), |mut a, s| {
+            a.opened += s.opened;
+            a.pruned += s.pruned;
+            a.published += s.published;
+            a.accepted += s.accepted;
+            a.ignored_stale += s.ignored_stale;
+            a.synced += s.synced;
+            a.messages += s.messages;
+            a.connected += s.connected;
+            a.lookups += s.lookups;
+            a.tended += s.tended;
+            a
+        })
+}
+
 fn all_bytes(
     root: &Running,
     relays: &[Running],
@@ -698,6 +707,7 @@ impl Report {
              repair time            {}\n\
              interruptions outside  {}\n\
              link loss              p50 {}, p95 {}, max {} per mille (after NACK repair)\n\
+             records published      {} while observed\n\
              gossip per node        {:.0} B/s of records ({:.2}% of the {} kbit/s stream)\n\
              overlay per node       {:.0} B/s, every protocol ({:.2}% of the stream)\n\
              refresh interval       p50 {} s, p95 {} s, max {} s (declared in the records)\n\
@@ -721,6 +731,7 @@ impl Report {
             self.link_loss_permille.p50,
             self.link_loss_permille.p95,
             self.link_loss_permille.max,
+            self.records_published,
             self.gossip_bytes_per_node_s,
             self.gossip_percent_of_stream,
             self.stream_bps / 1000,
