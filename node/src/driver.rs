@@ -46,6 +46,7 @@ use crate::child::{self, ChildLink};
 use crate::gossip::{self, Body, Client};
 use crate::node::{NodeState, TreeInfo, lock};
 use crate::peer::Peer;
+use crate::publish_pace::{PUBLISH_EVERY, PublishPace};
 use crate::upstream::{self, UpstreamError};
 
 /// Media silence after which the parent is probed.
@@ -87,11 +88,6 @@ const JOIN_WAIT: Duration = Duration::from_secs(2);
 /// departed node's record is harmless meanwhile: nobody counts a relation its parent no longer
 /// confirms, so placement and repair never pick it.
 const RECORD_REFRESH: Duration = Duration::from_secs(120);
-/// Least time between two publications of our record: changes within it go out together, as
-/// one record (a record is a state, so only the newest matters). A join used to publish three
-/// records (detached, attached, receiving) and a repair as many; every node verifies and merges
-/// every record, so at 200 relays that was most of the overlay's work.
-pub const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 /// Silence after which a node is forgotten: three refreshes, or three of the refresh
 /// intervals its record declares if longer (`Node::lifetime`; see [`REFRESH_SHARE`]).
 const RECORD_TTL: Duration = Duration::from_secs(360);
@@ -278,13 +274,11 @@ struct Driver {
     capacity: u8,
     capacity_cut_at: Option<Instant>,
     measured_cap: u8,
-    /// Our newest record, waiting for [`PUBLISH_EVERY`] to pass since the last publication.
-    pending_record: Option<treecast_tree::NodeRecord>,
+    /// Our newest record, until its time to go out comes.
+    publish: PublishPace,
     /// Offers from nodes not (yet) our children, held for [`OFFER_HOLD`]: by sender, the
     /// session, the SDP, whether live, and when it arrived.
     held_offers: HashMap<NodeId, HeldOffer>,
-    /// When the next publication may go out.
-    publish_not_before: Instant,
     /// When we last asked the overlay for the stream's records again (no place found).
     last_resync: Option<Instant>,
     /// When the stream's bytes were first seen, and how many there were: the bitrate the
@@ -340,14 +334,13 @@ impl Driver {
             capacity,
             capacity_cut_at: None,
             measured_cap: treecast_tree::MAX_CHILDREN as u8,
-            pending_record: None,
             held_offers: HashMap::new(),
             last_resync: None,
             pace_from: None,
             refresh_per_node: Duration::ZERO,
             // The root's first record at once (newcomers wait for it); a newcomer's after one
             // interval, by when it is usually attached and has nothing detached to say.
-            publish_not_before: if joined { epoch } else { epoch + PUBLISH_EVERY },
+            publish: PublishPace::new(if joined { epoch } else { epoch + PUBLISH_EVERY }),
         };
         d.publish_info();
         d
@@ -373,7 +366,7 @@ impl Driver {
         while let Some(out) = self.agent.poll_output() {
             match out {
                 Output::Publish(record) => {
-                    self.pending_record = Some(record);
+                    self.publish.offer(record);
                     self.publish_due();
                 }
                 Output::Send { to, msg } => {
@@ -901,16 +894,11 @@ impl Driver {
         }
     }
 
-    /// Publishes the pending record if [`PUBLISH_EVERY`] has passed since the last one.
+    /// Publishes our pending record if its time has come (see [`PublishPace`]).
     fn publish_due(&mut self) {
-        let now = Instant::now();
-        if now < self.publish_not_before {
-            return;
-        }
-        let Some(record) = self.pending_record.take() else {
+        let Some(record) = self.publish.due(Instant::now()) else {
             return;
         };
-        self.publish_not_before = now + PUBLISH_EVERY;
         let n = &record.node;
         tracing::debug!(
             seq = n.seq,

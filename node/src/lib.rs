@@ -30,6 +30,7 @@ pub mod nack;
 pub mod node;
 pub mod overlay_runtime;
 pub mod peer;
+pub mod publish_pace;
 pub mod record;
 pub mod rtcp_tap;
 pub mod rtp_in;
