@@ -460,6 +460,34 @@ async fn a_late_joiner_without_a_known_address_is_found_through_the_dht() {
         after.lookups, stats.lookups,
         "C was looked up in the DHT though its records carry its addresses"
     );
+
+    // C stops: the addresses its records gave refuse, and A does not walk the DHT for it (each
+    // dial of such a walk would be a handshake for nothing; a repair burst made a dozen).
+    let c_id = c.client.node_id();
+    drop(c);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match a.client.send_body(c_id, demo(), offer("v=0\r\n")).await {
+            Err(ClientError::Failed(_)) => break,
+            // Over the connection still open while C's event loop winds down.
+            Ok(_) => {}
+            Err(e) => panic!("unexpected send error: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "C still answers after it stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection is gone now: the next message dials C's addresses.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = a.client.send_body(c_id, demo(), offer("v=0\r\n")).await;
+    assert!(matches!(sent, Err(ClientError::Failed(_))), "{sent:?}");
+    let gone = a.client.stats().await.unwrap();
+    assert_eq!(
+        gone.lookups, after.lookups,
+        "a node whose own addresses refused was looked up in the DHT"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,8 +142,12 @@ impl EventLoop {
                 let Some(out) = self.in_flight.remove(&request_id) else {
                     return;
                 };
-                if matches!(error, OutboundFailure::DialFailure) && !out.looked_up {
-                    // No usable address known: ask the DHT, then try once more.
+                // No usable address known: ask the DHT, then try once more. A dial to the
+                // addresses the peer's own records gave failed: it is gone or unreachable,
+                // and a DHT walk would dial a score of peers (each dial a handshake, an
+                // identify exchange and a connection pruned again) to learn the same addresses.
+                let known = self.addrs.get(&out.peer).is_some_and(|a| !a.is_empty());
+                if matches!(error, OutboundFailure::DialFailure) && !out.looked_up && !known {
                     let peer = out.peer;
                     debug!(%peer, "no address for a direct message; looking it up");
                     self.stats.lookups += 1;
