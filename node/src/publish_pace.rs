@@ -18,8 +18,9 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 /// records cost every node two: after three interior relays of a 200-relay swarm were killed,
 /// 8 of the 27 records published were such. Nobody needs the first to stay away from the lost
 /// subtree: the lost node's own parent drops it from its record, and a relation its parent no
-/// longer confirms is never counted. So that record is never held: it is what makes the lost
-/// subtree unreachable in every view. A repair that takes longer still says so after this.
+/// longer confirms is never counted. That parent's record is therefore never held: it is what
+/// makes the lost subtree unreachable in every view. A repair that takes longer than the hold
+/// still says so when the hold ends.
 pub const DETACHED_HOLD: Duration = Duration::from_secs(1);
 
 /// The newest record not yet published, and when the next may go out.

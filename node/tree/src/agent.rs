@@ -311,9 +311,10 @@ const SHUN_FOR: Duration = Duration::from_secs(300);
 /// every node merge, a record per burst.
 const BAND_SETTLE: Duration = Duration::from_secs(3);
 /// How long media must stay away before our record says so. A repair ends most silences
-/// within a second, and every node below a lost relay would otherwise publish twice (silent,
-/// then receiving again), most of the records a repair cost. Nothing places or repairs by
-/// this flag: it tells the tree API, and the loss rule (`adds_poor_loss`), how things stand.
+/// within a second; one that takes longer than the shell's one-second sample of "receiving"
+/// would otherwise make every node below the lost relay publish twice (silent, then
+/// receiving again). Nothing places or repairs by this flag: it tells the tree API, and the
+/// loss rule (`adds_poor_loss`), how things stand.
 const SILENCE_SETTLE: Duration = Duration::from_secs(3);
 
 /// Loss in bands of half the poor threshold: a record is republished when its author's loss
