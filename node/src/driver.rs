@@ -46,7 +46,7 @@ use crate::child::{self, ChildLink};
 use crate::gossip::{self, Body, Client};
 use crate::node::{NodeState, TreeInfo, lock};
 use crate::peer::Peer;
-use crate::publish_pace::{PUBLISH_EVERY, PublishPace};
+use crate::publish_pace::{PUBLISH_EVERY, PublishPace, first_pace};
 use crate::upstream::{self, UpstreamError};
 
 /// Media silence after which the parent is probed.
@@ -890,7 +890,35 @@ impl Driver {
         let root_known = self.agent.view().root().is_some();
         if root_known || self.epoch.elapsed() >= JOIN_WAIT {
             self.joined = true;
+            self.estimate_pace();
             self.handle(Input::Join);
+        }
+    }
+
+    /// Sets a first refresh pace from what the view says, before our own figures exist (see
+    /// [`Self::pace_refresh`]): the stream's bitrate is the median of what the receiving relays
+    /// report, and our sealed record is estimated from its encoded size. The records of our
+    /// join then declare the interval we will keep, instead of the floor until our first
+    /// refresh, which cost every node one record per newcomer about two minutes after it came.
+    /// Our own measurement replaces the estimate once media flows.
+    fn estimate_pace(&mut self) {
+        let kbps = self
+            .agent
+            .view()
+            .nodes()
+            .filter(|n| n.receiving)
+            .map(|n| n.link.kbps);
+        let record = treecast_tree::NodeRecord {
+            stream: self.stream.clone(),
+            node: *self.agent.node(),
+        };
+        if let Some(per_node) = first_pace(kbps, record.encode().len(), REFRESH_SHARE) {
+            tracing::debug!(
+                per_node_ms = per_node.as_millis() as u64,
+                "refresh pace estimated from the view"
+            );
+            self.refresh_per_node = per_node;
+            self.handle(Input::SetRefreshPerNode(per_node));
         }
     }
 

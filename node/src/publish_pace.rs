@@ -23,6 +23,30 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 /// still says so when the hold ends.
 pub const DETACHED_HOLD: Duration = Duration::from_secs(1);
 
+/// What sealing adds to an encoded record (`gossip::envelope`): the header, an ed25519 key and
+/// signature, and two short addresses. Used only before any record of ours was sealed.
+pub const SEAL_OVERHEAD: usize = 1 + 2 + 1 + 2 * (1 + 9) + 1 + 36 + 64;
+
+/// A first refresh pace per node (see `AgentConfig::refresh_per_node`) before our own figures
+/// exist: so that refreshes cost `share` of the stream, with the stream's bitrate taken as the
+/// median of what the receiving nodes in the view report (`kbps`, zeros ignored: a root
+/// measures no upstream) and our sealed record as `record_len` encoded bytes plus
+/// [`SEAL_OVERHEAD`]. `None` when nobody reports a bitrate.
+pub fn first_pace(
+    kbps: impl IntoIterator<Item = u32>,
+    record_len: usize,
+    share: f64,
+) -> Option<Duration> {
+    let mut kbps: Vec<u32> = kbps.into_iter().filter(|&k| k > 0).collect();
+    if kbps.is_empty() || share <= 0.0 {
+        return None;
+    }
+    kbps.sort_unstable();
+    let stream_bytes_s = f64::from(kbps[kbps.len() / 2]) * 1000.0 / 8.0;
+    let record_bytes = (record_len + SEAL_OVERHEAD) as f64;
+    Duration::try_from_secs_f64((record_bytes / (share * stream_bytes_s)).min(3600.0)).ok()
+}
+
 /// The newest record not yet published, and when the next may go out.
 #[derive(Debug)]
 pub struct PublishPace {
@@ -107,6 +131,16 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_first_pace_follows_the_median_reported_bitrate() {
+        // 56 kbit/s is 7,000 B/s; 0.5% of it 35 B/s; a record of 75 + 125 = 200 bytes, so
+        // one node's refresh per 200/35 s. The root's 0 and the outlier do not count.
+        let pace = first_pace([0, 56, 56, 55, 57, 3000], 75, 0.005).unwrap();
+        assert_eq!(pace.as_millis(), 5714, "{pace:?}");
+        assert_eq!(first_pace([0, 0], 75, 0.005), None);
+        assert_eq!(first_pace([], 75, 0.005), None);
     }
 
     #[test]
