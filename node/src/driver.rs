@@ -46,7 +46,7 @@ use crate::child::{self, ChildLink};
 use crate::gossip::{self, Body, Client};
 use crate::node::{NodeState, TreeInfo, lock};
 use crate::peer::Peer;
-use crate::publish_pace::{PUBLISH_EVERY, PublishPace, first_pace};
+use crate::publish_pace::{PUBLISH_EVERY, PublishPace, first_pace, refresh_pace};
 use crate::upstream::{self, UpstreamError};
 
 /// Media silence after which the parent is probed.
@@ -1056,8 +1056,7 @@ impl Driver {
         let (Some(record_bytes), true) = (record_bytes, stream_bytes_s >= 1.0) else {
             return;
         };
-        let per_node = record_bytes / (REFRESH_SHARE * stream_bytes_s);
-        let Ok(per_node) = Duration::try_from_secs_f64(per_node.min(3600.0)) else {
+        let Some(per_node) = refresh_pace(record_bytes, stream_bytes_s, REFRESH_SHARE) else {
             return;
         };
         let old = self.refresh_per_node.as_secs_f64();

@@ -43,7 +43,12 @@ pub fn first_pace(
     }
     kbps.sort_unstable();
     let stream_bytes_s = f64::from(kbps[kbps.len() / 2]) * 1000.0 / 8.0;
-    let record_bytes = (record_len + SEAL_OVERHEAD) as f64;
+    refresh_pace((record_len + SEAL_OVERHEAD) as f64, stream_bytes_s, share)
+}
+
+/// The refresh pace per node at which every node's refreshes of `record_bytes` cost each node
+/// `share` of a stream of `stream_bytes_s`, at most an hour.
+pub fn refresh_pace(record_bytes: f64, stream_bytes_s: f64, share: f64) -> Option<Duration> {
     Duration::try_from_secs_f64((record_bytes / (share * stream_bytes_s)).min(3600.0)).ok()
 }
 
