@@ -48,6 +48,7 @@ impl Runtime for ImpairedRuntime {
         Ok(Arc::new(ImpairedSocket {
             inner: self.inner.wrap_udp_socket(socket)?,
             link: Mutex::new(Link::new(self.spec.config, seed)),
+            rtp_only: self.spec.rtp_only,
             epoch: tokio::time::Instant::now(),
         }))
     }
@@ -92,7 +93,16 @@ struct ImpairedSocket {
     /// Lock: the link model is advanced once per datagram from whichever task sends; held
     /// only for the decision, never across an await.
     link: Mutex<Link>,
+    /// Only RTP packets go through `link`; everything else is sent as it is.
+    rtp_only: bool,
     epoch: tokio::time::Instant,
+}
+
+/// An RTP packet (not STUN, DTLS or RTCP) by the demultiplexing rules of RFC 7983 and
+/// RFC 5761: first byte 128..=191, second byte (marker and payload type) outside the RTCP
+/// packet types 192..=223. SRTP leaves these header bytes in the clear.
+fn is_rtp(datagram: &[u8]) -> bool {
+    matches!(datagram, [first, second, ..] if (128..=191).contains(first) && !(192..=223).contains(second))
 }
 
 impl AsyncUdpSocket for ImpairedSocket {
@@ -101,6 +111,9 @@ impl AsyncUdpSocket for ImpairedSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        if self.rtp_only && !is_rtp(transmit.contents) {
+            return self.inner.poll_send(cx, transmit);
+        }
         let now = self.epoch.elapsed();
         let verdict = self
             .link
@@ -135,5 +148,24 @@ impl AsyncUdpSocket for ImpairedSocket {
 
     fn max_gro_segments(&self) -> usize {
         self.inner.max_gro_segments()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_rtp;
+
+    #[test]
+    fn rtp_is_told_from_stun_dtls_and_rtcp() {
+        // RTP, payload type 96, with and without the marker bit.
+        assert!(is_rtp(&[0x80, 96, 0, 1]));
+        assert!(is_rtp(&[0x80, 0x80 | 96, 0, 1]));
+        // RTCP receiver report and NACK (RTPFB).
+        assert!(!is_rtp(&[0x80, 201, 0, 1]));
+        assert!(!is_rtp(&[0x81, 205, 0, 3]));
+        // STUN binding request, DTLS handshake record, nothing.
+        assert!(!is_rtp(&[0x00, 0x01, 0, 0]));
+        assert!(!is_rtp(&[22, 0xfe, 0xfd]));
+        assert!(!is_rtp(&[]));
     }
 }

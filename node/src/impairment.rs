@@ -1,6 +1,7 @@
 //! The test-only impairment spec: `loss=0.05,delay=10,jitter=5,reorder=0.01,seed=7` (delay and
 //! jitter in ms) parsed into `treecast-media`'s seeded link model, which `impaired_runtime`
-//! applies to every datagram a node sends.
+//! applies to every datagram a node sends, or with `only=rtp` to its RTP packets alone (the
+//! media it forwards and resends; its STUN, DTLS and RTCP go out untouched).
 
 use std::time::Duration;
 
@@ -13,11 +14,14 @@ pub struct Impairment {
     pub config: ImpairmentConfig,
     /// Seed; each socket of the node derives its own sequence from it.
     pub seed: u64,
+    /// Impair RTP packets only (`only=rtp`): a node whose forwarding is poor while its
+    /// connections (ICE consent, DTLS, RTCP feedback) stay up.
+    pub rtp_only: bool,
 }
 
 /// A malformed impairment spec.
 #[derive(Debug, thiserror::Error)]
-#[error("bad impairment spec {0:?}: expected loss=P,delay=MS,jitter=MS,reorder=P,seed=N")]
+#[error("bad impairment spec {0:?}: expected loss=P,delay=MS,jitter=MS,reorder=P,seed=N,only=rtp")]
 pub struct ImpairmentParseError(String);
 
 impl std::str::FromStr for Impairment {
@@ -35,6 +39,7 @@ impl std::str::FromStr for Impairment {
         let mut imp = Impairment {
             config: ImpairmentConfig::default(),
             seed: 1,
+            rtp_only: false,
         };
         for part in s.split(',').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(err)?;
@@ -47,6 +52,7 @@ impl std::str::FromStr for Impairment {
                     imp.config.reorder_delay = Duration::from_millis(5);
                 }
                 "seed" => imp.seed = v.parse().map_err(|_| err())?,
+                "only" if v.trim() == "rtp" => imp.rtp_only = true,
                 _ => return Err(err()),
             }
         }
@@ -65,6 +71,9 @@ mod tests {
         assert_eq!(spec.config.delay, Duration::from_millis(3));
         assert_eq!(spec.config.jitter, Duration::from_millis(2));
         assert_eq!(spec.seed, 9);
+        assert!(!spec.rtp_only);
+        assert!("loss=0.5,only=rtp".parse::<Impairment>().unwrap().rtp_only);
+        assert!("only=rtcp".parse::<Impairment>().is_err());
         assert!("loss=2".parse::<Impairment>().is_err());
         assert!("speed=1".parse::<Impairment>().is_err());
         assert!("loss".parse::<Impairment>().is_err());

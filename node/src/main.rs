@@ -260,7 +260,8 @@ struct Common {
     /// Turn fast start off: a new child waits for the next keyframe (starts at live, later).
     #[arg(long, overrides_with = "fast_start")]
     no_fast_start: bool,
-    /// Test only: impair every datagram sent, e.g. loss=0.05,delay=5,jitter=2,seed=7.
+    /// Test only: impair every datagram sent, e.g. loss=0.05,delay=5,jitter=2,seed=7 (add
+    /// only=rtp to impair RTP packets alone).
     #[arg(long, hide = true, env = "TREECAST_IMPAIR")]
     impair: Option<Impairment>,
     /// Upload bandwidth this node may use, in Mbit/s: the child slots it offers are what this
