@@ -10,36 +10,16 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use support::{Node, ivf_frames, media, serial, tmp_dir};
+use support::{Node, TreeEntry, ivf_frames, media, serial, tmp_dir};
 
 /// Every wait in this file is bounded by this (several processes on two loaded cores).
 const SETTLE: Duration = Duration::from_secs(90);
 
 /// Node id -> (parent, children, capacity) of the attached nodes, as `node` sees the tree.
-type Tree = BTreeMap<String, (Option<String>, Vec<String>, u64)>;
+type Tree = BTreeMap<String, TreeEntry>;
 
 fn tree_of(node: &Node) -> Tree {
-    node.tree()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            let children = n["children"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c.as_str().unwrap().to_owned())
-                .collect();
-            (
-                n["id"].as_str().unwrap().to_owned(),
-                (
-                    n["parent"].as_str().map(str::to_owned),
-                    children,
-                    n["capacity"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
+    node.tree_map("capacity")
 }
 
 fn id_of(node: &Node) -> String {

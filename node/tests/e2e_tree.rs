@@ -10,37 +10,16 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use support::{Node, media, serial, tmp_dir};
+use support::{Node, TreeEntry, media, serial, tmp_dir};
 
 /// Every wait in this file is bounded by this (20 processes on two loaded cores).
 const SETTLE: Duration = Duration::from_secs(90);
 
 /// The tree as the root sees it: node id -> (parent, children, depth) of attached nodes.
-type Tree = BTreeMap<String, (Option<String>, Vec<String>, u64)>;
+type Tree = BTreeMap<String, TreeEntry>;
 
 fn attached(root: &Node) -> Tree {
-    let tree = root.tree();
-    tree["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            let children = n["children"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c.as_str().unwrap().to_owned())
-                .collect();
-            (
-                n["id"].as_str().unwrap().to_owned(),
-                (
-                    n["parent"].as_str().map(str::to_owned),
-                    children,
-                    n["depth"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
+    root.tree_map("depth")
 }
 
 /// (node id, receiving, upstream packets) of a running node.

@@ -11,6 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A node in [`Node::tree_map`]: (parent, children, one numeric field).
+pub type TreeEntry = (Option<String>, Vec<String>, u64);
+
 /// Serialises the tests of one test binary that each start many processes: hold the guard for
 /// the whole test (a panicking test does not poison it for the others).
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -166,6 +169,32 @@ impl Node {
         );
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
+    }
+
+    /// The attached nodes of [`Node::tree`]: id -> (parent, children, the number under
+    /// `field`, such as "depth" or "capacity").
+    pub fn tree_map(&self, field: &str) -> std::collections::BTreeMap<String, TreeEntry> {
+        self.tree()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let children = n["children"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_owned())
+                    .collect();
+                (
+                    n["id"].as_str().unwrap().to_owned(),
+                    (
+                        n["parent"].as_str().map(str::to_owned),
+                        children,
+                        n[field].as_u64().unwrap(),
+                    ),
+                )
+            })
+            .collect()
     }
 
     /// The process id.
