@@ -185,7 +185,8 @@ fn assert_in_order(source: &[Vec<u8>], recorded: &[Vec<u8>], name: &str) -> usiz
 }
 
 /// root (two slots) <- liar (claims four slots, loses half of the media it sends: RTP only, so
-/// that its own link to the root keeps ICE consent and stays up) and an honest relay; newcomers land under both. The liar's children measure the loss it leaves after NACK
+/// that its own link to the root keeps ICE consent and stays up) and an honest relay;
+/// newcomers land under both. The liar's children measure the loss it leaves after NACK
 /// repair and report it in their records; they leave it (the liar itself still receiving) and
 /// find other parents; the liar keeps claiming four slots but ends with no children, and
 /// everyone receives.
