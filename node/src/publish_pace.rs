@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::gossip::envelope::TYPICAL_SEAL_OVERHEAD;
 use treecast_tree::NodeRecord;
 
 /// Least time between two publications of our record: changes within it go out together, as
@@ -23,15 +24,11 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 /// still says so when the hold ends.
 pub const DETACHED_HOLD: Duration = Duration::from_secs(1);
 
-/// What sealing adds to an encoded record (`gossip::envelope`): the header, an ed25519 key and
-/// signature, and two short addresses. Used only before any record of ours was sealed.
-pub const SEAL_OVERHEAD: usize = 1 + 2 + 1 + 2 * (1 + 9) + 1 + 36 + 64;
-
 /// A first refresh pace per node (see `AgentConfig::refresh_per_node`) before our own figures
 /// exist: so that refreshes cost `share` of the stream, with the stream's bitrate taken as the
 /// median of what the receiving nodes in the view report (`kbps`, zeros ignored: a root
 /// measures no upstream) and our sealed record as `record_len` encoded bytes plus
-/// [`SEAL_OVERHEAD`]. `None` when nobody reports a bitrate.
+/// [`TYPICAL_SEAL_OVERHEAD`]. `None` when nobody reports a bitrate.
 pub fn first_pace(
     kbps: impl IntoIterator<Item = u32>,
     record_len: usize,
@@ -43,7 +40,11 @@ pub fn first_pace(
     }
     kbps.sort_unstable();
     let stream_bytes_s = f64::from(kbps[kbps.len() / 2]) * 1000.0 / 8.0;
-    refresh_pace((record_len + SEAL_OVERHEAD) as f64, stream_bytes_s, share)
+    refresh_pace(
+        (record_len + TYPICAL_SEAL_OVERHEAD) as f64,
+        stream_bytes_s,
+        share,
+    )
 }
 
 /// The refresh pace per node at which every node's refreshes of `record_bytes` cost each node

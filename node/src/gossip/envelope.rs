@@ -49,6 +49,12 @@ pub const MAX_ENVELOPE_BYTES: usize = 1
     + ED25519_KEY_LEN
     + SIGNATURE_LEN;
 
+/// What sealing usually adds to an encoded record: the header, two short addresses (an IPv4
+/// or IPv6 one with its port, about 9 bytes each), the key and the signature. An estimate for
+/// the refresh pace before any record of ours was sealed (`publish_pace::first_pace`).
+pub const TYPICAL_SEAL_OVERHEAD: usize =
+    1 + 2 + 1 + 2 * (1 + 9) + 1 + ED25519_KEY_LEN + SIGNATURE_LEN;
+
 /// An opened envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened<'a> {
@@ -212,6 +218,10 @@ mod tests {
         ];
         let sealed = seal(&k, b"record bytes", &addrs).expect("ed25519 signs");
         assert!(sealed.len() <= MAX_ENVELOPE_BYTES);
+        // The typical overhead is, within a byte or two, that of a node listening on TCP and
+        // QUIC (126 bytes here).
+        let overhead = sealed.len() - b"record bytes".len();
+        assert!(overhead.abs_diff(TYPICAL_SEAL_OVERHEAD) <= 2, "{overhead}");
         let opened = open(&sealed).expect("valid envelope");
         assert_eq!(opened.signer, k.public().to_peer_id());
         assert_eq!(opened.record, b"record bytes");
