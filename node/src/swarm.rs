@@ -100,6 +100,12 @@ pub struct Report {
     /// All overlay bytes per node per second (in + out): every protocol on every connection
     /// (gossipsub messages, duplicates and control, identify, ping, Kademlia, direct messages).
     pub overlay_bytes_per_node_s: f64,
+    /// Of those, gossipsub messages per node per second (in + out): the records with their
+    /// gossipsub framing, every copy a mesh peer sends (control messages not included).
+    pub gossipsub_bytes_per_node_s: f64,
+    /// Overlay connections opened while observed (each a TCP or QUIC and a noise handshake,
+    /// then an identify exchange), counted once per connection.
+    pub connections_opened: u64,
     /// The loss each relay reports on the link from its parent at the end (per mille, after
     /// NACK repair), as the records in the root's view say.
     pub link_loss_permille: Percentiles,
@@ -321,7 +327,7 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
     // Observe.
     let gossip_start = all_bytes(&root, &relays, |s| &s.gossip_bytes);
     let overlay_start = all_bytes(&root, &relays, |s| &s.overlay_bytes);
-    let published_start = overlay_totals(&root, &relays).published;
+    let totals_start = overlay_totals(&root, &relays);
     let observe_from = Instant::now();
     // Per orphan: the longest silence seen since the kill, whether media came back, and when
     // (since the kill) it last came back after a silence of GAP or more: an orphan attached
@@ -379,6 +385,10 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
         per_node_s(all_bytes(&root, &relays, |s| &s.overlay_bytes).saturating_sub(overlay_start));
 
     let totals = overlay_totals(&root, &relays);
+    let gossipsub_per_node_s = per_node_s(
+        (totals.gossipsub_in + totals.gossipsub_out)
+            .saturating_sub(totals_start.gossipsub_in + totals_start.gossipsub_out),
+    );
     eprintln!(
         "swarm: overlay totals over the live nodes: {} connections opened, {} pruned, {} open now, \
          {} records published, {} accepted ({} by sync), {} stale, {} direct messages, \
@@ -500,8 +510,10 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
             .filter(|id| !affected.contains(*id))
             .count(),
         gossip_bytes_per_node_s: gossip_per_node_s,
-        records_published: totals.published.saturating_sub(published_start),
+        records_published: totals.published.saturating_sub(totals_start.published),
         overlay_bytes_per_node_s: overlay_per_node_s,
+        gossipsub_bytes_per_node_s: gossipsub_per_node_s,
+        connections_opened: totals.opened.saturating_sub(totals_start.opened) / 2,
         link_loss_permille: Percentiles::of(losses),
         refresh_s: Percentiles::of(declared),
         refresh_bytes_per_node_s,
@@ -605,6 +617,8 @@ fn overlay_totals(root: &Running, relays: &[Running]) -> crate::gossip::Stats {
             a.connected += s.connected;
             a.lookups += s.lookups;
             a.tended += s.tended;
+            a.gossipsub_in += s.gossipsub_in;
+            a.gossipsub_out += s.gossipsub_out;
             a
         })
 }
@@ -710,6 +724,7 @@ impl Report {
              records published      {} while observed\n\
              gossip per node        {:.0} B/s of records ({:.2}% of the {} kbit/s stream)\n\
              overlay per node       {:.0} B/s, every protocol ({:.2}% of the stream)\n\
+             gossipsub messages     {:.0} B/s per node of that, every copy; {} connections opened\n\
              refresh interval       p50 {} s, p95 {} s, max {} s (declared in the records)\n\
              refreshes alone        {:.0} B/s per node ({:.2}% of the stream), once nothing changes\n\
              memory per node        {} KiB (process RSS / nodes)\n",
@@ -737,6 +752,8 @@ impl Report {
             self.stream_bps / 1000,
             self.overlay_bytes_per_node_s,
             self.overlay_percent_of_stream,
+            self.gossipsub_bytes_per_node_s,
+            self.connections_opened,
             self.refresh_s.p50,
             self.refresh_s.p95,
             self.refresh_s.max,

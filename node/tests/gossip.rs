@@ -204,11 +204,20 @@ async fn five_nodes_with_one_bootstrap_address_all_learn_each_other() {
         started.elapsed(),
         seq - 1
     );
+    let mut gossipsub_out = 0;
     for n in &nodes {
         let stats = n.client.stats().await.unwrap();
         assert_eq!(stats.rejected(), 0, "{stats:?}");
         assert!(stats.accepted >= 4, "{stats:?}");
+        // gossipsub's message bytes are read, and are part of all the overlay's bytes.
+        assert!(stats.gossipsub_in <= stats.overlay_in, "{stats:?}");
+        assert!(stats.gossipsub_out <= stats.overlay_out, "{stats:?}");
+        gossipsub_out += stats.gossipsub_out;
     }
+    assert!(
+        gossipsub_out > 0,
+        "the records went out as gossipsub messages"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,7 +100,8 @@ pub enum BuildError {
 }
 
 /// Builds the swarm: TCP and QUIC (noise, yamux), DNS, relay client, and [`Behaviour`], with
-/// every connection's bytes counted in the returned registry (see [`overlay_bytes`]).
+/// every connection's bytes and gossipsub's own counters in the returned registry (see
+/// [`overlay_bytes`]).
 /// Must be called inside a tokio runtime.
 pub(crate) fn build_swarm(
     config: &GossipConfig,
@@ -122,7 +123,7 @@ pub(crate) fn build_swarm(
         .map_err(|e| transport(&e))?
         .with_bandwidth_metrics(&mut registry)
         .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, relay_client, config).map_err(Into::into)
+            Behaviour::new(key, relay_client, config, &mut registry).map_err(Into::into)
         })
         .map_err(|e| BuildError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
@@ -130,29 +131,42 @@ pub(crate) fn build_swarm(
     Ok((swarm, registry))
 }
 
-/// Bytes (in, out) carried by all the overlay's connections so far: every protocol (gossipsub
-/// messages and control, identify, ping, Kademlia, direct messages), as the stream muxer sees
-/// them, read from the counters libp2p keeps in `registry`.
-pub(crate) fn overlay_bytes(registry: &Registry) -> (u64, u64) {
+/// Bytes counted by libp2p on the overlay, in and out, since the swarm was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OverlayBytes {
+    /// Every protocol (gossipsub messages and control, identify, ping, Kademlia, direct
+    /// messages) on every connection, as the stream muxer sees them.
+    pub(crate) all: (u64, u64),
+    /// gossipsub messages: each record with its gossipsub framing, every copy a peer sent us
+    /// or we sent a peer, duplicates included; no control messages, no muxer framing.
+    pub(crate) gossipsub: (u64, u64),
+}
+
+/// Reads the counters libp2p keeps in `registry` (see [`OverlayBytes`]).
+pub(crate) fn overlay_bytes(registry: &Registry) -> OverlayBytes {
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
-        return (0, 0);
+        return OverlayBytes::default();
     }
-    let (mut inbound, mut outbound) = (0, 0);
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{"))
-    {
+    let mut bytes = OverlayBytes::default();
+    for line in text.lines() {
         let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
             continue;
         };
-        if line.contains("direction=\"Inbound\"") {
-            inbound += value as u64;
-        } else if line.contains("direction=\"Outbound\"") {
-            outbound += value as u64;
+        let value = value as u64;
+        if line.starts_with("libp2p_bandwidth_bytes_total{") {
+            if line.contains("direction=\"Inbound\"") {
+                bytes.all.0 += value;
+            } else if line.contains("direction=\"Outbound\"") {
+                bytes.all.1 += value;
+            }
+        } else if line.starts_with("gossipsub_topic_msg_recv_bytes_unfiltered_total{") {
+            bytes.gossipsub.0 += value;
+        } else if line.starts_with("gossipsub_topic_msg_sent_bytes_total{") {
+            bytes.gossipsub.1 += value;
         }
     }
-    (inbound, outbound)
+    bytes
 }
 
 impl Behaviour {
@@ -160,6 +174,7 @@ impl Behaviour {
         key: &Keypair,
         relay_client: relay::client::Behaviour,
         config: &GossipConfig,
+        registry: &mut Registry,
     ) -> Result<Self, BuildError> {
         let peer = key.public().to_peer_id();
         let bad = |e: &dyn fmt::Display| BuildError::Behaviour(e.to_string());
@@ -189,7 +204,11 @@ impl Behaviour {
             .map_err(|e| bad(&e))?;
         let mut gossipsub =
             gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config)
-                .map_err(|e| bad(&e))?;
+                .map_err(|e| bad(&e))?
+                .with_metrics(
+                    registry.sub_registry_with_prefix("gossipsub"),
+                    Default::default(),
+                );
         let score = gossipsub::PeerScoreParams {
             ip_colocation_factor_whitelist: config.colocation_whitelist.iter().copied().collect(),
             ..Default::default()

@@ -107,6 +107,11 @@ pub struct Stats {
     pub overlay_in: u64,
     /// All bytes sent on the overlay's connections.
     pub overlay_out: u64,
+    /// Of those, gossipsub messages received: records with their gossipsub framing,
+    /// duplicates included; no control messages, no muxer framing.
+    pub gossipsub_in: u64,
+    /// Of those, gossipsub messages sent, every copy.
+    pub gossipsub_out: u64,
     /// Direct messages whose receiver had to be looked up in the DHT after a failed dial.
     pub lookups: u64,
 }

@@ -286,7 +286,9 @@ impl EventLoop {
             }
             Command::Stats { reply } => {
                 self.stats.connected = self.swarm.connected_peers().count() as u64;
-                (self.stats.overlay_in, self.stats.overlay_out) = overlay_bytes(&self.metrics);
+                let bytes = overlay_bytes(&self.metrics);
+                (self.stats.overlay_in, self.stats.overlay_out) = bytes.all;
+                (self.stats.gossipsub_in, self.stats.gossipsub_out) = bytes.gossipsub;
                 let _ = reply.send(self.stats);
             }
             Command::Protect { nodes } => {
