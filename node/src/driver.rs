@@ -1015,13 +1015,15 @@ impl Driver {
     }
 
     /// Tells the overlay which connections to keep whatever its peer bound: the parent, the
-    /// children and the first targets of the repair plan.
+    /// children and the first target of the repair plan. Not the fallbacks after it: they are
+    /// the shallowest open slots, the same for every node, and every node dialling them ahead
+    /// of need was a herd of handshakes on whoever held an open slot near the top.
     fn protect_neighbours(&self) {
         let me = self.agent.node();
         let mut nodes: Vec<NodeId> = me.parent.into_iter().collect();
         nodes.extend(me.children.iter());
         if let Some(plan) = self.agent.repair_plan() {
-            nodes.extend(plan.targets.iter().take(2).map(|t| match *t {
+            nodes.extend(plan.targets.iter().take(1).map(|t| match *t {
                 treecast_tree::RepairTarget::Replace { grandparent } => grandparent,
                 treecast_tree::RepairTarget::Attach(p) => p,
             }));

@@ -98,7 +98,7 @@ impl EventLoop {
         self.swarm.dial(opts).is_ok()
     }
 
-    /// Dials the protected nodes (tree neighbours and the repair plan's first targets) we are
+    /// Dials the protected nodes (tree neighbours and the repair plan's first target) we are
     /// not connected to, where their records gave addresses: when the parent dies, the attach
     /// request to the backup parent then travels over a connection that is already up,
     /// instead of waiting for a TCP and noise handshake on a machine busy with the repair.
