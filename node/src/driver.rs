@@ -91,11 +91,19 @@ const RECORD_REFRESH: Duration = Duration::from_secs(120);
 /// Silence after which a node is forgotten: three refreshes, or three of the refresh
 /// intervals its record declares if longer (`Node::lifetime`; see [`REFRESH_SHARE`]).
 const RECORD_TTL: Duration = Duration::from_secs(360);
-/// The share of the stream's bitrate that refreshes of unchanged records may cost each node:
-/// half of the 1% the overlay's records may take, the other half left for changes. In a
+/// The share of the stream's bitrate that refreshes of unchanged records may cost each node
+/// as gossipsub messages, every copy in and out (see [`Driver::pace_refresh`]): half of the
+/// 1% the overlay's records may take, the other half left for changes. In a
 /// large swarm or on a low-bitrate stream the refresh interval grows past
 /// [`RECORD_REFRESH`] to keep it (capped at `treecast_tree::MAX_REFRESH`).
 const REFRESH_SHARE: f64 = 0.005;
+/// The most gossipsub bytes per record byte the refresh pace believes (see
+/// `Stats::copies`): about 3.9 are measured in 200-relay swarms; a figure far above is a
+/// node that received few records over many copies, not a property of the mesh.
+const MAX_COPIES: f64 = 16.0;
+/// The gossipsub bytes per record byte assumed until our overlay has measured them: about
+/// what 200-relay swarms measure (3.9 in three runs with the mesh of 3, at most 4; session 10).
+const START_COPIES: f64 = 4.0;
 /// How often media health, link figures and the tree snapshot are looked at.
 const HEALTH_TICK: Duration = Duration::from_millis(50);
 /// How long the old parent's connection stays open after the new one is up, at most, while
@@ -912,7 +920,14 @@ impl Driver {
             stream: self.stream.clone(),
             node: *self.agent.node(),
         };
-        if let Some(per_node) = first_pace(kbps, record.encode().len(), REFRESH_SHARE) {
+        let copies = self
+            .node
+            .overlay_stats
+            .lock()
+            .ok()
+            .and_then(|s| s.copies())
+            .map_or(START_COPIES, |c| c.clamp(1.0, MAX_COPIES));
+        if let Some(per_node) = first_pace(kbps, record.encode().len(), copies, REFRESH_SHARE) {
             tracing::debug!(
                 per_node_ms = per_node.as_millis() as u64,
                 "refresh pace estimated from the view"
@@ -1034,11 +1049,14 @@ impl Driver {
     }
 
     /// Sets the agent's refresh pace so that the refreshes of every node's unchanged record
-    /// cost each node [`REFRESH_SHARE`] of the stream (see `AgentConfig::refresh_per_node`):
-    /// from the mean size of the records we sealed and the stream's mean bitrate. Both are
-    /// measured, so the pace follows the real stream and the real records. The bitrate counts
-    /// RTP payload only, a little under what the stream costs on the wire, so the refreshes
-    /// stay within their share.
+    /// cost each node [`REFRESH_SHARE`] of the stream on the wire (see
+    /// `AgentConfig::refresh_per_node`): from the mean size of the records we sealed, the
+    /// gossipsub copies each record byte takes in and out of a node, and the stream's mean
+    /// bitrate. All three are measured, so the pace follows the real stream, the real records
+    /// and the real mesh. The bitrate counts RTP payload only, a little under what the stream
+    /// costs on the wire, so the refreshes stay within their share. Until session 10 the pace
+    /// counted the sealed bytes once: on the wire the refreshes cost about five times their
+    /// share.
     fn pace_refresh(&mut self) {
         let bytes = self.node.upstream.bytes.load(Ordering::Relaxed);
         let Some((since, base)) = self.pace_from else {
@@ -1049,12 +1067,18 @@ impl Driver {
         };
         let secs = since.elapsed().as_secs_f64();
         let stream_bytes_s = bytes.saturating_sub(base) as f64 / secs.max(1.0);
-        let record_bytes = self
-            .node
-            .overlay_stats
-            .lock()
-            .ok()
-            .and_then(|s| (s.published > 0).then(|| s.bytes_out as f64 / s.published as f64));
+        let Some(stats) = self.node.overlay_stats.lock().ok().map(|s| *s) else {
+            return;
+        };
+        // What one of our records costs each node on the wire: its sealed size times the
+        // gossipsub bytes, in and out and every copy, per record byte received (measured by
+        // our overlay; until it is, [`START_COPIES`]).
+        let record_bytes = (stats.published > 0).then(|| {
+            stats.bytes_out as f64 / stats.published as f64
+                * stats
+                    .copies()
+                    .map_or(START_COPIES, |c| c.clamp(1.0, MAX_COPIES))
+        });
         let (Some(record_bytes), true) = (record_bytes, stream_bytes_s >= 1.0) else {
             return;
         };

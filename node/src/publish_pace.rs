@@ -27,11 +27,13 @@ pub const DETACHED_HOLD: Duration = Duration::from_secs(1);
 /// A first refresh pace per node (see `AgentConfig::refresh_per_node`) before our own figures
 /// exist: so that refreshes cost `share` of the stream, with the stream's bitrate taken as the
 /// median of what the receiving nodes in the view report (`kbps`, zeros ignored: a root
-/// measures no upstream) and our sealed record as `record_len` encoded bytes plus
-/// [`TYPICAL_SEAL_OVERHEAD`]. `None` when nobody reports a bitrate.
+/// measures no upstream), our sealed record as `record_len` encoded bytes plus
+/// [`TYPICAL_SEAL_OVERHEAD`], and each record byte as `copies` gossipsub bytes on the wire
+/// (in and out, every copy). `None` when nobody reports a bitrate.
 pub fn first_pace(
     kbps: impl IntoIterator<Item = u32>,
     record_len: usize,
+    copies: f64,
     share: f64,
 ) -> Option<Duration> {
     let mut kbps: Vec<u32> = kbps.into_iter().filter(|&k| k > 0).collect();
@@ -41,7 +43,7 @@ pub fn first_pace(
     kbps.sort_unstable();
     let stream_bytes_s = f64::from(kbps[kbps.len() / 2]) * 1000.0 / 8.0;
     refresh_pace(
-        (record_len + TYPICAL_SEAL_OVERHEAD) as f64,
+        (record_len + TYPICAL_SEAL_OVERHEAD) as f64 * copies,
         stream_bytes_s,
         share,
     )
@@ -143,10 +145,13 @@ mod tests {
     fn a_first_pace_follows_the_median_reported_bitrate() {
         // 56 kbit/s is 7,000 B/s; 0.5% of it 35 B/s; a record of 75 + 125 = 200 bytes, so
         // one node's refresh per 200/35 s. The root's 0 and the outlier do not count.
-        let pace = first_pace([0, 56, 56, 55, 57, 3000], 75, 0.005).unwrap();
+        let pace = first_pace([0, 56, 56, 55, 57, 3000], 75, 1.0, 0.005).unwrap();
         assert_eq!(pace.as_millis(), 5714, "{pace:?}");
-        assert_eq!(first_pace([0, 0], 75, 0.005), None);
-        assert_eq!(first_pace([], 75, 0.005), None);
+        // Each record byte 4 bytes on the wire: a refresh four times as rare.
+        let pace = first_pace([56], 75, 4.0, 0.005).unwrap();
+        assert_eq!(pace.as_millis(), 22857, "{pace:?}");
+        assert_eq!(first_pace([0, 0], 75, 1.0, 0.005), None);
+        assert_eq!(first_pace([], 75, 1.0, 0.005), None);
     }
 
     #[test]

@@ -119,6 +119,12 @@ pub struct Report {
     pub refresh_bytes_per_node_s: f64,
     /// The same as a share of the stream bitrate, percent.
     pub refresh_percent_of_stream: f64,
+    /// What the refreshes cost each node as gossipsub messages, every copy in and out, B/s:
+    /// [`Self::refresh_bytes_per_node_s`] times the copies per record byte the live nodes
+    /// measured over the whole run (`Stats::copies`). What refresh pacing holds to its share.
+    pub refresh_wire_bytes_per_node_s: f64,
+    /// The same as a share of the stream bitrate, percent.
+    pub refresh_wire_percent_of_stream: f64,
     /// The stream's bitrate, bit/s: the median of what the live relays receive.
     pub stream_bps: u64,
     /// Gossip records as a share of the stream bitrate, percent.
@@ -474,6 +480,8 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
         .filter(|&&s| s > 0)
         .map(|&s| record_bytes / s as f64)
         .sum::<f64>();
+    // On the wire: times the gossipsub copies per record byte the live nodes measured so far.
+    let refresh_wire_bytes_per_node_s = refresh_bytes_per_node_s * totals.copies().unwrap_or(1.0);
     let report = Report {
         nodes: cfg.nodes,
         joined: relays.iter().filter(|r| r.first_frame.is_some()).count(),
@@ -518,6 +526,8 @@ pub async fn run(cfg: SwarmConfig) -> Result<Report, NodeError> {
         refresh_s: Percentiles::of(declared),
         refresh_bytes_per_node_s,
         refresh_percent_of_stream: percent(refresh_bytes_per_node_s),
+        refresh_wire_bytes_per_node_s,
+        refresh_wire_percent_of_stream: percent(refresh_wire_bytes_per_node_s),
         stream_bps,
         gossip_percent_of_stream: percent(gossip_per_node_s),
         overlay_percent_of_stream: percent(overlay_per_node_s),
@@ -619,6 +629,7 @@ fn overlay_totals(root: &Running, relays: &[Running]) -> crate::gossip::Stats {
             a.tended += s.tended;
             a.gossipsub_in += s.gossipsub_in;
             a.gossipsub_out += s.gossipsub_out;
+            a.gossiped_in += s.gossiped_in;
             a
         })
 }
@@ -726,7 +737,8 @@ impl Report {
              overlay per node       {:.0} B/s, every protocol ({:.2}% of the stream)\n\
              gossipsub messages     {:.0} B/s per node of that, every copy; {} connections opened\n\
              refresh interval       p50 {} s, p95 {} s, max {} s (declared in the records)\n\
-             refreshes alone        {:.0} B/s per node ({:.2}% of the stream), once nothing changes\n\
+             refreshes alone        {:.0} B/s per node of records ({:.2}% of the stream), once nothing changes\n\
+             refreshes on the wire  {:.0} B/s per node as gossipsub messages ({:.2}% of the stream)\n\
              memory per node        {} KiB (process RSS / nodes)\n",
             self.nodes,
             self.joined,
@@ -759,6 +771,8 @@ impl Report {
             self.refresh_s.max,
             self.refresh_bytes_per_node_s,
             self.refresh_percent_of_stream,
+            self.refresh_wire_bytes_per_node_s,
+            self.refresh_wire_percent_of_stream,
             self.rss_kib_per_node,
         )
     }

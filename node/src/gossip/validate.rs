@@ -58,6 +58,9 @@ pub enum Ignored {
     UnknownTopic,
 }
 
+/// Record bytes received as gossip before [`Stats::copies`] is measured: about 20 records.
+const MIN_MEASURED: u64 = 4096;
+
 /// Counters of validation outcomes and of what the driver never saw, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -101,6 +104,8 @@ pub struct Stats {
     /// Record bytes received (gossip messages' data and sync answers; libp2p framing and
     /// gossipsub control messages not included).
     pub bytes_in: u64,
+    /// Of `bytes_in`, those that came as gossip (each record once, duplicates dropped).
+    pub gossiped_in: u64,
     /// Record bytes published.
     pub bytes_out: u64,
     /// All bytes received on the overlay's connections: every protocol, framing included.
@@ -117,6 +122,14 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// gossipsub message bytes on the wire (in and out, every copy, with gossipsub's framing)
+    /// per record byte received as gossip: what receiving one record byte costs a node,
+    /// measured. `None` until 4 KiB of records (about 20) came as gossip.
+    pub fn copies(&self) -> Option<f64> {
+        (self.gossiped_in >= MIN_MEASURED)
+            .then(|| (self.gossipsub_in + self.gossipsub_out) as f64 / self.gossiped_in as f64)
+    }
+
     /// All rejections.
     pub fn rejected(&self) -> u64 {
         self.rejected_oversized
@@ -401,5 +414,22 @@ mod tests {
             validate(Some(&demo), &sealed(&browser, &rec), &seqs),
             Verdict::Reject(Rejection::Forged)
         );
+    }
+
+    #[test]
+    fn copies_are_measured_once_enough_records_came_as_gossip() {
+        let mut stats = Stats {
+            gossiped_in: 4000,
+            gossipsub_in: 8000,
+            gossipsub_out: 8000,
+            ..Stats::default()
+        };
+        assert_eq!(stats.copies(), None, "under 4 KiB of records: not yet");
+        // 2 copies in and 2 out per record byte; sync answers count for neither.
+        stats.gossiped_in = 5000;
+        stats.bytes_in = 40_000;
+        stats.gossipsub_in = 10_000;
+        stats.gossipsub_out = 10_000;
+        assert_eq!(stats.copies(), Some(4.0));
     }
 }

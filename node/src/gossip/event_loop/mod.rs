@@ -591,6 +591,7 @@ impl EventLoop {
         message: gossipsub::Message,
     ) {
         self.stats.bytes_in += message.data.len() as u64;
+        self.stats.gossiped_in += message.data.len() as u64;
         let stream = self.streams.get(&message.topic);
         let verdict = validate(stream, &message.data, &self.seqs);
         self.stats.count(&verdict);
