@@ -188,3 +188,43 @@ fn a_silence_is_published_once_it_holds_and_its_end_at_once() {
         "{long:?}"
     );
 }
+
+#[test]
+fn a_change_published_is_a_refresh() {
+    // A relay that publishes a change at 25 s (its link turns poor at 22 s; the verdict holds
+    // 3 s) does not refresh at about 30 s, its refresh time counted from the start, but an
+    // interval after the change.
+    let stream = StreamId::new("s").unwrap();
+    let cfg = AgentConfig::new(Node::new(NodeId(7), Role::Relay, 4), stream);
+    let refresh = cfg.refresh.as_secs();
+    let mut agent = Agent::new(cfg, Time::ZERO);
+    let mut published = Vec::new();
+    for s in 0..=70 {
+        let link = LinkStats {
+            kbps: 300,
+            loss_permille: if s >= 22 { 250 } else { 0 },
+            rtt_ms: 20,
+        };
+        agent.handle(
+            Time::from_secs(s),
+            Input::SetLink {
+                link,
+                receiving: true,
+            },
+        );
+        agent.handle(Time::from_secs(s), Input::Tick);
+        while let Some(out) = agent.poll_output() {
+            if let Output::Publish(_) = out {
+                published.push(s);
+            }
+        }
+    }
+    assert_eq!(refresh, 30, "the core's default");
+    let after: Vec<u64> = published.into_iter().filter(|&s| s > 0).collect();
+    assert_eq!(after.first(), Some(&25), "{after:?}");
+    // Then the next refresh 27 to 30 s after the change, not at 27 to 30 s.
+    assert!(
+        after.len() == 2 && (52..=55).contains(&after[1]),
+        "{after:?}"
+    );
+}
