@@ -1473,15 +1473,12 @@ impl Agent {
         // Our relations changed: a new one may be one-sided until the other side publishes.
         self.note_suspects();
         self.me.seq += 1;
-        // Any record is a refresh: the next one is due no sooner than the shortest jittered
-        // interval after it. (A refresh timed from the start alone made every node of a swarm
-        // publish again two minutes after it joined, whatever its records declared: 201
-        // records in a minute of a quiet 200-relay swarm.) The record says how long until the
-        // next one at the latest, so receivers keep it that long (`Node::lifetime`): the
-        // refresh interval, or the time to the refresh already timed if that is further.
-        let every = self.refresh_interval();
-        self.next_refresh = self.next_refresh.max(self.now + (every - every / 10));
-        let next = every.max(self.next_refresh.since(self.now));
+        // The record says how long until the next one at the latest, so receivers keep it
+        // that long (`Node::lifetime`): the refresh interval, or the time to the refresh
+        // already timed if that is further (the interval shrank since).
+        let next = self
+            .refresh_interval()
+            .max(self.next_refresh.since(self.now));
         self.me.refresh_tens = u8::try_from(next.as_secs().div_ceil(10)).unwrap_or(u8::MAX);
         self.me.uptime_s =
             u32::try_from(self.now.since(self.started).as_secs()).unwrap_or(u32::MAX);
