@@ -925,8 +925,7 @@ impl Driver {
             .overlay_stats
             .lock()
             .ok()
-            .and_then(|s| s.copies())
-            .map_or(START_COPIES, |c| c.clamp(1.0, MAX_COPIES));
+            .map_or(START_COPIES, |s| copies(&s));
         if let Some(per_node) = first_pace(kbps, record.encode().len(), copies, REFRESH_SHARE) {
             tracing::debug!(
                 per_node_ms = per_node.as_millis() as u64,
@@ -1090,14 +1089,9 @@ impl Driver {
             return;
         };
         // What one of our records costs each node on the wire: its sealed size times the
-        // gossipsub bytes, in and out and every copy, per record byte received (measured by
-        // our overlay; until it is, [`START_COPIES`]).
-        let record_bytes = (stats.published > 0).then(|| {
-            stats.bytes_out as f64 / stats.published as f64
-                * stats
-                    .copies()
-                    .map_or(START_COPIES, |c| c.clamp(1.0, MAX_COPIES))
-        });
+        // gossipsub bytes, in and out and every copy, per record byte received.
+        let record_bytes = (stats.published > 0)
+            .then(|| stats.bytes_out as f64 / stats.published as f64 * copies(&stats));
         let (Some(record_bytes), true) = (record_bytes, stream_bytes_s >= 1.0) else {
             return;
         };
@@ -1310,4 +1304,12 @@ async fn offer_to_parent(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The gossipsub bytes per record byte the refresh pace counts with: as our overlay measured
+/// them (`Stats::copies`, within 1 to [`MAX_COPIES`]), or [`START_COPIES`] until it has.
+fn copies(stats: &crate::gossip::Stats) -> f64 {
+    stats
+        .copies()
+        .map_or(START_COPIES, |c| c.clamp(1.0, MAX_COPIES))
 }
